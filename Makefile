@@ -1,0 +1,30 @@
+# Two commands from nothing: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint typecheck check clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/optiserve models build --out models
+	$(BIN)/optiserve profile models/cnn.onnx --batch 1,4 --threads 1,2 --budget 3 \
+		-o profiles/demo-cnn --overwrite
+	$(BIN)/optiserve show profiles/demo-cnn
+
+test: $(STAMP)
+	$(BIN)/ruff check optiserve tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/pytest benchmarks -q -s --benchmark-columns=median,iqr,rounds
+
+clean:
+	rm -rf $(VENV) models .optiserve-cache

@@ -1,0 +1,3 @@
+from optiserve.cli import main
+
+main()

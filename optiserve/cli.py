@@ -1,0 +1,209 @@
+"""The ``optiserve`` command. Each command maps an ``OptiserveError`` to one line
+on stderr and its exit code; sweep flags are generated from ``SweepSpec``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from optiserve.errors import OptiserveError
+from optiserve.types import BenchConfig, Measurement, Status
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure, predict and choose the cheapest way to serve a model inside an SLA.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="The offline model zoo.")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(func: F) -> F:
+    """User errors become ``error: ...`` and the error's exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OptiserveError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def with_sweep_options(func: F) -> F:
+    """Append one ``--flag`` per ``SweepSpec`` field; pass those given as ``sweep_overrides``."""
+    from optiserve.profile.sweep import SweepSpec
+
+    sig = inspect.signature(func, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "sweep_overrides"]
+    names = list(SweepSpec.model_fields)
+    for name, field in SweepSpec.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        opt = typer.Option(
+            None, "--" + name.replace("_", "-"), help=f"{field.description} [default: {shown}]", show_default=False
+        )
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str]))  # noqa: UP045
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        overrides = {n: kwargs.pop(n) for n in names if n in kwargs}
+        return func(**kwargs, sweep_overrides={k: v for k, v in overrides.items() if v is not None})
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
+@models_app.command("build")
+@one_line_errors
+def models_build(
+    names: Annotated[Optional[list[str]], typer.Argument(help="zoo models (default: mlp cnn encoder)")] = None,  # noqa: UP045
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write to")] = Path("models"),
+    seed: Annotated[int, typer.Option(help="weight seed")] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild existing files")] = False,
+    all_models: Annotated[bool, typer.Option("--all", help="every zoo model")] = False,
+) -> None:
+    """Build zoo models deterministically (seeded weights, no download)."""
+    from optiserve.models.zoo import ZOO, build_zoo
+
+    wanted = list(ZOO) if all_models else names
+    try:
+        paths = build_zoo(out_dir, wanted, seed=seed, force=force)
+    except OSError as exc:
+        raise OptiserveError(f"cannot write models to {out_dir}: {exc.strerror or exc}") from None
+    for p in paths:
+        out.print(f"{p}  ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the zoo."""
+    from optiserve.models.zoo import ZOO
+
+    t = Table("name", "description", "in demo")
+    for e in ZOO.values():
+        t.add_row(e.name, e.description, "yes" if e.demo else "")
+    out.print(t)
+
+
+@app.command()
+@one_line_errors
+@with_sweep_options
+def profile(
+    model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name (built on demand)")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="profile folder [default: profiles/MODEL]")
+    ] = None,
+    sweep: Annotated[Optional[Path], typer.Option(help="YAML sweep file; flags override it")] = None,  # noqa: UP045
+    resume: Annotated[bool, typer.Option(help="measure only the configs still missing")] = False,
+    overwrite: Annotated[bool, typer.Option(help="discard an existing profile in the folder")] = False,
+    sweep_overrides: dict[str, Any] | None = None,
+) -> None:
+    """Sweep runtimes x precisions x batch sizes x threads and store every measurement."""
+    from optiserve.models.zoo import resolve_model
+    from optiserve.profile.profiler import run_sweep
+    from optiserve.profile.summary import render
+    from optiserve.profile.sweep import build_spec
+
+    if resume and overwrite:
+        raise OptiserveError("--resume and --overwrite contradict each other; pick one")
+    spec = build_spec(sweep, sweep_overrides)
+    path = resolve_model(model)
+    folder = output or Path("profiles") / path.stem
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=err,
+    ) as bar:
+        task = bar.add_task(f"profiling {path.name}", total=None, current="")
+        counts = {"done": 0}
+
+        def progress(event: str, config: BenchConfig, m: Measurement | None) -> None:
+            if event == "start":
+                bar.update(task, current=config.label())
+            else:
+                counts["done"] += 1
+                bar.advance(task)
+                if m is not None and m.status is Status.FAILED:
+                    bar.console.print(f"[red]failed[/red] {config.label()}: {m.error}", highlight=False)
+
+        from optiserve.profile.profiler import plan_sweep
+
+        todo = plan_sweep(path, spec, folder, resume=resume, overwrite=overwrite).todo
+        bar.update(task, total=len(todo))
+        try:
+            prof = run_sweep(path, spec, folder, resume=resume, overwrite=overwrite, progress=progress)
+        except KeyboardInterrupt:
+            bar.stop()
+            err.print(
+                f"interrupted: {counts['done']} config(s) of this run are on disk in {folder}; "
+                "run again with --resume to finish"
+            )
+            raise typer.Exit(130) from None
+    render(prof, out)
+    out.print(f"profile written to {folder}/")
+
+
+@app.command()
+@one_line_errors
+def show(path: Annotated[Path, typer.Argument(help="profile folder (or its .parquet/.json)")]) -> None:
+    """Print a stored profile's summary again."""
+    from optiserve.profile.store import load_profile
+    from optiserve.profile.summary import render
+
+    render(load_profile(path), out)
+
+
+@app.command()
+def env() -> None:
+    """The detected hardware and which runtimes are available here (and why not)."""
+    from optiserve.profile.hardware import fingerprint, library_versions
+    from optiserve.runtimes.registry import RUNTIMES
+
+    hw = fingerprint()
+    out.print(
+        f"[bold]CPU[/bold]  {hw['cpu_model']} ({hw['arch']}), {hw['physical_cores']} cores, "
+        f"{hw['logical_cpus']} logical, {hw['usable_cpus']} usable"
+    )
+    out.print(f"[bold]memory[/bold]  {hw['memory_gb']} GiB   [bold]flags[/bold]  {' '.join(hw['cpu_flags']) or '-'}")
+    out.print(
+        "[bold]GPU[/bold]  "
+        + (", ".join(g["name"] for g in hw["gpus"]) or "none found (nvidia-smi absent or no device)")
+    )
+    out.print("[bold]versions[/bold]  " + "  ".join(f"{k} {v}" for k, v in library_versions().items()))
+    t = Table("runtime", "available", "precisions", "why not")
+    from optiserve.types import Precision
+
+    for r in RUNTIMES:
+        reason = r.available()
+        precs = ",".join(p.value for p in Precision if r.supports(p))
+        t.add_row(r.name, "[green]yes[/green]" if reason is None else "[red]no[/red]", precs, reason or "")
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

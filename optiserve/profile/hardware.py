@@ -1,0 +1,116 @@
+"""Who measured: the hardware fingerprint and library versions stored with every profile."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+_FLAGS_OF_INTEREST = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "neon",
+    "asimd",
+)
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if ":" in line:
+                k, v = (s.strip() for s in line.split(":", 1))
+                info.setdefault(k, v)
+    except OSError:
+        pass
+    return info
+
+
+def gpus() -> list[dict[str, str]]:
+    """GPUs as nvidia-smi reports them; empty where there is none."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            rows.append({"name": parts[0], "memory": parts[1], "driver": parts[2]})
+    return rows
+
+
+def fingerprint() -> dict[str, Any]:
+    """The machine as the numbers depend on it. ``id`` hashes what makes two
+    machines measure alike (CPU model, core counts, memory, GPUs), not the host name."""
+    ci = _cpuinfo()
+    flags = set((ci.get("flags") or ci.get("Features") or "").split())
+    mem = psutil.virtual_memory().total
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count() or 1
+    fp: dict[str, Any] = {
+        "cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "physical_cores": psutil.cpu_count(logical=False) or 0,
+        "logical_cpus": psutil.cpu_count(logical=True) or 0,
+        "usable_cpus": affinity,
+        "memory_gb": round(mem / 2**30, 1),
+        "cpu_flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags),
+        "gpus": gpus(),
+        "os": f"{platform.system()} {platform.release()}",
+        "hostname": platform.node(),
+    }
+    key = {k: fp[k] for k in ("cpu_model", "arch", "logical_cpus", "usable_cpus", "memory_gb", "gpus")}
+    fp["id"] = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:12]
+    return fp
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("optiserve", "onnx", "onnxruntime", "numpy", "pandas", "pyarrow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,97 @@
+"""Run each config in a child process so one crash, hang or OOM costs one row.
+
+The child gets its own session (process group): Ctrl-C in the terminal reaches
+only the parent, which then kills the child and keeps what is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from optiserve.types import BenchConfig, LatencyStats, Measurement, Status
+
+
+def measurement_from_dict(d: dict[str, Any]) -> Measurement:
+    stats = LatencyStats(**d["stats"]) if d.get("stats") else None
+    return Measurement(
+        config=BenchConfig.from_dict(d["config"]),
+        status=Status(d["status"]),
+        error=d.get("error", ""),
+        stats=stats,
+        throughput=d.get("throughput", 0.0),
+        load_time_s=d.get("load_time_s", 0.0),
+        warmup_iterations=d.get("warmup_iterations", 0),
+        warmup_stable=d.get("warmup_stable", False),
+        peak_rss_mb=d.get("peak_rss_mb", 0.0),
+        model_rss_mb=d.get("model_rss_mb", 0.0),
+        wall_time_s=d.get("wall_time_s", 0.0),
+        stop_reason=d.get("stop_reason", ""),
+        warnings=tuple(d.get("warnings", ())),
+        samples_ns=tuple(d.get("samples_ns", ())),
+        extra=dict(d.get("extra", {})),
+    )
+
+
+def _describe_exit(rc: int, stderr_tail: str) -> str:
+    if rc < 0:
+        sig = signal.Signals(-rc).name
+        why = {
+            "SIGKILL": "killed (SIGKILL): most likely the out-of-memory killer",
+            "SIGSEGV": "crashed with a segmentation fault (SIGSEGV)",
+            "SIGABRT": "crashed: aborted (SIGABRT)",
+        }.get(sig, f"crashed with {sig}")
+    else:
+        why = f"worker exited with status {rc}"
+    return f"{why}{': ' + stderr_tail if stderr_tail else ''}"
+
+
+def _tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(t.strip() for t in text[-lines:])[:300]
+
+
+def run_isolated(job: dict[str, Any], timeout_s: float) -> Measurement:
+    """Measure ``job`` in a fresh interpreter; every outcome is a ``Measurement``."""
+    config = BenchConfig.from_dict(job["config"])
+    with tempfile.TemporaryDirectory(prefix="optiserve-") as tmpdir:
+        tmp = Path(tmpdir)
+        job_path, out_path, err_path = tmp / "job.json", tmp / "result.json", tmp / "stderr.txt"
+        job_path.write_text(json.dumps(job))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "optiserve.profile.worker", str(job_path), str(out_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                env=env,
+            )
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                return Measurement(config, Status.FAILED, error=f"timed out after {timeout_s:.0f} s")
+            except BaseException:
+                _kill(proc)
+                raise
+        if rc != 0 or not out_path.exists():
+            return Measurement(config, Status.FAILED, error=_describe_exit(rc, _tail(err_path)))
+        return measurement_from_dict(json.loads(out_path.read_text()))
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

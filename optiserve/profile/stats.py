@@ -1,0 +1,98 @@
+"""Statistics for latency samples: percentiles, a distribution-free CI for the p99,
+and pyperf-style checks that say when a figure should not be trusted."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from optiserve.types import LatencyStats
+
+Z95 = 1.959963984540054
+
+
+def quantile_ci(sorted_x: np.ndarray, q: float, z: float = Z95) -> tuple[float, float]:
+    """Order-statistic confidence interval for the q-quantile (normal approx. to the
+    binomial). Needs no assumption about the latency distribution; with too few
+    samples the upper bound is the maximum, so the interval stays honest-wide."""
+    n = len(sorted_x)
+    if n == 0:
+        return (math.nan, math.nan)
+    half = z * math.sqrt(n * q * (1 - q))
+    lo = max(math.floor(n * q - half), 0)
+    hi = min(math.ceil(n * q + half), n - 1)
+    return float(sorted_x[lo]), float(sorted_x[hi])
+
+
+def p99_ci_rel(samples_ns: Sequence[int] | np.ndarray) -> float:
+    """Relative half-width of the p99's 95% CI (``inf`` with under 2 samples)."""
+    x = np.sort(np.asarray(samples_ns, dtype=np.float64))
+    if len(x) < 2:
+        return math.inf
+    lo, hi = quantile_ci(x, 0.99)
+    p99 = float(np.quantile(x, 0.99))
+    return (hi - lo) / (2 * p99) if p99 > 0 else math.inf
+
+
+def summarize(samples_ns: Sequence[int] | np.ndarray) -> LatencyStats:
+    x = np.sort(np.asarray(samples_ns, dtype=np.float64)) / 1e6  # ms
+    if len(x) == 0:
+        raise ValueError("no samples")
+    p = np.quantile(x, [0.5, 0.9, 0.95, 0.99, 0.999])
+    lo, hi = quantile_ci(x, 0.99)
+    return LatencyStats(
+        n=len(x),
+        mean=float(x.mean()),
+        std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+        min=float(x[0]),
+        max=float(x[-1]),
+        p50=float(p[0]),
+        p90=float(p[1]),
+        p95=float(p[2]),
+        p99=float(p[3]),
+        p999=float(p[4]),
+        p99_ci_low=lo,
+        p99_ci_high=hi,
+    )
+
+
+def samples_for_target(n: int, rel: float, target: float) -> int:
+    """CI width shrinks like 1/sqrt(n): how many samples reach ``target`` (pyperf's
+    ``_bench`` gives the same advice for its runs)."""
+    if not math.isfinite(rel) or rel <= target:
+        return n
+    return math.ceil(n * (rel / target) ** 2)
+
+
+def stability_warnings(
+    stats: LatencyStats,
+    *,
+    target_ci: float,
+    warmup_stable: bool,
+    stop_reason: str,
+    loadavg: float | None = None,
+    cpus: int | None = None,
+) -> list[str]:
+    """Human-readable complaints, in pyperf's spirit: say why a figure is shaky."""
+    out: list[str] = []
+    cv = stats.std / stats.mean if stats.mean > 0 else 0.0
+    if cv > 0.10:
+        out.append(f"noisy: std is {cv:.0%} of the mean")
+    if stats.min > 0 and stats.p50 / stats.min > 1.5:
+        out.append(f"median is {stats.p50 / stats.min:.1f}x the minimum: interference or frequency scaling")
+    if not warmup_stable:
+        out.append("warm-up never stabilised within its budget")
+    rel = stats.p99_ci_rel
+    if rel > target_ci:
+        need = samples_for_target(stats.n, rel, target_ci)
+        out.append(
+            f"p99 CI is +/-{rel:.0%} (target {target_ci:.0%}) after {stats.n} samples; "
+            f"about {need} samples would reach it ({stop_reason})"
+        )
+    if stats.n < 1000:
+        out.append(f"p99.9 from {stats.n} samples is an extrapolation; trust p99 and below")
+    if loadavg is not None and cpus and loadavg > 0.5 * cpus:
+        out.append(f"machine was busy: load average {loadavg:.1f} on {cpus} CPUs")
+    return out

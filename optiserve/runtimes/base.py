@@ -1,0 +1,67 @@
+"""The contract every runtime back end implements.
+
+A ``Runtime`` is stateless and cheap to construct; it is found by its ``name``
+in the registry and must never import an optional library at module import
+time (do it in ``available`` / ``load``).
+
+Contract (checked by ``optiserve.testing.runtime_conformance``):
+
+- ``available()`` returns ``None`` when the runtime can be used here, else a
+  one-line reason (library missing, no device, provider failed to load). It
+  never raises.
+- ``supports(precision)`` is a static answer: can this back end run that
+  precision at all. A precision it does not support makes ``load`` raise
+  ``UsageError``; the profiler records that as a failed row, not a crash.
+- ``options`` maps each runtime-specific knob to its valid values (empty tuple:
+  any positive integer). Unknown knobs or values make ``load`` raise
+  ``UnknownNameError`` listing the valid ones.
+- ``load(model, precision, threads, options)`` returns a ready ``Session``;
+  it is what the profiler times as the cold start.
+- ``Session.run(feeds)`` runs one batch and returns the outputs as NumPy
+  arrays in the graph's output order. It must be safe to call repeatedly with
+  the same feeds and must not copy or validate more than the back end needs
+  to: the profiler times exactly this call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from optiserve.types import Precision
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A loaded model ready to run batches."""
+
+    @property
+    def input_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def output_names(self) -> tuple[str, ...]: ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """A back end that can load an ONNX model at a precision."""
+
+    name: str
+    description: str
+    options: Mapping[str, tuple[str, ...]]
+    defaults: Mapping[str, str]
+
+    def available(self) -> str | None: ...
+
+    def supports(self, precision: Precision) -> bool: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def load(self, model: Path, precision: Precision, threads: int, options: Mapping[str, str]) -> Session: ...

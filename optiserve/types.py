@@ -1,0 +1,226 @@
+"""Plain data shared by every layer: frozen dataclasses and enums, no GPU imports.
+
+Everything here serialises to JSON-compatible dicts so a profile written today
+can be read by a later version (``SCHEMA_VERSION`` says which layout it has).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from optiserve.errors import UnknownNameError
+
+SCHEMA_VERSION = 1
+
+
+class Precision(StrEnum):
+    """Numeric precision a model variant runs at."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT8_STATIC = "int8-static"
+    INT4 = "int4"
+
+    @classmethod
+    def parse(cls, text: str) -> Precision:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise UnknownNameError("precision", text, [p.value for p in cls]) from None
+
+
+class Status(StrEnum):
+    """Outcome of one measured config."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One point of a sweep: everything that changes what gets measured.
+
+    ``options`` holds runtime-specific knobs (e.g. graph optimisation level);
+    they are part of the identity so two configs differing only there are distinct.
+    """
+
+    runtime: str
+    precision: Precision
+    batch_size: int
+    threads: int
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Stable identity across runs, used to resume a sweep."""
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "precision": self.precision.value,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchConfig:
+        return cls(
+            runtime=d["runtime"],
+            precision=Precision(d["precision"]),
+            batch_size=int(d["batch_size"]),
+            threads=int(d["threads"]),
+            options=tuple(sorted((str(k), str(v)) for k, v in dict(d["options"]).items())),
+        )
+
+    def label(self) -> str:
+        extra = "".join(f" {k}={v}" for k, v in self.options)
+        return f"{self.runtime} {self.precision} b={self.batch_size} t={self.threads}{extra}"
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of per-call latencies in milliseconds, with the p99's confidence interval."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    p999: float
+    p99_ci_low: float
+    p99_ci_high: float
+
+    @property
+    def p99_ci_rel(self) -> float:
+        """Half-width of the p99 confidence interval relative to the p99."""
+        return (self.p99_ci_high - self.p99_ci_low) / (2 * self.p99) if self.p99 > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The result of one config: measured figures, or the reason it failed.
+
+    Raw samples (nanoseconds, one per call) are kept so later analysis can
+    recompute any statistic; ``warnings`` carries stability complaints.
+    """
+
+    config: BenchConfig
+    status: Status
+    error: str = ""
+    stats: LatencyStats | None = None
+    throughput: float = 0.0  # items/s, single stream
+    load_time_s: float = 0.0
+    warmup_iterations: int = 0
+    warmup_stable: bool = False
+    peak_rss_mb: float = 0.0
+    model_rss_mb: float = 0.0
+    wall_time_s: float = 0.0
+    stop_reason: str = ""
+    warnings: tuple[str, ...] = ()
+    samples_ns: tuple[int, ...] = field(default=(), repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = self.config.to_dict()
+        d["status"] = self.status.value
+        return d
+
+
+def measurement_row(m: Measurement) -> dict[str, Any]:
+    """One flat row per config: the Parquet layout and ``Profile.to_pandas``'s columns."""
+    s = m.stats
+    row: dict[str, Any] = {
+        "key": m.config.key,
+        "runtime": m.config.runtime,
+        "precision": m.config.precision.value,
+        "batch_size": m.config.batch_size,
+        "threads": m.config.threads,
+        "options": json.dumps(dict(m.config.options), sort_keys=True),
+        "status": m.status.value,
+        "error": m.error,
+    }
+    for name in ("n", "mean", "std", "min", "max", "p50", "p90", "p95", "p99", "p999", "p99_ci_low", "p99_ci_high"):
+        col = name if name == "n" else f"{name}_ms"
+        row[col] = getattr(s, name) if s else None
+    row.update(
+        throughput=m.throughput,
+        load_time_s=m.load_time_s,
+        warmup_iterations=m.warmup_iterations,
+        warmup_stable=m.warmup_stable,
+        peak_rss_mb=m.peak_rss_mb,
+        model_rss_mb=m.model_rss_mb,
+        wall_time_s=m.wall_time_s,
+        stop_reason=m.stop_reason,
+        warnings=list(m.warnings),
+        samples_ns=list(m.samples_ns),
+        extra=json.dumps(m.extra, sort_keys=True),
+    )
+    return row
+
+
+def measurement_from_row(row: dict[str, Any]) -> Measurement:
+    config = BenchConfig(
+        runtime=row["runtime"],
+        precision=Precision(row["precision"]),
+        batch_size=int(row["batch_size"]),
+        threads=int(row["threads"]),
+        options=tuple(sorted(json.loads(row["options"] or "{}").items())),
+    )
+    stats = None
+    if row.get("n"):
+        stats = LatencyStats(
+            n=int(row["n"]),
+            **{
+                k: float(row[f"{k}_ms"])
+                for k in ("mean", "std", "min", "max", "p50", "p90", "p95", "p99", "p999", "p99_ci_low", "p99_ci_high")
+            },
+        )
+    return Measurement(
+        config=config,
+        status=Status(row["status"]),
+        error=row.get("error") or "",
+        stats=stats,
+        throughput=float(row.get("throughput") or 0.0),
+        load_time_s=float(row.get("load_time_s") or 0.0),
+        warmup_iterations=int(row.get("warmup_iterations") or 0),
+        warmup_stable=bool(row.get("warmup_stable")),
+        peak_rss_mb=float(row.get("peak_rss_mb") or 0.0),
+        model_rss_mb=float(row.get("model_rss_mb") or 0.0),
+        wall_time_s=float(row.get("wall_time_s") or 0.0),
+        stop_reason=row.get("stop_reason") or "",
+        warnings=tuple(row.get("warnings") or ()),
+        samples_ns=tuple(int(x) for x in (row.get("samples_ns") or ())),
+        extra=json.loads(row.get("extra") or "{}"),
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything measured for one model on one machine: metadata plus one row per config."""
+
+    meta: dict[str, Any]
+    measurements: tuple[Measurement, ...]
+
+    @property
+    def ok(self) -> tuple[Measurement, ...]:
+        return tuple(m for m in self.measurements if m.status is Status.OK)
+
+    def to_pandas(self) -> Any:
+        """A DataFrame with one row per config (raw samples in ``samples_ns``)."""
+        import pandas as pd
+
+        return pd.DataFrame([measurement_row(m) for m in self.measurements])
