@@ -15,15 +15,16 @@ Z95 = 1.959963984540054
 
 def quantile_ci(sorted_x: np.ndarray, q: float, z: float = Z95) -> tuple[float, float]:
     """Order-statistic confidence interval for the q-quantile (normal approx. to the
-    binomial). Needs no assumption about the latency distribution; with too few
-    samples the upper bound is the maximum, so the interval stays honest-wide."""
+    binomial). Needs no assumption about the latency distribution. With too few
+    samples to bound it (about 600 for the p99) the upper bound is ``inf``: the
+    data cannot say how bad the tail is, and the interval says so."""
     n = len(sorted_x)
     if n == 0:
         return (math.nan, math.nan)
     half = z * math.sqrt(n * q * (1 - q))
     lo = max(math.floor(n * q - half), 0)
-    hi = min(math.ceil(n * q + half), n - 1)
-    return float(sorted_x[lo]), float(sorted_x[hi])
+    hi = math.ceil(n * q + half)
+    return float(sorted_x[lo]), (float(sorted_x[hi]) if hi <= n - 1 else math.inf)
 
 
 def p99_ci_rel(samples_ns: Sequence[int] | np.ndarray) -> float:
@@ -85,7 +86,12 @@ def stability_warnings(
     if not warmup_stable:
         out.append("warm-up never stabilised within its budget")
     rel = stats.p99_ci_rel
-    if rel > target_ci:
+    if not math.isfinite(rel):
+        out.append(
+            f"p99 has no upper confidence bound from {stats.n} samples (about 600 needed, "
+            f"{stop_reason}); treat it as a lower bound"
+        )
+    elif rel > target_ci:
         need = samples_for_target(stats.n, rel, target_ci)
         out.append(
             f"p99 CI is +/-{rel:.0%} (target {target_ci:.0%}) after {stats.n} samples; "

@@ -1,0 +1,1 @@
+"""Conformance suites that every runtime and result store must pass (needs pytest)."""

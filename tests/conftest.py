@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from optiserve.models.zoo import build_zoo, save_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(out, ["mlp"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlp_path(zoo_dir: Path) -> Path:
+    return zoo_dir / "mlp.onnx"
+
+
+@pytest.fixture(scope="session")
+def seq_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Token ids with a dynamic sequence dim besides the batch: needs --shape."""
+    emb = numpy_helper.from_array(np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32), "emb")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"], axis=0),
+        helper.make_node("ReduceMean", ["e", "axes"], ["pooled"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "seq",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 8])],
+        [emb, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = tmp_path_factory.mktemp("seq") / "seq.onnx"
+    save_atomic(model, path)
+    return path
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m optiserve`` as a user would; returns the finished process."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "optiserve", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+FAST = ("--budget", "0.3", "--warmup", "0.2", "--min-samples", "20")

@@ -1,0 +1,50 @@
+import math
+
+import numpy as np
+
+from optiserve.profile.stats import p99_ci_rel, quantile_ci, samples_for_target, stability_warnings, summarize
+
+
+def test_quantile_ci_covers_the_true_p99_about_95_percent() -> None:
+    rng = np.random.default_rng(0)
+    true_p99 = float(np.exp(0.5 * 2.3263478740408408))  # lognormal(0, 0.5)
+    hits = 0
+    trials = 400
+    for _ in range(trials):
+        x = np.sort(rng.lognormal(0, 0.5, 2000))
+        lo, hi = quantile_ci(x, 0.99)
+        hits += lo <= true_p99 <= hi
+    assert 0.90 <= hits / trials <= 0.99
+
+
+def test_ci_narrows_with_more_samples() -> None:
+    rng = np.random.default_rng(1)
+    assert p99_ci_rel(rng.lognormal(0, 0.3, 20000)) < p99_ci_rel(rng.lognormal(0, 0.3, 500))
+    assert math.isinf(p99_ci_rel([5]))
+
+
+def test_summarize_in_ms() -> None:
+    s = summarize(np.arange(1, 1001) * 1_000_000)  # 1..1000 ms
+    assert s.n == 1000 and s.min == 1 and s.max == 1000
+    assert abs(s.p50 - 500.5) < 1e-6 and abs(s.p99 - 990.01) < 1e-6
+    assert s.p99_ci_low <= s.p99 <= s.p99_ci_high
+
+
+def test_samples_for_target_scales_with_inverse_square() -> None:
+    assert samples_for_target(100, 0.10, 0.05) == 400
+    assert samples_for_target(100, 0.01, 0.05) == 100
+
+
+def test_warnings_for_noise_and_few_samples() -> None:
+    rng = np.random.default_rng(2)
+    steady = summarize((1e6 + rng.normal(0, 1e3, 5000)).astype(np.int64))
+    assert stability_warnings(steady, target_ci=0.05, warmup_stable=True, stop_reason="ci-reached") == []
+    noisy = summarize((rng.lognormal(0, 1.0, 900) * 1e6).astype(np.int64))
+    w = " ".join(stability_warnings(noisy, target_ci=0.05, warmup_stable=False, stop_reason="budget"))
+    assert "noisy" in w and "never stabilised" in w and "samples would reach it" in w and "p99.9" in w
+    few = summarize((rng.lognormal(0, 0.1, 100) * 1e6).astype(np.int64))
+    assert few.p99_ci_high == float("inf")
+    w = " ".join(stability_warnings(few, target_ci=0.05, warmup_stable=True, stop_reason="budget"))
+    assert "no upper confidence bound" in w
+    busy = stability_warnings(steady, target_ci=0.05, warmup_stable=True, stop_reason="x", loadavg=3.0, cpus=2)
+    assert any("busy" in m for m in busy)
