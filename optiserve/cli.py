@@ -27,7 +27,8 @@ app = typer.Typer(
 models_app = typer.Typer(no_args_is_help=True, help="The offline model zoo.")
 app.add_typer(models_app, name="models")
 
-out = Console()
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console() if sys.stdout.isatty() else Console(width=180)
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,6 +128,10 @@ def profile(
     spec = build_spec(sweep, sweep_overrides)
     path = resolve_model(model)
     folder = output or Path("profiles") / path.stem
+    from optiserve.profile.profiler import plan_sweep
+
+    plan = plan_sweep(path, spec, folder, resume=resume, overwrite=overwrite)  # all checks, before any work
+    done = {"n": 0}
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -135,28 +140,23 @@ def profile(
         TextColumn("{task.fields[current]}"),
         console=err,
     ) as bar:
-        task = bar.add_task(f"profiling {path.name}", total=None, current="")
-        counts = {"done": 0}
+        task = bar.add_task(f"profiling {path.name}", total=len(plan.todo), current="")
 
         def progress(event: str, config: BenchConfig, m: Measurement | None) -> None:
             if event == "start":
                 bar.update(task, current=config.label())
-            else:
-                counts["done"] += 1
-                bar.advance(task)
-                if m is not None and m.status is Status.FAILED:
-                    bar.console.print(f"[red]failed[/red] {config.label()}: {m.error}", highlight=False)
+                return
+            done["n"] += 1
+            bar.advance(task)
+            if m is not None and m.status is Status.FAILED:
+                bar.console.print(f"[red]failed[/red] {config.label()}: {m.error}", highlight=False)
 
-        from optiserve.profile.profiler import plan_sweep
-
-        todo = plan_sweep(path, spec, folder, resume=resume, overwrite=overwrite).todo
-        bar.update(task, total=len(todo))
         try:
-            prof = run_sweep(path, spec, folder, resume=resume, overwrite=overwrite, progress=progress)
+            prof = run_sweep(path, spec, folder, resume=resume, overwrite=overwrite, progress=progress, plan=plan)
         except KeyboardInterrupt:
             bar.stop()
             err.print(
-                f"interrupted: {counts['done']} config(s) of this run are on disk in {folder}; "
+                f"interrupted: {done['n']} config(s) of this run are on disk in {folder}; "
                 "run again with --resume to finish"
             )
             raise typer.Exit(130) from None

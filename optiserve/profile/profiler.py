@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,10 @@ def run_sweep(
     resume: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
+    plan: SweepPlan | None = None,
 ) -> Profile:
-    plan = plan_sweep(model, spec, out, resume=resume, overwrite=overwrite)
+    """Measure every config still to do. ``plan`` (from ``plan_sweep``) skips re-validation."""
+    plan = plan or plan_sweep(model, spec, out, resume=resume, overwrite=overwrite)
     store = ParquetStore(out)
     if resume and store.exists():
         store.update_meta(sweep=spec.model_dump(mode="json"), planned_configs=len(plan.configs))
@@ -152,7 +154,7 @@ def run_sweep(
         t0 = time.perf_counter()
         m = run_isolated(job, spec.config_timeout())
         if m.status is Status.FAILED and not m.wall_time_s:
-            m = Measurement(**{**m.__dict__, "wall_time_s": time.perf_counter() - t0})
+            m = replace(m, wall_time_s=time.perf_counter() - t0)
         store.append(m)  # on disk before the next config starts
         if progress:
             progress("done", config, m)

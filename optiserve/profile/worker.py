@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,8 @@ def main(argv: list[str]) -> int:
         cap = int(limit) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     m = measure_config(job)
+    if limit and m.status is Status.FAILED:
+        m = replace(m, error=f"{m.error} [under a {limit} MiB memory cap: likely out of memory]")
     tmp = out_path.with_suffix(".tmp")
     d = asdict(m)
     d["config"] = m.config.to_dict()
