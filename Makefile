@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/optiserve models build --out models
-	$(BIN)/optiserve profile models/cnn.onnx --batch 1,4 --threads 1,2 --budget 3 \
+	$(BIN)/optiserve profile models/cnn.onnx --batch 1,4,16 --threads 1,2 --budget 3 \
 		-o profiles/demo-cnn --overwrite
 	$(BIN)/optiserve show profiles/demo-cnn
 

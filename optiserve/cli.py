@@ -56,16 +56,23 @@ def with_sweep_options(func: F) -> F:
     names = list(SweepSpec.model_fields)
     for name, field in SweepSpec.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        many = isinstance(default, list)
+        shown = ",".join(map(str, default)) if many else default
+        hint = " (repeatable)" if many else ""
         opt = typer.Option(
-            None, "--" + name.replace("_", "-"), help=f"{field.description} [default: {shown}]", show_default=False
+            None,
+            "--" + name.replace("_", "-"),
+            help=f"{field.description}{hint} (default: {shown if shown not in ('', None) else 'none'})",
+            show_default=False,
         )
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str]))  # noqa: UP045
+        kind = Optional[list[str]] if many else Optional[str]  # noqa: UP045
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        overrides = {n: kwargs.pop(n) for n in names if n in kwargs}
-        return func(**kwargs, sweep_overrides={k: v for k, v in overrides.items() if v is not None})
+        given = {n: kwargs.pop(n) for n in names if n in kwargs}
+        overrides = {k: ",".join(v) if isinstance(v, list) else v for k, v in given.items() if v}
+        return func(**kwargs, sweep_overrides=overrides)
 
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
@@ -110,7 +117,7 @@ def models_list() -> None:
 def profile(
     model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name (built on demand)")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="profile folder [default: profiles/MODEL]")
+        Path | None, typer.Option("--output", "-o", help="profile folder (default: profiles/MODEL_NAME)")
     ] = None,
     sweep: Annotated[Optional[Path], typer.Option(help="YAML sweep file; flags override it")] = None,  # noqa: UP045
     resume: Annotated[bool, typer.Option(help="measure only the configs still missing")] = False,

@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -105,11 +106,27 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
+class ForeignLoad:
+    """CPU time that *other* processes took while we measured, as a fraction of
+    all CPUs: the machine-wide busy time minus our own. A load average would
+    count the measured process itself and cry wolf on every multi-threaded run."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._t0 = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        sys_t = psutil.cpu_times()
+        busy = sum(sys_t) - sys_t.idle - getattr(sys_t, "iowait", 0.0)
+        own = self._proc.cpu_times()
+        return busy, own.user + own.system, time.monotonic()
+
+    def fraction(self) -> float:
+        busy1, own1, t1 = self._sample()
+        busy0, own0, t0 = self._t0
+        cpus = psutil.cpu_count() or 1
+        wall = max(t1 - t0, 1e-9)
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall * cpus)
 
 
 def now_iso() -> str:

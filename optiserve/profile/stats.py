@@ -73,8 +73,7 @@ def stability_warnings(
     target_ci: float,
     warmup_stable: bool,
     stop_reason: str,
-    loadavg: float | None = None,
-    cpus: int | None = None,
+    foreign_cpu: float | None = None,
 ) -> list[str]:
     """Human-readable complaints, in pyperf's spirit: say why a figure is shaky."""
     out: list[str] = []
@@ -99,6 +98,6 @@ def stability_warnings(
         )
     if stats.n < 1000:
         out.append(f"p99.9 from {stats.n} samples is an extrapolation; trust p99 and below")
-    if loadavg is not None and cpus and loadavg > 0.5 * cpus:
-        out.append(f"machine was busy: load average {loadavg:.1f} on {cpus} CPUs")
+    if foreign_cpu is not None and foreign_cpu > 0.10:
+        out.append(f"machine was busy: other processes used {foreign_cpu:.0%} of the CPUs while measuring")
     return out

@@ -52,7 +52,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     """Load, warm up and measure one config in this process."""
     from optiserve.models.graph import inspect_model
     from optiserve.models.inputs import load_npz, make_inputs
-    from optiserve.profile.hardware import load_average
+    from optiserve.profile.hardware import ForeignLoad
     from optiserve.profile.stats import stability_warnings, summarize
     from optiserve.profile.timing import TimingPolicy, measure, warm_up
     from optiserve.runtimes.registry import get_runtime
@@ -82,7 +82,9 @@ def measure_config(job: dict[str, Any]) -> Measurement:
             return run(feeds)
 
         wu = warm_up(call, policy)
+        foreign = ForeignLoad()
         samples, stop_reason = measure(call, policy, wu.per_call_s)
+        foreign_cpu = foreign.fraction()
         peak = _peak_rss_mb()
         session.close()
     except MemoryError:
@@ -101,8 +103,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         target_ci=policy.target_ci,
         warmup_stable=wu.stable,
         stop_reason=stop_reason,
-        loadavg=load_average(),
-        cpus=os.cpu_count(),
+        foreign_cpu=foreign_cpu,
     )
     return Measurement(
         config=config,
@@ -118,6 +119,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         stop_reason=stop_reason,
         warnings=tuple(warnings),
         samples_ns=tuple(int(s) for s in samples),
+        extra={"foreign_cpu": round(foreign_cpu, 4)},
     )
 
 

@@ -46,5 +46,17 @@ def test_warnings_for_noise_and_few_samples() -> None:
     assert few.p99_ci_high == float("inf")
     w = " ".join(stability_warnings(few, target_ci=0.05, warmup_stable=True, stop_reason="budget"))
     assert "no upper confidence bound" in w
-    busy = stability_warnings(steady, target_ci=0.05, warmup_stable=True, stop_reason="x", loadavg=3.0, cpus=2)
-    assert any("busy" in m for m in busy)
+    busy = stability_warnings(steady, target_ci=0.05, warmup_stable=True, stop_reason="x", foreign_cpu=0.4)
+    assert any("busy" in m and "40%" in m for m in busy)
+
+
+def test_foreign_load_ignores_our_own_work() -> None:
+    import time
+
+    from optiserve.profile.hardware import ForeignLoad
+
+    probe = ForeignLoad()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # we burn one CPU ourselves
+        pass
+    assert probe.fraction() < 0.5  # not counted as someone else's load
