@@ -7,6 +7,7 @@ ResNet-18-style CNN at half width, and a 4-layer BERT-style encoder.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -47,9 +48,7 @@ class _Graph:
         self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]
     ) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="optiserve"
-        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="optiserve")
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)
         return model
@@ -59,7 +58,7 @@ def build_mlp(seed: int = 0, features: int = 64, hidden: int = 256, classes: int
     g = _Graph(seed)
     x = "features"
     dims = [features, hidden, hidden, classes]
-    for i, (cin, cout) in enumerate(zip(dims, dims[1:], strict=False)):
+    for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
         w = g.normal("w", (cout, cin), math.sqrt(2.0 / cin))
         b = g.normal("b", (cout,), 0.01)
         x = g.op("Gemm", [x, w, b], transB=1)
@@ -137,8 +136,10 @@ def build_encoder(
     x = _layer_norm(g, g.op("Add", [emb, g.normal("pos_emb", (seq, hidden), 0.02)]), hidden)
     # mask (B,S) int -> additive bias (B,1,1,S): 0 where attended, -1e4 where padded
     m = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    m = g.op("Mul", [g.op("Sub", [g.const("one", np.array(1, np.float32)), m]),
-                     g.const("neg", np.array(-10000.0, np.float32))])
+    m = g.op(
+        "Mul",
+        [g.op("Sub", [g.const("one", np.array(1, np.float32)), m]), g.const("neg", np.array(-10000.0, np.float32))],
+    )
     bias = g.op("Unsqueeze", [m, g.const("axes", np.array([1, 2], np.int64))])
     split = g.const("heads_shape", np.array([0, 0, heads, head_dim], np.int64))
     merge = g.const("merge_shape", np.array([0, 0, hidden], np.int64))
@@ -153,8 +154,13 @@ def build_encoder(
         x = _layer_norm(g, g.op("Add", [x, _dense(g, a, hidden, hidden)]), hidden)
         f = _dense(g, x, hidden, ffn)
         erf = g.op("Erf", [g.op("Div", [f, g.const("sqrt2", np.array(math.sqrt(2.0), np.float32))])])
-        f = g.op("Mul", [g.op("Mul", [f, g.const("half", np.array(0.5, np.float32))]),
-                         g.op("Add", [erf, g.const("one", np.array(1.0, np.float32))])])
+        f = g.op(
+            "Mul",
+            [
+                g.op("Mul", [f, g.const("half", np.array(0.5, np.float32))]),
+                g.op("Add", [erf, g.const("one", np.array(1.0, np.float32))]),
+            ],
+        )
         x = _layer_norm(g, g.op("Add", [x, _dense(g, f, ffn, hidden)]), hidden)
     g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="out_hidden"))
     cls = g.op("Gather", [x, g.const("cls", np.array(0, np.int64))], axis=1)

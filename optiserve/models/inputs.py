@@ -24,9 +24,7 @@ def parse_shape_overrides(items: list[str] | tuple[str, ...]) -> dict[str, tuple
     for item in items:
         m = _SHAPE_RE.match(item)
         if not m:
-            raise UsageError(
-                f"malformed --shape {item!r}: expected NAME=DIMS, e.g. seq=128 or pixels=3x224x224"
-            )
+            raise UsageError(f"malformed --shape {item!r}: expected NAME=DIMS, e.g. seq=128 or pixels=3x224x224")
         dims = tuple(int(d) for d in re.split(r"[x,]", m.group(2).replace(" ", "")))
         if any(d <= 0 for d in dims):
             raise UsageError(f"malformed --shape {item!r}: dims must be positive")
@@ -34,9 +32,7 @@ def parse_shape_overrides(items: list[str] | tuple[str, ...]) -> dict[str, tuple
     return out
 
 
-def resolve_shape(
-    spec: InputSpec, batch: int, overrides: dict[str, tuple[int, ...]]
-) -> tuple[int, ...]:
+def resolve_shape(spec: InputSpec, batch: int, overrides: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
     """Concrete shape of one input at ``batch``; raises naming the first unknown dim."""
     if spec.name in overrides:
         item = overrides[spec.name]
@@ -63,8 +59,7 @@ def resolve_shape(
             name = d if isinstance(d, str) else "?"
             hint = f"--shape {d}=N or " if isinstance(d, str) else ""
             raise ModelError(
-                f"input {spec.name!r} has dynamic dim {name!r} at position {i}: "
-                f"pass {hint}--shape {spec.name}=DIMS"
+                f"input {spec.name!r} has dynamic dim {name!r} at position {i}: pass {hint}--shape {spec.name}=DIMS"
             )
     return tuple(shape)
 
@@ -100,9 +95,7 @@ def _tile_to_batch(name: str, arr: np.ndarray, batch: int, shape: tuple[int, ...
     if arr.ndim != len(shape):
         raise UsageError(f"inputs file: {name!r} has {arr.ndim} dims, the model wants {len(shape)}")
     if arr.shape[1:] != shape[1:]:
-        raise UsageError(
-            f"inputs file: {name!r} has item shape {arr.shape[1:]}, the model wants {shape[1:]}"
-        )
+        raise UsageError(f"inputs file: {name!r} has item shape {arr.shape[1:]}, the model wants {shape[1:]}")
     reps = -(-batch // arr.shape[0])
     return np.concatenate([arr] * reps, axis=0)[:batch]
 
@@ -125,8 +118,9 @@ def make_inputs(
     for spec in info.inputs:
         if npz is not None:
             arr = npz[spec.name]
-            fixed = tuple(d if isinstance(d, int) else arr.shape[i] if i < arr.ndim else -1
-                          for i, d in enumerate(spec.dims))
+            fixed = tuple(
+                d if isinstance(d, int) else arr.shape[i] if i < arr.ndim else -1 for i, d in enumerate(spec.dims)
+            )
             shape = (batch, *fixed[1:])
             feeds[spec.name] = _tile_to_batch(spec.name, arr, batch, shape).astype(spec.dtype)
         else:

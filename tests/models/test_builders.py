@@ -4,11 +4,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from optiserve.errors import ModelError, UnknownNameError
 from optiserve.models.builders import build_cnn, build_encoder, build_mlp
 from optiserve.models.graph import inspect_model
 from optiserve.models.inputs import make_inputs
 from optiserve.models.zoo import ZOO, build_zoo, resolve_model
-from optiserve.errors import ModelError, UnknownNameError
 
 
 @pytest.mark.parametrize("build", [build_mlp, build_cnn, build_encoder])
