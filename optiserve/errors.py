@@ -37,3 +37,7 @@ class StoreError(UsageError):
 
 class RuntimeUnavailableError(OptiserveError):
     """A runtime whose library, device or provider is missing on this machine."""
+
+
+class VariantError(OptiserveError):
+    """A precision variant that cannot be built (unsupported op, nothing to quantise)."""

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from optiserve.errors import UnknownNameError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: precision variants and accuracy columns (1 still reads)
 
 
 class Precision(StrEnum):
@@ -55,6 +55,7 @@ class BenchConfig:
     batch_size: int
     threads: int
     options: tuple[tuple[str, str], ...] = ()
+    variant: tuple[tuple[str, str], ...] = ()  # how the precision variant is built (calibrator, ...)
 
     @property
     def key(self) -> str:
@@ -63,13 +64,16 @@ class BenchConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "runtime": self.runtime,
             "precision": self.precision.value,
             "batch_size": self.batch_size,
             "threads": self.threads,
             "options": dict(self.options),
         }
+        if self.variant:  # absent when empty, so fp32 keys stay as they were
+            d["variant"] = dict(self.variant)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchConfig:
@@ -79,10 +83,12 @@ class BenchConfig:
             batch_size=int(d["batch_size"]),
             threads=int(d["threads"]),
             options=tuple(sorted((str(k), str(v)) for k, v in dict(d["options"]).items())),
+            variant=tuple(sorted((str(k), str(v)) for k, v in dict(d.get("variant") or {}).items())),
         )
 
     def label(self) -> str:
-        extra = "".join(f" {k}={v}" for k, v in self.options)
+        shown = [(k, v) for k, v in self.variant if k == "calibrator"]
+        extra = "".join(f" {k}={v}" for k, v in (*self.options, *shown))
         return f"{self.runtime} {self.precision} b={self.batch_size} t={self.threads}{extra}"
 
 
@@ -110,6 +116,27 @@ class LatencyStats:
 
 
 @dataclass(frozen=True)
+class AccuracyReport:
+    """A variant's outputs against the fp32 reference on the same inputs.
+
+    ``drop`` is the figure ``--max-accuracy-drop`` bounds; ``drop_metric`` says
+    which it is (accuracy, top1-disagreement or relative-l2). ``synthetic`` is
+    true when inputs or calibration data were synthetic, not the user's."""
+
+    samples: int
+    output: int
+    max_abs_error: float
+    rel_l2_error: float
+    cosine: float
+    top1_agreement: float | None
+    accuracy: float | None
+    reference_accuracy: float | None
+    drop: float
+    drop_metric: str
+    synthetic: bool
+
+
+@dataclass(frozen=True)
 class Measurement:
     """The result of one config: measured figures, or the reason it failed.
 
@@ -131,13 +158,10 @@ class Measurement:
     stop_reason: str = ""
     warnings: tuple[str, ...] = ()
     samples_ns: tuple[int, ...] = field(default=(), repr=False)
+    accuracy: AccuracyReport | None = None
+    within_tolerance: bool | None = None  # None: no --max-accuracy-drop given
+    variant: dict[str, Any] = field(default_factory=dict)  # key, method, build_s, cache_hit
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["config"] = self.config.to_dict()
-        d["status"] = self.status.value
-        return d
 
 
 def measurement_row(m: Measurement) -> dict[str, Any]:
@@ -150,6 +174,7 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
         "batch_size": m.config.batch_size,
         "threads": m.config.threads,
         "options": json.dumps(dict(m.config.options), sort_keys=True),
+        "variant_recipe": json.dumps(dict(m.config.variant), sort_keys=True),
         "status": m.status.value,
         "error": m.error,
     }
@@ -169,6 +194,14 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
         samples_ns=list(m.samples_ns),
         extra=json.dumps(m.extra, sort_keys=True),
     )
+    a = m.accuracy
+    for f in fields(AccuracyReport):
+        row[f"acc_{f.name}"] = getattr(a, f.name) if a else None
+    row["within_tolerance"] = m.within_tolerance
+    row["variant_key"] = m.variant.get("key")
+    row["variant_method"] = m.variant.get("method")
+    row["variant_build_s"] = m.variant.get("build_s")
+    row["variant_cache_hit"] = m.variant.get("cache_hit")
     return row
 
 
@@ -179,6 +212,7 @@ def measurement_from_row(row: dict[str, Any]) -> Measurement:
         batch_size=int(row["batch_size"]),
         threads=int(row["threads"]),
         options=tuple(sorted(json.loads(row["options"] or "{}").items())),
+        variant=tuple(sorted(json.loads(row.get("variant_recipe") or "{}").items())),
     )
     stats = None
     if row.get("n"):
@@ -204,6 +238,17 @@ def measurement_from_row(row: dict[str, Any]) -> Measurement:
         stop_reason=row.get("stop_reason") or "",
         warnings=tuple(row.get("warnings") or ()),
         samples_ns=tuple(int(x) for x in (row.get("samples_ns") or ())),
+        accuracy=(
+            AccuracyReport(**{f.name: row[f"acc_{f.name}"] for f in fields(AccuracyReport)})
+            if row.get("acc_drop_metric")
+            else None
+        ),
+        within_tolerance=row.get("within_tolerance"),
+        variant={
+            k: row[f"variant_{k}"]
+            for k in ("key", "method", "build_s", "cache_hit")
+            if row.get(f"variant_{k}") is not None
+        },
         extra=json.loads(row.get("extra") or "{}"),
     )
 

@@ -15,6 +15,14 @@ from optiserve.models.zoo import build_zoo, save_atomic
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def variant_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Variants built by the tests (and their worker processes) stay out of ~/.cache."""
+    root = tmp_path_factory.mktemp("cache")
+    os.environ["OPTISERVE_CACHE"] = str(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zoo")

@@ -11,11 +11,12 @@ from typing import Any
 
 from optiserve.errors import StoreError, UsageError
 from optiserve.models.graph import ModelInfo, inspect_model
-from optiserve.models.inputs import load_npz, parse_shape_overrides, resolve_shape
+from optiserve.models.inputs import load_npz, make_inputs, parse_shape_overrides, resolve_shape
+from optiserve.profile.evaluation import load_labels
 from optiserve.profile.hardware import fingerprint, library_versions, now_iso
 from optiserve.profile.runner import run_isolated
 from optiserve.profile.store import ParquetStore
-from optiserve.profile.sweep import SweepSpec
+from optiserve.profile.sweep import AUTO, AUTO_CHOICE, SweepSpec
 from optiserve.profile.timing import TimingPolicy
 from optiserve.runtimes.registry import get_runtime
 from optiserve.types import BenchConfig, Measurement, Profile, Status
@@ -51,6 +52,17 @@ def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> dict[str, tuple[int, .
         for s in info.inputs:
             if s.name in npz:
                 overrides.setdefault(s.name, tuple(npz[s.name].shape[1:]))
+        make_inputs(info, 1, overrides, {k: v[:1] for k, v in npz.items()})  # keys and item shapes
+    if spec.calibration is not None:
+        calib = load_npz(spec.calibration)
+        make_inputs(info, 1, overrides, {k: v[:1] for k, v in calib.items()})
+    if spec.labels is not None:
+        if spec.inputs is None:
+            raise UsageError("--labels needs --inputs: labels name the classes of those samples")
+        labels = load_labels(spec.labels)
+        n = min(len(v) for v in load_npz(spec.inputs).values())
+        if len(labels) < n:
+            raise UsageError(f"--labels has {len(labels)} labels for {n} samples in --inputs")
     for spec_in in info.inputs:
         resolve_shape(spec_in, 1, overrides)  # raises naming a missing dynamic dim
     return overrides
@@ -77,16 +89,25 @@ def metadata(info: ModelInfo, spec: SweepSpec, configs: list[BenchConfig]) -> di
         "created": now_iso(),
         "updated": now_iso(),
         "sweep": spec.model_dump(mode="json"),
+        "precision_auto": _auto_note(info, spec),
         "planned_configs": len(configs),
         "complete": False,
     }
 
 
+def _auto_note(info: ModelInfo, spec: SweepSpec) -> str | None:
+    """Why ``--precision auto`` chose what it did, for the summary."""
+    if AUTO not in spec.precision:
+        return None
+    choice, why = AUTO_CHOICE[info.family]
+    return f"precision auto -> fp32 + {choice} for a {info.family} graph: {why}"
+
+
 def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwrite: bool) -> SweepPlan:
     """Every check that can fail before measuring starts, so bad input costs nothing."""
     info = inspect_model(model)
-    configs = spec.configs()
     _validate_inputs(info, spec)
+    configs = spec.configs(info.family)
     store = ParquetStore(out)
     if store.exists() and not (resume or overwrite):
         raise StoreError(
@@ -127,7 +148,11 @@ def run_sweep(
     plan = plan or plan_sweep(model, spec, out, resume=resume, overwrite=overwrite)
     store = ParquetStore(out)
     if resume and store.exists():
-        store.update_meta(sweep=spec.model_dump(mode="json"), planned_configs=len(plan.configs))
+        store.update_meta(
+            sweep=spec.model_dump(mode="json"),
+            planned_configs=len(plan.configs),
+            precision_auto=_auto_note(plan.info, spec),
+        )
     elif overwrite:
         store.overwrite(metadata(plan.info, spec, list(plan.configs)))
     else:
@@ -150,6 +175,11 @@ def run_sweep(
             "inputs": str(Path(spec.inputs).resolve()) if spec.inputs else None,
             "seed": spec.seed,
             "memory_limit_mb": spec.memory_limit_mb,
+            "calibration": str(Path(spec.calibration).resolve()) if spec.calibration else None,
+            "labels": str(Path(spec.labels).resolve()) if spec.labels else None,
+            "eval_samples": spec.eval_samples,
+            "cache_dir": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None,
+            "max_accuracy_drop": spec.max_accuracy_drop,
         }
         t0 = time.perf_counter()
         m = run_isolated(job, spec.config_timeout())

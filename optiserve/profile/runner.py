@@ -16,28 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from optiserve.types import BenchConfig, LatencyStats, Measurement, Status
-
-
-def measurement_from_dict(d: dict[str, Any]) -> Measurement:
-    stats = LatencyStats(**d["stats"]) if d.get("stats") else None
-    return Measurement(
-        config=BenchConfig.from_dict(d["config"]),
-        status=Status(d["status"]),
-        error=d.get("error", ""),
-        stats=stats,
-        throughput=d.get("throughput", 0.0),
-        load_time_s=d.get("load_time_s", 0.0),
-        warmup_iterations=d.get("warmup_iterations", 0),
-        warmup_stable=d.get("warmup_stable", False),
-        peak_rss_mb=d.get("peak_rss_mb", 0.0),
-        model_rss_mb=d.get("model_rss_mb", 0.0),
-        wall_time_s=d.get("wall_time_s", 0.0),
-        stop_reason=d.get("stop_reason", ""),
-        warnings=tuple(d.get("warnings", ())),
-        samples_ns=tuple(d.get("samples_ns", ())),
-        extra=dict(d.get("extra", {})),
-    )
+from optiserve.types import BenchConfig, Measurement, Status, measurement_from_row
 
 
 def _describe_exit(rc: int, stderr_tail: str) -> str:
@@ -88,7 +67,7 @@ def run_isolated(job: dict[str, Any], timeout_s: float) -> Measurement:
                 raise
         if rc != 0 or not out_path.exists():
             return Measurement(config, Status.FAILED, error=_describe_exit(rc, _tail(err_path)))
-        return measurement_from_dict(json.loads(out_path.read_text()))
+        return measurement_from_row(json.loads(out_path.read_text()))
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

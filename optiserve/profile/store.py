@@ -73,6 +73,23 @@ _SCHEMA = pa.schema(
         ("warnings", pa.list_(pa.string())),
         ("samples_ns", pa.list_(pa.int64())),
         ("extra", pa.string()),
+        ("variant_recipe", pa.string()),
+        ("acc_samples", pa.int64()),
+        ("acc_output", pa.int64()),
+        ("acc_max_abs_error", pa.float64()),
+        ("acc_rel_l2_error", pa.float64()),
+        ("acc_cosine", pa.float64()),
+        ("acc_top1_agreement", pa.float64()),
+        ("acc_accuracy", pa.float64()),
+        ("acc_reference_accuracy", pa.float64()),
+        ("acc_drop", pa.float64()),
+        ("acc_drop_metric", pa.string()),
+        ("acc_synthetic", pa.bool_()),
+        ("within_tolerance", pa.bool_()),
+        ("variant_key", pa.string()),
+        ("variant_method", pa.string()),
+        ("variant_build_s", pa.float64()),
+        ("variant_cache_hit", pa.bool_()),
     ]
 )
 

@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from optiserve.types import Profile, Status
+from optiserve.types import Measurement, Precision, Profile, Status
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -23,6 +23,14 @@ def header(profile: Profile) -> Text:
         + (f", GPU {hw['gpus'][0]['name']}" if hw.get("gpus") else ", no GPU"),
         f"{profile.meta['created']}  onnxruntime {v.get('onnxruntime', '?')}  python {v.get('python', '?')}",
     ]
+    if profile.meta.get("precision_auto"):
+        lines.append(str(profile.meta["precision_auto"]))
+    if any(m.accuracy and m.accuracy.synthetic for m in profile.measurements):
+        lines.append("accuracy figures are SYNTHETIC (no --inputs / --calibration data): drift, not task accuracy")
+    built = [m for m in profile.measurements if m.variant]
+    if built:
+        hits = sum(1 for m in built if m.variant.get("cache_hit"))
+        lines.append(f"variants: {hits} of {len(built)} from the cache, {len(built) - hits} built")
     done, planned = len(profile.measurements), profile.meta.get("planned_configs", 0)
     if not profile.meta.get("complete"):
         lines.append(f"PARTIAL: {done} of {planned} configs measured (run again with --resume)")
@@ -41,7 +49,7 @@ def table(profile: Profile) -> Table:
         ("p99", "right"),
         ("p99 95% CI", "right"),
         ("p99.9", "right"),
-        ("mean", "right"),
+        ("drift", "right"),
         ("items/s", "right"),
         ("load s", "right"),
         ("mem MB", "right"),
@@ -51,7 +59,14 @@ def table(profile: Profile) -> Table:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     rows = sorted(
         profile.measurements,
-        key=lambda m: (m.config.runtime, m.config.precision, m.config.options, m.config.threads, m.config.batch_size),
+        key=lambda m: (
+            m.config.runtime,
+            list(Precision).index(m.config.precision),
+            m.config.options,
+            m.config.variant,
+            m.config.threads,
+            m.config.batch_size,
+        ),
     )
     for m in rows:
         c = m.config
@@ -66,6 +81,8 @@ def table(profile: Profile) -> Table:
             continue
         s = m.stats
         note = Text(f"{len(m.warnings)} warning(s)", style="yellow") if m.warnings else Text("stable", style="green")
+        if m.variant:
+            note.append(" cached" if m.variant.get("cache_hit") else f" built {m.variant.get('build_s', 0):.1f}s")
         t.add_row(
             *base,
             _fmt(s.p50),
@@ -73,7 +90,7 @@ def table(profile: Profile) -> Table:
             _fmt(s.p99),
             f"{_fmt(s.p99_ci_low)}-{_fmt(s.p99_ci_high)}",
             _fmt(s.p999),
-            _fmt(s.mean),
+            _drift(m),
             f"{m.throughput:.0f}",
             f"{m.load_time_s:.2f}",
             f"{m.peak_rss_mb:.0f}",
@@ -83,11 +100,32 @@ def table(profile: Profile) -> Table:
     return t
 
 
+def _drift(m: Measurement) -> Text:
+    """The accuracy drop in the units of its metric; red when outside the tolerance."""
+    a = m.accuracy
+    if a is None:
+        return Text("-")
+    unit = {"accuracy": "acc", "top1-disagreement": "top1", "relative-l2": "relL2"}[a.drop_metric]
+    value = f"{a.drop:.1%} {unit}" if a.drop_metric != "relative-l2" else ""
+    value += f"{' ' if value else ''}relL2 {a.rel_l2_error:.1e}"
+    style = "red" if m.within_tolerance is False else ""
+    return Text(value + (" X" if m.within_tolerance is False else ""), style=style)
+
+
+_TAIL = "p99.9 from"  # true on most rows of short runs: summarised once instead
+
+
 def warnings_block(profile: Profile) -> Text:
     out = Text()
+    short = 0
     for m in profile.measurements:
         for w in m.warnings:
+            if w.startswith(_TAIL):
+                short += 1
+                continue
             out.append(f"! {m.config.label()}: {w}\n", style="yellow")
+    if short:
+        out.append(f"! {short} row(s) have under 1000 samples: their p99.9 is an extrapolation\n", style="yellow")
     return out
 
 

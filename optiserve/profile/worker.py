@@ -12,16 +12,18 @@ tested for real without a buggy model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from optiserve.errors import OptiserveError
-from optiserve.types import BenchConfig, Measurement, Status
+from optiserve.types import BenchConfig, Measurement, Precision, Status, measurement_row
 
 
 def _inject_fault(config: BenchConfig) -> None:
@@ -48,18 +50,44 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _calibration_source(
+    job: dict[str, Any], info: Any, overrides: dict[str, tuple[int, ...]], recipe: Any
+) -> Callable[[], Iterable[dict[str, Any]]]:
+    """Calibration batches of 8: the user's .npz when given, else seeded synthetic inputs."""
+    from optiserve.models.inputs import load_npz, make_inputs
+
+    samples, seed = int(recipe.calibration_samples), int(recipe.seed)
+
+    def source() -> Iterable[dict[str, Any]]:
+        if job.get("calibration"):
+            data = load_npz(Path(job["calibration"]))
+            n = min(len(v) for v in data.values())
+            for i in range(0, n, 8):
+                yield make_inputs(info, min(8, n - i), overrides, {k: v[i : i + 8] for k, v in data.items()})
+        else:
+            for i in range(math.ceil(samples / 8)):
+                yield make_inputs(info, min(8, samples - 8 * i), overrides, seed=seed + i)
+
+    return source
+
+
 def measure_config(job: dict[str, Any]) -> Measurement:
-    """Load, warm up and measure one config in this process."""
+    """Build or fetch the variant, load, warm up, measure, then judge accuracy — in this process."""
     from optiserve.models.graph import inspect_model
     from optiserve.models.inputs import load_npz, make_inputs
+    from optiserve.profile.evaluation import eval_batches, evaluate, load_labels
     from optiserve.profile.hardware import ForeignLoad
     from optiserve.profile.stats import stability_warnings, summarize
     from optiserve.profile.timing import TimingPolicy, measure, warm_up
     from optiserve.runtimes.registry import get_runtime
+    from optiserve.variants.build import build_variant
+    from optiserve.variants.cache import VariantCache
+    from optiserve.variants.recipe import VariantRecipe
 
     config = BenchConfig.from_dict(job["config"])
     policy = TimingPolicy(**job["policy"])
     started = time.perf_counter()
+    variant: dict[str, Any] = {}
     try:
         runtime = get_runtime(config.runtime)
         reason = runtime.available()
@@ -67,14 +95,26 @@ def measure_config(job: dict[str, Any]) -> Measurement:
             return Measurement(config, Status.FAILED, error=f"runtime unavailable: {reason}")
         if not runtime.supports(config.precision):
             return Measurement(config, Status.FAILED, error=f"{config.runtime} does not support {config.precision}")
-        info = inspect_model(Path(job["model"]))
+        model = Path(job["model"])
+        info = inspect_model(model)
         npz = load_npz(Path(job["inputs"])) if job.get("inputs") else None
         overrides = {k: tuple(v) for k, v in job.get("shapes", {}).items()}
+        run_path = model
+        if config.precision in runtime.variant_precisions:
+            recipe = VariantRecipe.from_identity(config.precision, dict(config.variant))
+            built = build_variant(
+                model,
+                info.sha256,
+                recipe,
+                VariantCache(job.get("cache_dir")),
+                _calibration_source(job, info, overrides, recipe),
+            )
+            run_path, variant = built.path, built.as_dict()
         feeds = make_inputs(info, config.batch_size, overrides, npz, seed=job.get("seed", 0))
         _inject_fault(config)
         base_rss = _rss_mb()
         t0 = time.perf_counter()
-        session = runtime.load(Path(job["model"]), config.precision, config.threads, dict(config.options))
+        session = runtime.load(run_path, config.precision, config.threads, dict(config.options))
         load_time = time.perf_counter() - t0
         run = session.run
 
@@ -86,17 +126,25 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         samples, stop_reason = measure(call, policy, wu.per_call_s)
         foreign_cpu = foreign.fraction()
         peak = _peak_rss_mb()
+        labels = load_labels(Path(job["labels"])) if job.get("labels") else None
+        batches, batch_labels = eval_batches(
+            info, config.batch_size, int(job.get("eval_samples", 32)), overrides, npz, labels, int(job.get("seed", 0))
+        )
+        synthetic = npz is None or (
+            config.precision is Precision.INT8_STATIC and dict(config.variant).get("calibration") == "synthetic"
+        )
+        accuracy = evaluate(runtime, model, session, config, batches, batch_labels, synthetic)
         session.close()
     except MemoryError:
-        return Measurement(config, Status.FAILED, error="out of memory (MemoryError)")
+        return Measurement(config, Status.FAILED, error="out of memory (MemoryError)", variant=variant)
     except OptiserveError as exc:
-        return Measurement(config, Status.FAILED, error=str(exc))
+        return Measurement(config, Status.FAILED, error=str(exc), variant=variant)
     except Exception as exc:  # the back end's own failure: record it, the sweep goes on
         text = str(exc).strip().splitlines()
         msg = f"{type(exc).__name__}: {text[0] if text else ''}"
         if "alloc" in msg.lower() or "memory" in msg.lower():
             msg = f"out of memory? {msg}"
-        return Measurement(config, Status.FAILED, error=msg[:500])
+        return Measurement(config, Status.FAILED, error=msg[:500], variant=variant)
     stats = summarize(samples)
     warnings = stability_warnings(
         stats,
@@ -105,6 +153,10 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         stop_reason=stop_reason,
         foreign_cpu=foreign_cpu,
     )
+    limit = job.get("max_accuracy_drop")
+    within = None if limit is None else bool(accuracy.drop <= float(limit))
+    if within is False:
+        warnings.append(f"accuracy drop {accuracy.drop:.4g} ({accuracy.drop_metric}) exceeds {limit}")
     return Measurement(
         config=config,
         status=Status.OK,
@@ -119,6 +171,9 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         stop_reason=stop_reason,
         warnings=tuple(warnings),
         samples_ns=tuple(int(s) for s in samples),
+        accuracy=accuracy,
+        within_tolerance=within,
+        variant=variant,
         extra={"foreign_cpu": round(foreign_cpu, 4)},
     )
 
@@ -134,10 +189,7 @@ def main(argv: list[str]) -> int:
     if limit and m.status is Status.FAILED:
         m = replace(m, error=f"{m.error} [under a {limit} MiB memory cap: likely out of memory]")
     tmp = out_path.with_suffix(".tmp")
-    d = asdict(m)
-    d["config"] = m.config.to_dict()
-    d["status"] = m.status.value
-    tmp.write_text(json.dumps(d))
+    tmp.write_text(json.dumps(measurement_row(m)))
     os.replace(tmp, out_path)
     return 0
 

@@ -15,6 +15,11 @@ Contract (checked by ``optiserve.testing.runtime_conformance``):
 - ``options`` maps each runtime-specific knob to its valid values (empty tuple:
   any positive integer). Unknown knobs or values make ``load`` raise
   ``UnknownNameError`` listing the valid ones.
+- ``variant_precisions`` are the precisions the runtime runs from an ONNX
+  variant that ``optiserve.variants`` builds (int8 QDQ, fp16, ...): for those,
+  ``load`` receives the variant's path. For any other supported precision
+  ``load`` receives the fp32 model and applies the precision itself (as
+  TensorRT does with builder flags).
 - ``load(model, precision, threads, options)`` returns a ready ``Session``;
   it is what the profiler times as the cold start.
 - ``Session.run(feeds)`` runs one batch and returns the outputs as NumPy
@@ -57,6 +62,7 @@ class Runtime(Protocol):
     description: str
     options: Mapping[str, tuple[str, ...]]
     defaults: Mapping[str, str]
+    variant_precisions: frozenset[Precision]
 
     def available(self) -> str | None: ...
 

@@ -44,8 +44,14 @@ def test_hang_is_killed_at_the_timeout(mlp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_unsupported_precision_is_a_failed_row(mlp_path: Path) -> None:
+    m = run_isolated(_job(mlp_path, precision=Precision.BF16), timeout_s=60)
+    assert m.status is Status.FAILED and "does not support bf16" in m.error
+
+
+def test_variant_that_cannot_be_built_is_a_failed_row(mlp_path: Path) -> None:
+    # the MLP is Gemm-only: weight-only int4 (MatMul) has nothing to quantise
     m = run_isolated(_job(mlp_path, precision=Precision.INT4), timeout_s=60)
-    assert m.status is Status.FAILED and "does not support int4" in m.error
+    assert m.status is Status.FAILED and "this graph has none" in m.error
 
 
 def test_out_of_memory_is_a_failed_row(mlp_path: Path) -> None:

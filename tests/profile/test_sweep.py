@@ -30,7 +30,8 @@ def test_cross_product_and_options() -> None:
         ({"batch": "0"}, "malformed --batch"),
         ({"batch": ""}, "malformed --batch"),
         ({"threads": "two"}, "malformed --threads"),
-        ({"precision": "fp64"}, "valid precisions: fp32, fp16"),
+        ({"precision": "fp64"}, "valid precisions: auto, fp32, fp16"),
+        ({"calibrator": "kl"}, "valid calibrators: minmax, entropy, percentile"),
         ({"budget": "-1"}, "malformed --budget"),
     ],
 )

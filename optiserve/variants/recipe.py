@@ -1,0 +1,80 @@
+"""How a variant is made: everything that changes its bytes, and so its cache key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from optiserve.errors import UnknownNameError
+from optiserve.types import Precision
+
+CALIBRATORS = ("minmax", "entropy", "percentile")
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class VariantRecipe:
+    """``calibration`` is the digest of the user's calibration file, or ``synthetic``."""
+
+    precision: Precision
+    calibrator: str = "minmax"
+    calibration: str = SYNTHETIC
+    calibration_samples: int = 32
+    fp16_keep_io: bool = True
+    int4_block_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibrator not in CALIBRATORS:
+            raise UnknownNameError("calibrator", self.calibrator, CALIBRATORS)
+
+    def identity(self) -> dict[str, str]:
+        """The recipe fields that matter for this precision (part of a config's key)."""
+        p = self.precision
+        if p is Precision.INT8_STATIC:
+            return {
+                "calibrator": self.calibrator,
+                "calibration": self.calibration,
+                "calibration_samples": str(self.calibration_samples),
+                "seed": str(self.seed),
+            }
+        if p is Precision.FP16:
+            return {"fp16_keep_io": str(self.fp16_keep_io).lower()}
+        if p is Precision.INT4:
+            return {"int4_block_size": str(self.int4_block_size)}
+        return {}
+
+    def cache_key(self, model_sha256: str, versions: dict[str, str]) -> str:
+        blob = json.dumps(
+            {"model": model_sha256, "precision": self.precision.value, **self.identity(), "versions": versions},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["precision"] = self.precision.value
+        return d
+
+    @classmethod
+    def from_identity(cls, precision: Precision, identity: dict[str, str]) -> VariantRecipe:
+        kw: dict[str, Any] = {"precision": precision}
+        for k, v in identity.items():
+            if k in ("calibration_samples", "int4_block_size", "seed"):
+                kw[k] = int(v)
+            elif k == "fp16_keep_io":
+                kw[k] = v == "true"
+            else:
+                kw[k] = v
+        return cls(**kw)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
