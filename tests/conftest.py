@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from optiserve.models.builders import build_mlp
 from optiserve.models.zoo import build_zoo, save_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,14 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mlp_path(zoo_dir: Path) -> Path:
     return zoo_dir / "mlp.onnx"
+
+
+@pytest.fixture(scope="session")
+def regress_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLP with one output: not class scores, so drift is its relative L2 error."""
+    path = tmp_path_factory.mktemp("regress") / "regress.onnx"
+    save_atomic(build_mlp(seed=3, classes=1), path)
+    return path
 
 
 @pytest.fixture(scope="session")
