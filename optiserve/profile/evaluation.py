@@ -47,11 +47,16 @@ def eval_batches(
     labels: np.ndarray | None,
     seed: int,
 ) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
-    """Whole batches covering at least ``samples`` items, and their labels."""
+    """Whole batches covering at least ``samples`` items, and their labels. Item i is
+    the same whatever the batch size, so every config of a variant is judged alike."""
     n_batches = math.ceil(samples / batch)
     total = n_batches * batch
     if npz is None:
-        feeds = [make_inputs(info, batch, dict(overrides), seed=seed + EVAL_SEED_OFFSET + i) for i in range(n_batches)]
+        items = [make_inputs(info, 1, dict(overrides), seed=seed + EVAL_SEED_OFFSET + i) for i in range(total)]
+        feeds = [
+            {k: np.concatenate([it[k] for it in items[b * batch : (b + 1) * batch]]) for k in items[0]}
+            for b in range(n_batches)
+        ]
         return feeds, None
     n_user = min(len(v) for v in npz.values())
     idx = np.arange(total) % n_user
@@ -64,6 +69,11 @@ def eval_batches(
     return feeds, (labels[idx] if labels is not None else None)
 
 
+def as_dtypes(feeds: dict[str, np.ndarray], dtypes: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Feeds cast to the input types a session expects (no copy where they already match)."""
+    return {k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()}
+
+
 def evaluate(
     runtime: Runtime,
     reference_model: Path,
@@ -72,14 +82,16 @@ def evaluate(
     batches: list[dict[str, np.ndarray]],
     labels: np.ndarray | None,
     synthetic: bool,
+    dtypes: Mapping[str, str] | None = None,
 ) -> AccuracyReport:
-    """Compare ``session`` with an fp32 session of the same runtime on ``batches``."""
+    """Compare ``session`` with an fp32 session of the same runtime on ``batches``
+    (cast to ``dtypes`` for the variant, as given for the reference)."""
     if config.precision is Precision.FP32:
         reference: Session = session
     else:
         reference = runtime.load(reference_model, Precision.FP32, config.threads, dict(config.options))
     ref_out = [reference.run(f) for f in batches]
-    var_out = [session.run(f) for f in batches]
+    var_out = [session.run(as_dtypes(f, dtypes or {})) for f in batches]
     if reference is not session:
         reference.close()
     ref = [np.concatenate([o[i] for o in ref_out]) for i in range(len(ref_out[0]))]

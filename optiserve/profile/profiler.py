@@ -29,6 +29,7 @@ class SweepPlan:
     info: ModelInfo
     configs: tuple[BenchConfig, ...]
     todo: tuple[BenchConfig, ...]
+    overrides: dict[str, tuple[int, ...]]  # resolved --shape and --inputs item shapes
 
 
 Progress = Callable[[str, BenchConfig, Measurement | None], None]
@@ -106,7 +107,7 @@ def _auto_note(info: ModelInfo, spec: SweepSpec) -> str | None:
 def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwrite: bool) -> SweepPlan:
     """Every check that can fail before measuring starts, so bad input costs nothing."""
     info = inspect_model(model)
-    _validate_inputs(info, spec)
+    overrides = _validate_inputs(info, spec)
     configs = spec.configs(info.family)
     store = ParquetStore(out)
     if store.exists() and not (resume or overwrite):
@@ -131,7 +132,7 @@ def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwri
     else:
         store.check_writable()
         todo = tuple(configs)
-    return SweepPlan(info, tuple(configs), todo)
+    return SweepPlan(info, tuple(configs), todo, overrides)
 
 
 def run_sweep(
@@ -163,7 +164,6 @@ def run_sweep(
         target_ci=spec.target_ci,
         min_samples=spec.min_samples,
     )
-    overrides = _validate_inputs(plan.info, spec)
     for config in plan.todo:
         if progress:
             progress("start", config, None)
@@ -171,7 +171,7 @@ def run_sweep(
             "model": str(Path(model).resolve()),
             "config": config.to_dict(),
             "policy": asdict(policy),
-            "shapes": {k: list(v) for k, v in overrides.items()},
+            "shapes": {k: list(v) for k, v in plan.overrides.items()},
             "inputs": str(Path(spec.inputs).resolve()) if spec.inputs else None,
             "seed": spec.seed,
             "memory_limit_mb": spec.memory_limit_mb,

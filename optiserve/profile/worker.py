@@ -75,7 +75,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     """Build or fetch the variant, load, warm up, measure, then judge accuracy — in this process."""
     from optiserve.models.graph import inspect_model
     from optiserve.models.inputs import load_npz, make_inputs
-    from optiserve.profile.evaluation import eval_batches, evaluate, load_labels
+    from optiserve.profile.evaluation import as_dtypes, eval_batches, evaluate, load_labels
     from optiserve.profile.hardware import ForeignLoad
     from optiserve.profile.stats import stability_warnings, summarize
     from optiserve.profile.timing import TimingPolicy, measure, warm_up
@@ -110,7 +110,9 @@ def measure_config(job: dict[str, Any]) -> Measurement:
                 _calibration_source(job, info, overrides, recipe),
             )
             run_path, variant = built.path, built.as_dict()
-        feeds = make_inputs(info, config.batch_size, overrides, npz, seed=job.get("seed", 0))
+        # a variant may take other input types than the model (fp16 without fp32 I/O)
+        dtypes = {i.name: i.dtype for i in (inspect_model(run_path) if run_path != model else info).inputs}
+        feeds = as_dtypes(make_inputs(info, config.batch_size, overrides, npz, seed=job.get("seed", 0)), dtypes)
         _inject_fault(config)
         base_rss = _rss_mb()
         t0 = time.perf_counter()
@@ -133,7 +135,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         synthetic = npz is None or (
             config.precision is Precision.INT8_STATIC and dict(config.variant).get("calibration") == "synthetic"
         )
-        accuracy = evaluate(runtime, model, session, config, batches, batch_labels, synthetic)
+        accuracy = evaluate(runtime, model, session, config, batches, batch_labels, synthetic, dtypes)
         session.close()
     except MemoryError:
         return Measurement(config, Status.FAILED, error="out of memory (MemoryError)", variant=variant)

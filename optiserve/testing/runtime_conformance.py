@@ -57,6 +57,10 @@ class RuntimeConformance:
     def test_supports_fp32(self, runtime: Runtime) -> None:
         assert runtime.supports(Precision.FP32)
 
+    def test_variant_precisions_are_supported(self, runtime: Runtime) -> None:
+        assert Precision.FP32 not in runtime.variant_precisions
+        assert all(runtime.supports(p) for p in runtime.variant_precisions)
+
     def test_defaults_are_valid_options(self, runtime: Runtime) -> None:
         assert set(runtime.defaults) <= set(runtime.options)
         assert check_options(runtime, dict(runtime.defaults)) == dict(runtime.defaults)

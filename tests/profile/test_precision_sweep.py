@@ -166,3 +166,27 @@ def test_bad_precision_inputs(mlp_path: Path, tmp_path: Path) -> None:
         assert proc.returncode == 2, (extra, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_fp16_without_fp32_io(mlp_path: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "profile",
+        str(mlp_path),
+        "--precision",
+        "fp16",
+        "--fp16-keep-io",
+        "false",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        *FAST,
+        "-o",
+        str(tmp_path / "p"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (m,) = load_profile(tmp_path / "p").measurements
+    assert m.status is Status.OK, m.error
+    assert dict(m.config.variant) == {"fp16_keep_io": "false"} and "fp16 inputs/outputs" in m.variant["method"]
+    assert m.accuracy is not None and m.accuracy.rel_l2_error < 0.01

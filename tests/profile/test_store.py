@@ -44,3 +44,13 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     for b in (1, 2):
         s.append(sample_measurement(b))
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["profile.json", "profile.parquet"]
+
+
+def test_reference_profile_of_schema_1_still_reads() -> None:
+    from tests.conftest import REPO
+
+    prof = load_profile(REPO / "profiles" / "reference" / "cnn-default")
+    assert prof.meta["schema_version"] == 1 and prof.meta["complete"] is True
+    assert len(prof.measurements) == 10 and all(m.stats is not None for m in prof.measurements)
+    assert {m.config.batch_size for m in prof.measurements} == {1, 2, 4, 8, 16}
+    assert all(m.accuracy is None and m.config.variant == () for m in prof.measurements)
