@@ -1,0 +1,111 @@
+"""Numba CPU kernel: one parallel pass over the output, all stages fused.
+
+One call covers the whole batch, each output row of each image one unit of
+parallel work: its two source rows and vertical weight are found once, the
+horizontal taps come from a table cached per source size, and the three
+normalised channels are written straight into the NCHW planes in float32
+arithmetic. Source images are read in place (a typed list of views): no
+gather copy, no intermediate image. One call per image was 2.6x slower here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from optiserve._imports import missing_reason, optional_import
+from optiserve.preprocess.spec import PreprocessSpec, batch_shape, check_images, source_coords
+
+_KERNELS: dict[str, Any] = {}
+
+
+def _compile() -> Any:
+    if "cpu" in _KERNELS:
+        return _KERNELS["cpu"]
+    numba = optional_import("numba", "preprocess")
+    from numba import prange
+
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        # Measured here: a parallel call costs ~7.8 ms under the OpenMP layer against
+        # ~0.2 ms under workqueue for one 224x224 image. Workqueue is not safe for
+        # concurrent calls from several Python threads; set NUMBA_THREADING_LAYER=tbb then.
+        numba.config.THREADING_LAYER = "workqueue"
+
+    @numba.njit(parallel=True, fastmath=True, nogil=True, boundscheck=False)
+    def kernel(images, y0t, y1t, wyt, x0t, x1t, wxt, a, b, och, out):  # type: ignore[no-untyped-def]
+        # images: typed list of (H, W*3) uint8; x0t/x1t hold column*3; out: (N, 3, out_h, out_w)
+        n, _, out_h, out_w = out.shape
+        one = np.float32(1.0)
+        a0, a1, a2, b0, b1, b2 = a[0], a[1], a[2], b[0], b[1], b[2]
+        for r in prange(n * out_h):  # one output row of one image per iteration
+            k = r // out_h
+            y = r - k * out_h
+            img = images[k]
+            r0 = img[y0t[k, y]]
+            r1 = img[y1t[k, y]]
+            fy = wyt[k, y]
+            gy = one - fy
+            p0 = out[k, och[0], y]
+            p1 = out[k, och[1], y]
+            p2 = out[k, och[2], y]
+            x0 = x0t[k]
+            x1 = x1t[k]
+            wx = wxt[k]
+            for x in range(out_w):
+                i = x0[x]
+                j = x1[x]
+                fx = wx[x]
+                gx = one - fx
+                w00, w01, w10, w11 = gx * gy, fx * gy, gx * fy, fx * fy
+                p0[x] = (r0[i] * w00 + r0[j] * w01 + r1[i] * w10 + r1[j] * w11) * a0 + b0
+                p1[x] = (r0[i + 1] * w00 + r0[j + 1] * w01 + r1[i + 1] * w10 + r1[j + 1] * w11) * a1 + b1
+                p2[x] = (r0[i + 2] * w00 + r0[j + 2] * w01 + r1[i + 2] * w10 + r1[j + 2] * w11) * a2 + b2
+
+    _KERNELS["cpu"] = kernel
+    return kernel
+
+
+class NumbaCPU:
+    name = "numba-cpu"
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+        self._a, self._b = spec.normalisation()
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self._och = np.array([2, 1, 0] if spec.bgr_to_rgb else [0, 1, 2], np.int64)
+
+    def available(self) -> str | None:
+        return missing_reason("numba", "preprocess")
+
+    def _taps(self, h: int, w: int) -> tuple[np.ndarray, ...]:
+        """Row and column taps (index0, index1, weight) for one source size, cached."""
+        key = (h, w)
+        if key not in self._tables:
+            sy, sx, oy, ox = self.spec.geometry(h, w)
+            y0, y1, wy = source_coords(self.spec.out_h, oy, sy, h)
+            x0, x1, wx = source_coords(self.spec.out_w, ox, sx, w)
+            self._tables[key] = (
+                y0.astype(np.int64),
+                y1.astype(np.int64),
+                wy.astype(np.float32),
+                (x0 * 3).astype(np.int64),
+                (x1 * 3).astype(np.int64),
+                wx.astype(np.float32),
+            )
+        return self._tables[key]
+
+    def __call__(self, images: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        check_images(images)
+        from numba.typed import List
+
+        kernel = _compile()
+        if out is None:
+            out = np.empty(batch_shape(len(images), self.spec), dtype=self.spec.dtype)
+        taps = [self._taps(*img.shape[:2]) for img in images]
+        tables = [np.stack([t[f] for t in taps]) for f in range(6)]
+        rows = List([np.ascontiguousarray(img).reshape(img.shape[0], -1) for img in images])
+        kernel(rows, *tables, self._a, self._b, self._och, out)
+        return out
