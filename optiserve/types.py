@@ -56,6 +56,7 @@ class BenchConfig:
     threads: int
     options: tuple[tuple[str, str], ...] = ()
     variant: tuple[tuple[str, str], ...] = ()  # how the precision variant is built (calibrator, ...)
+    preprocess: str = ""  # the pre-processing stage timed with each call ("" = inference only)
 
     @property
     def key(self) -> str:
@@ -73,6 +74,8 @@ class BenchConfig:
         }
         if self.variant:  # absent when empty, so fp32 keys stay as they were
             d["variant"] = dict(self.variant)
+        if self.preprocess:
+            d["preprocess"] = self.preprocess
         return d
 
     @classmethod
@@ -84,12 +87,14 @@ class BenchConfig:
             threads=int(d["threads"]),
             options=tuple(sorted((str(k), str(v)) for k, v in dict(d["options"]).items())),
             variant=tuple(sorted((str(k), str(v)) for k, v in dict(d.get("variant") or {}).items())),
+            preprocess=str(d.get("preprocess") or ""),
         )
 
     def label(self) -> str:
         shown = [(k, v) for k, v in self.variant if k == "calibrator"]
         extra = "".join(f" {k}={v}" for k, v in (*self.options, *shown))
-        return f"{self.runtime} {self.precision} b={self.batch_size} t={self.threads}{extra}"
+        pre = " +preprocess" if self.preprocess else ""
+        return f"{self.runtime} {self.precision} b={self.batch_size} t={self.threads}{extra}{pre}"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ class Measurement:
     accuracy: AccuracyReport | None = None
     within_tolerance: bool | None = None  # None: no --max-accuracy-drop given
     variant: dict[str, Any] = field(default_factory=dict)  # key, method, build_s, cache_hit
+    stages: dict[str, Any] = field(default_factory=dict)  # stage -> {p50_ms, p99_ms, mean_ms} or None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -175,6 +181,7 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
         "threads": m.config.threads,
         "options": json.dumps(dict(m.config.options), sort_keys=True),
         "variant_recipe": json.dumps(dict(m.config.variant), sort_keys=True),
+        "preprocess": m.config.preprocess,
         "status": m.status.value,
         "error": m.error,
     }
@@ -202,6 +209,7 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
     row["variant_method"] = m.variant.get("method")
     row["variant_build_s"] = m.variant.get("build_s")
     row["variant_cache_hit"] = m.variant.get("cache_hit")
+    row["stages"] = json.dumps(m.stages, sort_keys=True)
     return row
 
 
@@ -213,6 +221,7 @@ def measurement_from_row(row: dict[str, Any]) -> Measurement:
         threads=int(row["threads"]),
         options=tuple(sorted(json.loads(row["options"] or "{}").items())),
         variant=tuple(sorted(json.loads(row.get("variant_recipe") or "{}").items())),
+        preprocess=row.get("preprocess") or "",
     )
     stats = None
     if row.get("n"):
@@ -249,6 +258,7 @@ def measurement_from_row(row: dict[str, Any]) -> Measurement:
             for k in ("key", "method", "build_s", "cache_hit")
             if row.get(f"variant_{k}") is not None
         },
+        stages=json.loads(row.get("stages") or "{}"),
         extra=json.loads(row.get("extra") or "{}"),
     )
 

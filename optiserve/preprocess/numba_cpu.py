@@ -35,8 +35,9 @@ def _compile() -> Any:
         numba.config.THREADING_LAYER = "workqueue"
 
     @numba.njit(parallel=True, fastmath=True, nogil=True, boundscheck=False)
-    def kernel(images, y0t, y1t, wyt, x0t, x1t, wxt, a, b, och, out):  # type: ignore[no-untyped-def]
-        # images: typed list of (H, W*3) uint8; x0t/x1t hold column*3; out: (N, 3, out_h, out_w)
+    def kernel(images, y0t, wyt, x0t, wxt, a, b, och, out):  # type: ignore[no-untyped-def]
+        # images: typed list of (H, W*3) uint8 rows; taps come in adjacent pairs
+        # (row y0 and y0+1, byte column x0 and x0+3), so one index per axis suffices.
         n, _, out_h, out_w = out.shape
         one = np.float32(1.0)
         a0, a1, a2, b0, b1, b2 = a[0], a[1], a[2], b[0], b[1], b[2]
@@ -44,28 +45,45 @@ def _compile() -> Any:
             k = r // out_h
             y = r - k * out_h
             img = images[k]
-            r0 = img[y0t[k, y]]
-            r1 = img[y1t[k, y]]
+            yy = y0t[k, y]
+            r0 = img[yy]
+            r1 = img[yy + 1]
             fy = wyt[k, y]
             gy = one - fy
             p0 = out[k, och[0], y]
             p1 = out[k, och[1], y]
             p2 = out[k, och[2], y]
             x0 = x0t[k]
-            x1 = x1t[k]
             wx = wxt[k]
             for x in range(out_w):
                 i = x0[x]
-                j = x1[x]
                 fx = wx[x]
                 gx = one - fx
                 w00, w01, w10, w11 = gx * gy, fx * gy, gx * fy, fx * fy
-                p0[x] = (r0[i] * w00 + r0[j] * w01 + r1[i] * w10 + r1[j] * w11) * a0 + b0
-                p1[x] = (r0[i + 1] * w00 + r0[j + 1] * w01 + r1[i + 1] * w10 + r1[j + 1] * w11) * a1 + b1
-                p2[x] = (r0[i + 2] * w00 + r0[j + 2] * w01 + r1[i + 2] * w10 + r1[j + 2] * w11) * a2 + b2
+                p0[x] = (r0[i] * w00 + r0[i + 3] * w01 + r1[i] * w10 + r1[i + 3] * w11) * a0 + b0
+                p1[x] = (r0[i + 1] * w00 + r0[i + 4] * w01 + r1[i + 1] * w10 + r1[i + 4] * w11) * a1 + b1
+                p2[x] = (r0[i + 2] * w00 + r0[i + 5] * w01 + r1[i + 2] * w10 + r1[i + 5] * w11) * a2 + b2
 
     _KERNELS["cpu"] = kernel
     return kernel
+
+
+def _paired(i0: np.ndarray, i1: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rewrite taps so the second is always index0 + 1: a tap clamped to the last
+    pixel becomes (n-2, n-1) with all weight on n-1, the same value. Sides of one
+    pixel are padded to two by ``_rows``, so index 0 + 1 exists there too."""
+    if n == 1:
+        return np.zeros_like(i0), np.zeros(w.shape, np.float32)
+    edge = i0 >= n - 1
+    return np.where(edge, n - 2, i0).astype(np.int64), np.where(edge, 1.0, w).astype(np.float32)
+
+
+def _rows(img: np.ndarray) -> np.ndarray:
+    """(H, W*3) view of an image, edge-padded to at least 2x2 for the paired taps."""
+    if img.shape[0] == 1 or img.shape[1] == 1:
+        img = np.pad(img, ((0, img.shape[0] == 1), (0, img.shape[1] == 1), (0, 0)), mode="edge")
+    img = np.ascontiguousarray(img)
+    return img.reshape(img.shape[0], -1)
 
 
 class NumbaCPU:
@@ -81,20 +99,13 @@ class NumbaCPU:
         return missing_reason("numba", "preprocess")
 
     def _taps(self, h: int, w: int) -> tuple[np.ndarray, ...]:
-        """Row and column taps (index0, index1, weight) for one source size, cached."""
+        """(row0, row weight, byte column0, column weight), cached per source size."""
         key = (h, w)
         if key not in self._tables:
             sy, sx, oy, ox = self.spec.geometry(h, w)
-            y0, y1, wy = source_coords(self.spec.out_h, oy, sy, h)
-            x0, x1, wx = source_coords(self.spec.out_w, ox, sx, w)
-            self._tables[key] = (
-                y0.astype(np.int64),
-                y1.astype(np.int64),
-                wy.astype(np.float32),
-                (x0 * 3).astype(np.int64),
-                (x1 * 3).astype(np.int64),
-                wx.astype(np.float32),
-            )
+            y0, wy = _paired(*source_coords(self.spec.out_h, oy, sy, h), h)
+            x0, wx = _paired(*source_coords(self.spec.out_w, ox, sx, w), w)
+            self._tables[key] = (y0, wy, x0 * 3, wx)
         return self._tables[key]
 
     def __call__(self, images: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
@@ -102,10 +113,15 @@ class NumbaCPU:
         from numba.typed import List
 
         kernel = _compile()
+        shape = batch_shape(len(images), self.spec)
         if out is None:
-            out = np.empty(batch_shape(len(images), self.spec), dtype=self.spec.dtype)
+            out = np.empty(shape, dtype=self.spec.dtype)
+        # Numba's CPU target cannot store float16: compute in float32, cast once.
+        target = out if out.dtype == np.float32 else np.empty(shape, np.float32)
         taps = [self._taps(*img.shape[:2]) for img in images]
-        tables = [np.stack([t[f] for t in taps]) for f in range(6)]
-        rows = List([np.ascontiguousarray(img).reshape(img.shape[0], -1) for img in images])
-        kernel(rows, *tables, self._a, self._b, self._och, out)
+        tables = [np.stack([t[f] for t in taps]) for f in range(4)]
+        rows = List([_rows(img) for img in images])
+        kernel(rows, *tables, self._a, self._b, self._och, target)
+        if target is not out:
+            out[...] = target
         return out

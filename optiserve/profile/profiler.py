@@ -14,6 +14,7 @@ from optiserve.models.graph import ModelInfo, inspect_model
 from optiserve.models.inputs import load_npz, make_inputs, parse_shape_overrides, resolve_shape
 from optiserve.profile.evaluation import load_labels
 from optiserve.profile.hardware import fingerprint, library_versions, now_iso
+from optiserve.profile.pipeline import StageSpec
 from optiserve.profile.runner import run_isolated
 from optiserve.profile.store import ParquetStore
 from optiserve.profile.sweep import AUTO, AUTO_CHOICE, SweepSpec
@@ -66,6 +67,10 @@ def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> dict[str, tuple[int, .
             raise UsageError(f"--labels has {len(labels)} labels for {n} samples in --inputs")
     for spec_in in info.inputs:
         resolve_shape(spec_in, 1, overrides)  # raises naming a missing dynamic dim
+    if spec.preprocess:
+        stage = StageSpec.parse(spec.preprocess)
+        stage.image_input(info)
+        stage.preprocessor()
     return overrides
 
 

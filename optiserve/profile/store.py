@@ -90,6 +90,8 @@ _SCHEMA = pa.schema(
         ("variant_method", pa.string()),
         ("variant_build_s", pa.float64()),
         ("variant_cache_hit", pa.bool_()),
+        ("preprocess", pa.string()),
+        ("stages", pa.string()),
     ]
 )
 

@@ -129,6 +129,24 @@ def warnings_block(profile: Profile) -> Text:
     return out
 
 
+def stage_table(profile: Profile) -> Table | None:
+    """Where the time of a call goes, for rows that timed a pre-processing stage."""
+    rows = [m for m in profile.ok if m.stages.get("preprocess")]
+    if not rows:
+        return None
+    t = Table(title="stage breakdown, p50 ms per call (CPU path: no device transfers)", title_justify="left")
+    for col in ("config", "pre-process", "inference", "pre-process share", "pre-processor"):
+        t.add_column(col, justify="left" if col in ("config", "pre-processor") else "right")
+    for m in rows:
+        pre, inf = m.stages["preprocess"]["p50_ms"], m.stages["inference"]["p50_ms"]
+        t.add_row(m.config.label(), _fmt(pre), _fmt(inf), f"{pre / (pre + inf):.0%}", str(m.extra.get("preprocessor")))
+    return t
+
+
 def render(profile: Profile, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(Group(header(profile), table(profile), warnings_block(profile)))
+    parts: list[Text | Table] = [header(profile), table(profile)]
+    stages = stage_table(profile)
+    if stages is not None:
+        parts.append(stages)
+    console.print(Group(*parts, warnings_block(profile)))

@@ -75,6 +75,9 @@ class SweepSpec(BaseModel):
     fp16_keep_io: bool = Field(True, description="fp16 variants keep fp32 inputs and outputs")
     int4_block_size: int = Field(32, ge=16, description="int4 quantisation block size")
     cache_dir: Path | None = Field(None, description="variant cache (default: ~/.cache/optiserve)")
+    preprocess: str | None = Field(
+        None, description="time a pre-processing stage with each call: image:resize=224[,crop=..,src=640x480,impl=..]"
+    )
 
     @field_validator("batch", "threads")
     @classmethod
@@ -160,7 +163,7 @@ class SweepSpec(BaseModel):
                     for recipe in self.recipes(prec):
                         variant = tuple(sorted(recipe.identity().items()))
                         for threads, batch in itertools.product(self.threads, self.batch):
-                            out.append(BenchConfig(name, prec, batch, threads, chosen, variant))
+                            out.append(BenchConfig(name, prec, batch, threads, chosen, variant, self.preprocess or ""))
         return out
 
 

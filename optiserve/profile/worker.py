@@ -77,6 +77,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     from optiserve.models.inputs import load_npz, make_inputs
     from optiserve.profile.evaluation import as_dtypes, eval_batches, evaluate, load_labels
     from optiserve.profile.hardware import ForeignLoad
+    from optiserve.profile.pipeline import Pipeline, StageSpec
     from optiserve.profile.stats import stability_warnings, summarize
     from optiserve.profile.timing import TimingPolicy, measure, warm_up
     from optiserve.runtimes.registry import get_runtime
@@ -97,6 +98,8 @@ def measure_config(job: dict[str, Any]) -> Measurement:
             return Measurement(config, Status.FAILED, error=f"{config.runtime} does not support {config.precision}")
         model = Path(job["model"])
         info = inspect_model(model)
+        stage = StageSpec.parse(config.preprocess) if config.preprocess else None
+        image_input = stage.image_input(info) if stage else ""
         npz = load_npz(Path(job["inputs"])) if job.get("inputs") else None
         overrides = {k: tuple(v) for k, v in job.get("shapes", {}).items()}
         run_path = model
@@ -120,12 +123,15 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         load_time = time.perf_counter() - t0
         run = session.run
 
-        def call() -> object:
+        def call() -> object:  # the bare path: nothing but the session call is timed
             return run(feeds)
 
-        wu = warm_up(call, policy)
+        pipe = Pipeline(run, feeds, stage, image_input, dtypes.get(image_input, "float32"), job.get("seed", 0))
+        timed = pipe if stage else call
+        wu = warm_up(timed, policy)
+        pipe.reset()
         foreign = ForeignLoad()
-        samples, stop_reason = measure(call, policy, wu.per_call_s)
+        samples, stop_reason = measure(timed, policy, wu.per_call_s)
         foreign_cpu = foreign.fraction()
         peak = _peak_rss_mb()
         labels = load_labels(Path(job["labels"])) if job.get("labels") else None
@@ -176,7 +182,8 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         accuracy=accuracy,
         within_tolerance=within,
         variant=variant,
-        extra={"foreign_cpu": round(foreign_cpu, 4)},
+        stages=pipe.breakdown(samples),
+        extra={"foreign_cpu": round(foreign_cpu, 4), "preprocessor": pipe.preprocessor_name},
     )
 
 
