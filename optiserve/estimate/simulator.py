@@ -1,0 +1,191 @@
+"""Discrete-event simulation of a model server under open-loop arrivals.
+
+Each replica has one queue served by ``instances`` model instances; arrivals
+are spread over replicas round-robin (a load balancer). The batching policy is
+the one ``optiserve serve`` implements (and Triton's dynamic batcher, with its
+preferred sizes reduced to one target): when an instance is free and requests
+wait, it dispatches at once if ``target`` requests are waiting, otherwise when
+the target is reached or the oldest request has waited ``max_delay`` —
+whichever is first — taking up to ``max_batch``. ``max_delay = 0`` dispatches
+whatever is waiting immediately.
+
+The event loop is compiled with Numba: 1e6 requests take well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optiserve.errors import UsageError
+from optiserve.estimate.arrivals import poisson_arrivals
+from optiserve.estimate.service import ServiceModel
+
+_CORE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    max_batch: int = 1
+    max_delay_s: float = 0.0
+    preferred: tuple[int, ...] = ()
+    instances: int = 1
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.instances < 1 or self.replicas < 1 or self.max_delay_s < 0:
+            raise UsageError("batching needs max_batch, instances and replicas >= 1 and max_delay >= 0")
+        if any(p < 1 or p > self.max_batch for p in self.preferred):
+            raise UsageError(f"preferred batch sizes must lie in 1..{self.max_batch}")
+
+    @property
+    def target(self) -> int:
+        return max(self.preferred) if self.preferred else self.max_batch
+
+
+@dataclass(frozen=True)
+class SimResult:
+    latency_s: np.ndarray = field(repr=False)
+    wait_s: np.ndarray = field(repr=False)
+    service_s: np.ndarray = field(repr=False)
+    batch_sizes: np.ndarray = field(repr=False)  # one entry per dispatched batch
+    utilisation: float
+    duration_s: float
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.quantile(self.latency_s, q) * 1e3)
+
+    @property
+    def summary(self) -> dict[str, float]:
+        lat = self.latency_s * 1e3
+        p = np.quantile(lat, [0.5, 0.95, 0.99, 0.999])
+        return {
+            "p50_ms": float(p[0]),
+            "p95_ms": float(p[1]),
+            "p99_ms": float(p[2]),
+            "p999_ms": float(p[3]),
+            "mean_ms": float(lat.mean()),
+            "mean_wait_ms": float(self.wait_s.mean() * 1e3),
+            "mean_service_ms": float(self.service_s.mean() * 1e3),
+            "utilisation": self.utilisation,
+            "throughput": len(self.latency_s) / self.duration_s if self.duration_s > 0 else math.inf,
+            "mean_batch": float(self.batch_sizes.mean()),
+        }
+
+    def batch_histogram(self) -> dict[int, int]:
+        sizes, counts = np.unique(self.batch_sizes, return_counts=True)
+        return {int(s): int(c) for s, c in zip(sizes, counts, strict=True)}
+
+
+def _core() -> Any:
+    if "sim" in _CORE:
+        return _CORE["sim"]
+    from numba import njit
+
+    @njit(cache=True)
+    def sim(arrivals, instances, max_batch, max_delay, target, flat, offset, count, scale, seed):  # type: ignore[no-untyped-def]
+        np.random.seed(seed)
+        n = arrivals.shape[0]
+        free = np.zeros(instances)
+        start = np.empty(n)
+        finish = np.empty(n)
+        batches = np.empty(n, np.int64)
+        nb = 0
+        busy = 0.0
+        head = 0
+        while head < n:
+            inst = 0
+            for j in range(1, instances):
+                if free[j] < free[inst]:
+                    inst = j
+            t = max(free[inst], arrivals[head])
+            waiting = np.searchsorted(arrivals, t, side="right") - head
+            s = t
+            if waiting < target and max_delay > 0.0:
+                deadline = arrivals[head] + max_delay
+                reach = arrivals[head + target - 1] if head + target - 1 < n else np.inf
+                s = max(t, min(deadline, reach))
+            k = min(np.searchsorted(arrivals, s, side="right") - head, max_batch)
+            svc = flat[offset[k] + np.random.randint(0, count[k])] * scale[k]
+            end = s + svc
+            for j in range(head, head + k):
+                start[j] = s
+                finish[j] = end
+            batches[nb] = k
+            nb += 1
+            busy += svc
+            free[inst] = end
+            head += k
+        return start, finish, batches[:nb], busy
+
+    _CORE["sim"] = sim
+    return sim
+
+
+def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy, seed: int = 0) -> SimResult:
+    """Latencies of every request in ``arrivals`` (sorted seconds) under ``policy``."""
+    arrivals = np.ascontiguousarray(arrivals, dtype=np.float64)
+    if arrivals.size == 0:
+        raise UsageError("no arrivals to simulate")
+    flat, offset, count, scale = service.tables(policy.max_batch)
+    sim = _core()
+    lat, wait, svc, batch_parts = [], [], [], []
+    busy_total = 0.0
+    for r in range(policy.replicas):
+        arr = arrivals[r :: policy.replicas]
+        if arr.size == 0:
+            continue
+        start, finish, batches, busy = sim(
+            arr,
+            policy.instances,
+            policy.max_batch,
+            policy.max_delay_s,
+            policy.target,
+            flat,
+            offset,
+            count,
+            scale,
+            seed + r,
+        )
+        lat.append(finish - arr)
+        wait.append(start - arr)
+        svc.append(finish - start)
+        batch_parts.append(batches)
+        busy_total += busy
+    span = float(arrivals[-1] - arrivals[0]) or float(np.concatenate(svc).max())
+    return SimResult(
+        latency_s=np.concatenate(lat),
+        wait_s=np.concatenate(wait),
+        service_s=np.concatenate(svc),
+        batch_sizes=np.concatenate(batch_parts),
+        utilisation=busy_total / (span * policy.instances * policy.replicas),
+        duration_s=span,
+    )
+
+
+def max_rate_for_p99(
+    service: ServiceModel,
+    policy: BatchingPolicy,
+    p99_ms: float,
+    n: int = 20_000,
+    seed: int = 0,
+    tol: float = 0.01,
+) -> float:
+    """The highest Poisson rate (req/s) whose simulated p99 stays within ``p99_ms``
+    (bisection with common random numbers; 0 when even a trickle misses it)."""
+    hi = service.capacity(policy.max_batch, policy.instances) * policy.replicas
+    base = poisson_arrivals(1.0, n, seed)  # scaled per rate: the same random stream each time
+
+    def ok(rate: float) -> bool:
+        return simulate(base / rate, service, policy, seed).percentile_ms(0.99) <= p99_ms
+
+    lo = hi * 1e-3
+    if not ok(lo):
+        return 0.0
+    while hi - lo > tol * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo

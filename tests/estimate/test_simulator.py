@@ -1,0 +1,137 @@
+import math
+
+import numpy as np
+import pytest
+
+from optiserve.errors import UsageError
+from optiserve.estimate import (
+    BatchingPolicy,
+    ServiceModel,
+    gamma_arrivals,
+    max_rate_for_p99,
+    poisson_arrivals,
+    simulate,
+    trace_arrivals,
+)
+
+MU = 1000.0  # service rate, per second
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_mm1_mean_wait(rho: float) -> None:
+    svc = ServiceModel({1: np.random.default_rng(0).exponential(1 / MU, 400_000)})
+    r = simulate(poisson_arrivals(rho * MU, 1_000_000, seed=1), svc, BatchingPolicy())
+    want = rho / (MU * (1 - rho))
+    assert r.wait_s.mean() == pytest.approx(want, rel=0.02)
+    assert r.utilisation == pytest.approx(rho, rel=0.02)
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_md1_mean_wait(rho: float) -> None:
+    svc = ServiceModel({1: np.full(4, 1 / MU)})
+    r = simulate(poisson_arrivals(rho * MU, 1_000_000, seed=2), svc, BatchingPolicy())
+    assert r.wait_s.mean() == pytest.approx(rho / (2 * MU * (1 - rho)), rel=0.02)
+
+
+def test_mmc_mean_wait_erlang_c() -> None:
+    c, rho = 3, 0.7
+    lam = rho * c * MU
+    a = lam / MU
+    tail = a**c / math.factorial(c) / (1 - rho)
+    p_wait = tail / (sum(a**k / math.factorial(k) for k in range(c)) + tail)
+    svc = ServiceModel({1: np.random.default_rng(3).exponential(1 / MU, 400_000)})
+    r = simulate(poisson_arrivals(lam, 1_000_000, seed=4), svc, BatchingPolicy(instances=c))
+    assert r.wait_s.mean() == pytest.approx(p_wait / (c * MU - lam), rel=0.03)
+
+
+def test_fast_enough_for_an_optimizer_loop() -> None:
+    import time
+
+    svc = ServiceModel({1: np.full(4, 1e-3), 8: np.full(4, 4e-3)})
+    arr = poisson_arrivals(1500, 1_000_000, seed=5)
+    simulate(arr[:100], svc, BatchingPolicy(max_batch=8, max_delay_s=0.002))  # compile
+    t0 = time.perf_counter()
+    simulate(arr, svc, BatchingPolicy(max_batch=8, max_delay_s=0.002))
+    assert time.perf_counter() - t0 < 3.0  # generous bound for a loaded CI machine; ~0.3 s here
+
+
+def test_deterministic_under_a_seed() -> None:
+    svc = ServiceModel({1: np.random.default_rng(0).exponential(1e-3, 1000)})
+    arr = poisson_arrivals(500, 10_000, seed=6)
+    a = simulate(arr, svc, BatchingPolicy(), seed=9)
+    b = simulate(arr, svc, BatchingPolicy(), seed=9)
+    c = simulate(arr, svc, BatchingPolicy(), seed=10)
+    np.testing.assert_array_equal(a.latency_s, b.latency_s)
+    assert not np.array_equal(a.latency_s, c.latency_s)
+
+
+CONST = ServiceModel({1: np.full(2, 0.010), 4: np.full(2, 0.016)})
+
+
+def test_lone_request_waits_exactly_the_max_delay() -> None:
+    r = simulate(np.array([0.0]), CONST, BatchingPolicy(max_batch=4, max_delay_s=0.005))
+    assert r.wait_s[0] == pytest.approx(0.005) and r.latency_s[0] == pytest.approx(0.015)
+
+
+def test_reaching_the_target_dispatches_before_the_deadline() -> None:
+    arr = np.array([0.0, 0.001, 0.002, 0.003])
+    r = simulate(arr, CONST, BatchingPolicy(max_batch=4, max_delay_s=0.050))
+    assert list(r.batch_sizes) == [4]
+    np.testing.assert_allclose(r.wait_s, [0.003, 0.002, 0.001, 0.0], atol=1e-12)
+
+
+def test_no_delay_dispatches_whatever_is_waiting() -> None:
+    arr = np.array([0.0, 0.001, 0.002, 0.003, 0.004])
+    r = simulate(arr, CONST, BatchingPolicy(max_batch=4, max_delay_s=0.0))
+    assert list(r.batch_sizes) == [1, 4]  # first alone; the next four queued behind it
+    assert r.wait_s[0] == 0 and r.latency_s[1] == pytest.approx(0.010 - 0.001 + 0.016)
+
+
+def test_max_batch_caps_a_burst_and_preferred_size_is_the_target() -> None:
+    burst = np.zeros(10)
+    r = simulate(burst, CONST, BatchingPolicy(max_batch=4, max_delay_s=0.01))
+    assert list(r.batch_sizes) == [4, 4, 2]
+    arr = np.array([0.0, 0.001, 0.002, 0.009])
+    r = simulate(arr, CONST, BatchingPolicy(max_batch=4, max_delay_s=0.05, preferred=(2,)))
+    assert list(r.batch_sizes)[0] == 2 and r.wait_s[0] == pytest.approx(0.001)
+
+
+def test_replicas_split_the_traffic() -> None:
+    arr = np.zeros(4)
+    one = simulate(arr, CONST, BatchingPolicy(max_batch=1))
+    two = simulate(arr, CONST, BatchingPolicy(max_batch=1, replicas=2))
+    assert one.latency_s.max() == pytest.approx(0.040) and two.latency_s.max() == pytest.approx(0.020)
+
+
+def test_unprofiled_sizes_are_interpolated() -> None:
+    assert CONST.mean(2) == pytest.approx(0.012) and CONST.mean(8) == pytest.approx(0.024)
+    assert CONST.predicted_sizes(4) == [2, 3]
+    r = simulate(np.zeros(2), CONST, BatchingPolicy(max_batch=2, max_delay_s=0.0))
+    assert r.latency_s[0] == pytest.approx(0.012)
+
+
+def test_bursty_arrivals_hurt_the_tail() -> None:
+    svc = ServiceModel({1: np.full(2, 1e-3)})
+    smooth = simulate(poisson_arrivals(600, 200_000, seed=7), svc, BatchingPolicy()).percentile_ms(0.99)
+    bursty = simulate(gamma_arrivals(600, 200_000, cv=3.0, seed=7), svc, BatchingPolicy()).percentile_ms(0.99)
+    assert bursty > 2 * smooth
+    np.testing.assert_allclose(trace_arrivals([5.0, 3.0, 4.0]), [0.0, 1.0, 2.0])
+
+
+def test_max_rate_for_p99() -> None:
+    svc = ServiceModel({1: np.full(2, 1e-3)})
+    rate = max_rate_for_p99(svc, BatchingPolicy(), p99_ms=5.0, n=20_000)
+    assert 500 < rate < 1000  # below capacity, above half of it (M/D/1 p99 5 ms at ~780/s)
+    at = simulate(poisson_arrivals(rate, 20_000), svc, BatchingPolicy()).percentile_ms(0.99)
+    assert at <= 5.0
+    assert max_rate_for_p99(svc, BatchingPolicy(), p99_ms=0.5) == 0.0  # below the service time itself
+
+
+@pytest.mark.parametrize(
+    "kw", [{"max_batch": 0}, {"instances": 0}, {"max_delay_s": -1}, {"max_batch": 4, "preferred": (8,)}]
+)
+def test_bad_policies(kw: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        BatchingPolicy(**kw)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        poisson_arrivals(0, 10)
