@@ -28,4 +28,4 @@ def trace_arrivals(timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
     t = np.sort(np.asarray(timestamps, dtype=np.float64))
     if t.size == 0 or not np.isfinite(t).all():
         raise UsageError("an arrival trace needs at least one finite timestamp")
-    return t - t[0]
+    return np.asarray(t - t[0])
