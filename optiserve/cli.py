@@ -208,6 +208,111 @@ def env() -> None:
     out.print(t)
 
 
+@app.command()
+@one_line_errors
+def serve(
+    model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8-dynamic, int8-static, int4")] = "fp32",
+    threads: Annotated[int, typer.Option(help="intra-op threads of the session")] = 1,
+    max_batch: Annotated[int, typer.Option(help="most rows per executed batch")] = 8,
+    max_delay_ms: Annotated[float, typer.Option(help="longest a request waits for a batch to fill")] = 2.0,
+    preferred: Annotated[str, typer.Option(help="preferred batch sizes, comma list (largest is the target)")] = "",
+    instances: Annotated[int, typer.Option(help="batches run concurrently")] = 1,
+    max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 256,
+    max_body_mb: Annotated[float, typer.Option(help="largest request body")] = 64.0,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    name: Annotated[Optional[str], typer.Option(help="model name in URLs (default: file stem)")] = None,  # noqa: UP045
+) -> None:
+    """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
+    import uvicorn
+
+    from optiserve.errors import UsageError
+    from optiserve.models.zoo import resolve_model
+    from optiserve.serve.app import ServeConfig, app_for_model
+
+    if min(threads, max_batch, instances, max_queue) < 1 or max_delay_ms < 0 or max_body_mb <= 0:
+        raise UsageError("threads, max-batch, instances and max-queue must be >= 1, max-delay-ms >= 0")
+    try:
+        pref = tuple(int(p) for p in preferred.split(",") if p.strip())
+    except ValueError:
+        raise UsageError(f"malformed --preferred {preferred!r}: expected a comma list of sizes") from None
+    if any(p < 1 or p > max_batch for p in pref):
+        raise UsageError(f"preferred batch sizes must lie in 1..{max_batch}")
+    path = resolve_model(model)
+    config = ServeConfig(
+        name or path.stem, max_batch, max_delay_ms, instances, max_queue, int(max_body_mb * 2**20), pref
+    )
+    web = app_for_model(path, precision, threads, config)
+    err.print(f"serving {config.name} on http://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
+    uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+@one_line_errors
+def loadtest(
+    url: Annotated[str, typer.Argument(help="server base URL, e.g. http://127.0.0.1:8000")],
+    model: Annotated[str, typer.Option(help="model name on the server")],
+    rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
+    duration: Annotated[float, typer.Option(help="seconds of scheduled sends")] = 10.0,
+    arrival: Annotated[str, typer.Option(help="poisson, gamma or trace")] = "poisson",
+    cv: Annotated[float, typer.Option(help="gamma arrivals: coefficient of variation")] = 2.0,
+    trace: Annotated[Optional[Path], typer.Option(help="arrival trace: a text file of timestamps")] = None,  # noqa: UP045
+    users: Annotated[int, typer.Option(help="concurrent senders (0: derived from the rate)")] = 0,
+    p99_target_ms: Annotated[Optional[float], typer.Option(help="judge p99 < this, with 95% confidence")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option(help="schedule seed")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here")] = None,  # noqa: UP045
+) -> None:
+    """Open-loop load test with Locust: latency counts from each request's scheduled time."""
+    import json as _json
+    import math
+
+    import numpy as np
+
+    from optiserve.errors import UsageError
+    from optiserve.estimate.arrivals import gamma_arrivals, poisson_arrivals, trace_arrivals
+    from optiserve.serve.loadtest import MAX_REQUESTS, run_loadtest
+    from optiserve.serve.verdict import p99_verdict
+
+    if rate <= 0 or duration <= 0:
+        raise UsageError("--rate and --duration must be positive")
+    n = min(math.ceil(rate * duration), MAX_REQUESTS)
+    if arrival == "poisson":
+        schedule = poisson_arrivals(rate, n, seed)
+    elif arrival == "gamma":
+        schedule = gamma_arrivals(rate, n, cv, seed)
+    elif arrival == "trace":
+        if trace is None or not trace.exists():
+            raise UsageError("--arrival trace needs --trace FILE with one timestamp per line")
+        try:
+            schedule = trace_arrivals(np.loadtxt(trace, ndmin=1))
+        except ValueError as exc:
+            raise UsageError(f"{trace} is not a list of timestamps: {exc}") from None
+    else:
+        raise UsageError(f"unknown arrival {arrival!r}; valid arrivals: poisson, gamma, trace")
+    users = users or max(16, min(512, int(rate * 0.25) + 16))
+    try:
+        result = run_loadtest(url, model, schedule, users)
+    except OSError as exc:
+        raise UsageError(f"cannot reach {url}: {exc}") from None
+    s = result.summary()
+    out.print(
+        f"{s['completed']}/{s['scheduled']} ok at {s['achieved_rate']:.1f} req/s (target {s['target_rate']:.1f}); "
+        f"p50 {s['p50_ms']:.2f}  p95 {s['p95_ms']:.2f}  p99 {s['p99_ms']:.2f}  p99.9 {s['p999_ms']:.2f} ms "
+        f"(from scheduled send); late sends {s['late_fraction']:.1%}; errors {s['errors'] or 'none'}"
+    )
+    if not result.valid:
+        out.print("[red]INVALID[/red]: the client fell behind its schedule (>1% late sends); add --users or a core")
+    if p99_target_ms is not None:
+        v = p99_verdict(result.latency_ms, p99_target_ms)
+        s["verdict"] = v.outcome
+        out.print(v.line())
+    if json_out:
+        json_out.write_text(_json.dumps(s, indent=2))
+    if not result.valid or s.get("verdict") == "fail":
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

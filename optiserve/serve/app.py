@@ -1,0 +1,194 @@
+"""The HTTP side: Open Inference Protocol v2 endpoints and Prometheus metrics.
+
+Bad requests are 4xx with ``{"error": ...}``; a full queue is 503; the server is
+ready only after every batch size up to ``max_batch`` has run once (warm-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from optiserve.models.graph import InputSpec
+from optiserve.models.inputs import make_inputs
+from optiserve.serve.batcher import DynamicBatcher, QueueFull
+from optiserve.serve.protocol import RequestError, infer_response, model_metadata, parse_infer_request
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    name: str
+    max_batch: int = 8
+    max_delay_ms: float = 2.0
+    instances: int = 1
+    max_queue: int = 256
+    max_body_bytes: int = 64 * 2**20
+    preferred: tuple[int, ...] = ()
+
+
+def create_app(
+    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    inputs: Sequence[InputSpec],
+    output_names: Sequence[str],
+    config: ServeConfig,
+    warmup_feeds: Callable[[int], dict[str, np.ndarray]],
+) -> Starlette:
+    registry = CollectorRegistry()
+    requests = Counter("optiserve_requests", "Inference requests by HTTP status", ["status"], registry=registry)
+    latency = Histogram(
+        "optiserve_request_latency_seconds",
+        "Arrival to response, per request",
+        registry=registry,
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+    )
+    batch_rows = Histogram(
+        "optiserve_batch_size",
+        "Rows per executed batch",
+        registry=registry,
+        buckets=tuple(float(b) for b in range(1, config.max_batch + 1)),
+    )
+    infer_time = Histogram(
+        "optiserve_batch_seconds",
+        "Runtime time per batch",
+        registry=registry,
+        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    )
+    depth = Gauge("optiserve_queue_depth", "Requests waiting for a batch", registry=registry)
+    state: dict[str, Any] = {"ready": False, "batcher": None, "outputs": None}
+
+    def on_batch(rows: int, seconds: float) -> None:
+        batch_rows.observe(rows)
+        infer_time.observe(seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        batcher = DynamicBatcher(
+            run,
+            [i.name for i in inputs],
+            config.max_batch,
+            config.max_delay_ms / 1e3,
+            config.instances,
+            config.max_queue,
+            config.preferred,
+            on_batch,
+        )
+        loop = asyncio.get_running_loop()
+        outs: list[np.ndarray] = []
+        for b in range(1, config.max_batch + 1):  # warm every batch size before saying ready
+            for _ in range(2):
+                outs = await loop.run_in_executor(None, run, warmup_feeds(b))
+        state["outputs"] = [(n, o.dtype.name, [-1, *o.shape[1:]]) for n, o in zip(output_names, outs, strict=True)]
+        batcher.start()
+        depth.set_function(lambda: batcher.depth)
+        state["batcher"], state["ready"] = batcher, True
+        yield
+        state["ready"] = False
+        await batcher.stop()
+
+    def error(status: int, message: str) -> JSONResponse:
+        requests.labels(str(status)).inc()
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    async def metadata(request: Request) -> Response:
+        if request.path_params["name"] != config.name:
+            return JSONResponse({"error": f"unknown model {request.path_params['name']!r}"}, status_code=404)
+        if not state["ready"]:
+            return JSONResponse({"error": "model is warming up"}, status_code=503)
+        meta = model_metadata(config.name, inputs, state["outputs"])
+        meta["parameters"] = state["batcher"].describe()
+        return JSONResponse(meta)
+
+    async def model_ready(request: Request) -> Response:
+        ok = request.path_params["name"] == config.name and state["ready"]
+        return JSONResponse({"name": request.path_params["name"], "ready": ok}, status_code=200 if ok else 503)
+
+    async def infer(request: Request) -> Response:
+        arrived = time.perf_counter()
+        if request.path_params["name"] != config.name:
+            return error(404, f"unknown model {request.path_params['name']!r}; this server has {config.name!r}")
+        if not state["ready"]:
+            return error(503, "model is warming up")
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > config.max_body_bytes:
+            return error(413, f"body of {size} bytes exceeds the limit of {config.max_body_bytes}")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > config.max_body_bytes:
+                return error(413, f"body exceeds the limit of {config.max_body_bytes} bytes")
+        try:
+            rid, tensors, rows = parse_infer_request(body, inputs, config.max_batch)
+        except RequestError as exc:
+            return error(exc.status, str(exc))
+        try:
+            outs = await state["batcher"].submit({t.name: t.array for t in tensors}, rows)
+        except QueueFull as exc:
+            return error(503, f"overloaded: {exc}; retry later")
+        except Exception as exc:
+            return error(500, f"inference failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        requests.labels("200").inc()
+        latency.observe(time.perf_counter() - arrived)
+        return JSONResponse(infer_response(config.name, rid, list(zip(output_names, outs, strict=True))))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/v2/health/live", live),
+            Route("/v2/health/ready", ready),
+            Route("/v2/models/{name}", metadata),
+            Route("/v2/models/{name}/ready", model_ready),
+            Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def app_for_model(
+    model_path: Any, precision: str, threads: int, config: ServeConfig, cache_dir: Any = None
+) -> Starlette:
+    """Load ``model_path`` at ``precision`` on ONNX Runtime CPU (variants from the cache) and serve it."""
+    from pathlib import Path
+
+    from optiserve.models.graph import inspect_model
+    from optiserve.runtimes.registry import get_runtime
+    from optiserve.types import Precision
+    from optiserve.variants.build import build_variant
+    from optiserve.variants.cache import VariantCache
+    from optiserve.variants.recipe import VariantRecipe
+
+    path = Path(model_path)
+    info = inspect_model(path)
+    prec = Precision.parse(precision)
+    runtime = get_runtime("onnxruntime-cpu")
+    run_path = path
+    if prec in runtime.variant_precisions:
+
+        def calibration() -> Any:
+            return (make_inputs(info, 8, seed=i) for i in range(4))
+
+        run_path = build_variant(path, info.sha256, VariantRecipe(prec), VariantCache(cache_dir), calibration).path
+    session = runtime.load(run_path, prec, threads, {})
+    served = inspect_model(run_path)  # a variant may take other input types (fp16 I/O)
+    return create_app(
+        session.run, served.inputs, session.output_names, config, lambda b: make_inputs(served, b, seed=b)
+    )

@@ -1,0 +1,153 @@
+"""Open-loop load test on Locust (headless, as a library).
+
+Send times are scheduled before the run (Poisson, gamma or a replayed trace);
+each request's latency counts from its *scheduled* time, so a client that falls
+behind cannot hide queueing. A send that leaves more than ``late_ms`` after its
+schedule is late; a run with more than 1% late sends is flagged invalid.
+
+Locust monkey-patches the standard library with gevent on import, so this
+module must run in its own process: ``optiserve loadtest`` is one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from optiserve.errors import UsageError
+
+MAX_REQUESTS = 500_000
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    url: str
+    scheduled: int
+    completed: int
+    errors: dict[str, int]
+    latency_ms: np.ndarray = field(repr=False)  # from scheduled send to response, successes only
+    late_fraction: float
+    duration_s: float
+    target_rate: float
+
+    @property
+    def valid(self) -> bool:
+        return self.late_fraction <= 0.01
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latency_ms
+        pct = np.quantile(lat, [0.5, 0.95, 0.99, 0.999]) if lat.size else np.full(4, math.nan)
+        return {
+            "url": self.url,
+            "target_rate": self.target_rate,
+            "achieved_rate": self.completed / self.duration_s if self.duration_s else 0.0,
+            "scheduled": self.scheduled,
+            "completed": self.completed,
+            "errors": self.errors,
+            "p50_ms": float(pct[0]),
+            "p95_ms": float(pct[1]),
+            "p99_ms": float(pct[2]),
+            "p999_ms": float(pct[3]),
+            "late_fraction": self.late_fraction,
+            "valid": self.valid,
+        }
+
+
+def payload_for(url: str, model: str, timeout: float = 10.0, seed: int = 0) -> bytes:
+    """One-row request body built from the server's own model metadata."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=timeout) as r:
+        meta = json.loads(r.read())
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for i in meta["inputs"]:
+        shape = [1, *[d if d > 0 else 1 for d in i["shape"][1:]]]
+        data: list[Any]
+        if i["datatype"].startswith("FP"):
+            data = rng.standard_normal(shape).astype(np.float32).reshape(-1).round(4).tolist()
+        else:
+            data = rng.integers(0, 2, shape).reshape(-1).tolist()
+        inputs.append({"name": i["name"], "shape": shape, "datatype": i["datatype"], "data": data})
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def run_loadtest(
+    url: str,
+    model: str,
+    schedule_s: np.ndarray,
+    users: int,
+    late_ms: float = 5.0,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """Send one request at each scheduled time (seconds from start) and collect latencies."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"not an http(s) URL: {url!r}")
+    if schedule_s.size == 0 or schedule_s.size > MAX_REQUESTS:
+        raise UsageError(f"a load test sends between 1 and {MAX_REQUESTS} requests, not {schedule_s.size}")
+    body = payload_for(url, model)
+
+    import gevent
+    from locust import FastHttpUser, constant, task
+    from locust.env import Environment
+    from locust.exception import StopUser
+
+    n = int(schedule_s.size)
+    results: list[tuple[float, float, float, int]] = []  # scheduled, sent, done, status
+    cursor = [0]  # next request to send, shared by the users (gevent: no preemption here)
+    clock = {"t0": 0.0}
+    path = f"{parsed.path.rstrip('/')}/v2/models/{model}/infer"
+
+    class OpenLoop(FastHttpUser):  # type: ignore[misc]
+        host = f"{parsed.scheme}://{parsed.netloc}"
+        wait_time = constant(0)
+        network_timeout = timeout_s
+        connection_timeout = timeout_s
+
+        @task  # type: ignore[untyped-decorator]
+        def send(self) -> None:
+            i = cursor[0]
+            if i >= n:
+                raise StopUser()
+            cursor[0] = i + 1
+            due = clock["t0"] + float(schedule_s[i])
+            delay = due - time.perf_counter()
+            if delay > 0:
+                gevent.sleep(delay)
+            sent = time.perf_counter()
+            with self.client.post(
+                path, data=body, headers={"Content-Type": "application/json"}, catch_response=True
+            ) as resp:
+                status = int(resp.status_code or 0)
+                if status == 200:
+                    resp.success()
+                else:
+                    resp.failure(f"status {status}")
+            results.append((due, sent, time.perf_counter(), status))
+
+    env = Environment(user_classes=[OpenLoop])
+    runner = env.create_local_runner()
+    clock["t0"] = time.perf_counter() + 0.5 + users / 100  # let the users spawn before the first send
+    runner.start(users, spawn_rate=100)
+    deadline = clock["t0"] + float(schedule_s[-1]) + timeout_s + 5
+    while len(results) < n and time.perf_counter() < deadline:
+        gevent.sleep(0.05)
+    runner.quit()
+    arr = np.array(results, dtype=np.float64).reshape(-1, 4)
+    ok = arr[arr[:, 3] == 200]
+    errors: dict[str, int] = {}
+    for s in arr[arr[:, 3] != 200][:, 3].astype(int):
+        errors[str(s) if s else "connection"] = errors.get(str(s) if s else "connection", 0) + 1
+    if len(arr) < n:
+        errors["not sent"] = n - len(arr)
+    late = float(((arr[:, 1] - arr[:, 0]) > late_ms / 1e3).mean()) if len(arr) else 1.0
+    span = float(arr[:, 2].max() - clock["t0"]) if len(arr) else 0.0
+    rate = n / float(schedule_s[-1]) if schedule_s[-1] > 0 else math.inf
+    return LoadResult(url, n, len(ok), errors, (ok[:, 2] - ok[:, 0]) * 1e3, late, span, rate)

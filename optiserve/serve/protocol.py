@@ -1,0 +1,135 @@
+"""Open Inference Protocol v2 (KServe / Triton REST) tensors: JSON in, NumPy out.
+
+Every way a request can be wrong raises ``RequestError`` with the HTTP status
+and a message; the server turns it into a 4xx and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from optiserve.models.graph import InputSpec
+
+DATATYPES = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+NP_TO_OIP = {np.dtype(v).name: k for k, v in DATATYPES.items()}
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    array: np.ndarray
+
+
+def oip_datatype(dtype: str) -> str:
+    return NP_TO_OIP.get(np.dtype(dtype).name, "BYTES")
+
+
+def model_metadata(
+    name: str, inputs: Sequence[InputSpec], outputs: Sequence[tuple[str, str, list[int]]]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {
+                "name": i.name,
+                "datatype": oip_datatype(i.dtype),
+                "shape": [d if isinstance(d, int) else -1 for d in i.dims],
+            }
+            for i in inputs
+        ],
+        "outputs": [{"name": n, "datatype": oip_datatype(dt), "shape": shape} for n, dt, shape in outputs],
+    }
+
+
+def parse_infer_request(
+    body: bytes, inputs: Sequence[InputSpec], max_rows: int
+) -> tuple[str | None, list[Tensor], int]:
+    """(request id, input tensors in the model's order, rows in the batch)."""
+    try:
+        req = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
+        raise RequestError(400, "request must be a JSON object with an 'inputs' list")
+    given: dict[str, Mapping[str, Any]] = {}
+    for t in req["inputs"]:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise RequestError(400, "each input needs a 'name'")
+        given[t["name"]] = t
+    want = {i.name for i in inputs}
+    if set(given) != want:
+        missing, extra = sorted(want - set(given)), sorted(set(given) - want)
+        raise RequestError(400, f"inputs must be exactly {sorted(want)}; missing {missing}, unexpected {extra}")
+    tensors, rows = [], None
+    for spec in inputs:
+        t = given[spec.name]
+        datatype = t.get("datatype")
+        expected = oip_datatype(spec.dtype)
+        if datatype != expected:
+            raise RequestError(400, f"input {spec.name!r} has datatype {datatype!r}; the model takes {expected}")
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise RequestError(400, f"input {spec.name!r} needs a shape: a list of non-negative integers")
+        if len(shape) != len(spec.dims) or any(
+            isinstance(d, int) and d != s for d, s in zip(spec.dims[1:], shape[1:], strict=True)
+        ):
+            raise RequestError(400, f"input {spec.name!r} has shape {shape}; the model takes {list(spec.dims)}")
+        if isinstance(spec.dims[0], int) and shape[0] != spec.dims[0]:
+            raise RequestError(400, f"input {spec.name!r} has batch {shape[0]}; the model takes {spec.dims[0]}")
+        data = t.get("data")
+        if not isinstance(data, list):
+            raise RequestError(400, f"input {spec.name!r} needs 'data' as a (flat or nested) list")
+        try:
+            arr: np.ndarray = np.asarray(data, dtype=DATATYPES[expected])
+        except (ValueError, TypeError, OverflowError):
+            raise RequestError(400, f"input {spec.name!r} holds values that are not {expected}") from None
+        if arr.size != math.prod(shape):
+            raise RequestError(400, f"input {spec.name!r} has {arr.size} values for shape {shape}")
+        arr = arr.reshape(shape)
+        if rows is not None and shape[0] != rows:
+            raise RequestError(400, "all inputs must have the same batch size")
+        rows = shape[0]
+        tensors.append(Tensor(spec.name, arr))
+    if not rows or rows < 1:
+        raise RequestError(400, "a request needs at least one row")
+    if rows > max_rows:
+        raise RequestError(400, f"a request of {rows} rows exceeds the server's max batch of {max_rows}")
+    rid = req.get("id")
+    return (str(rid) if rid is not None else None), tensors, rows
+
+
+def infer_response(name: str, rid: str | None, outputs: Sequence[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model_name": name,
+        "model_version": "1",
+        "outputs": [
+            {"name": n, "datatype": oip_datatype(a.dtype.name), "shape": list(a.shape), "data": a.reshape(-1).tolist()}
+            for n, a in outputs
+        ],
+    }
+    if rid is not None:
+        body["id"] = rid
+    return body
