@@ -1,0 +1,133 @@
+"""A short real load test on loopback: `optiserve serve` and `optiserve loadtest` as processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(zoo_dir: Path) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "optiserve",
+            "serve",
+            str(zoo_dir / "mlp.onnx"),
+            "--port",
+            str(port),
+            "--max-batch",
+            "8",
+            "--max-delay-ms",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not become ready: {proc.stderr.read() if proc.stderr else ''}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = run_cli(
+        "loadtest",
+        server,
+        "--model",
+        "mlp",
+        "--rate",
+        "100",
+        "--duration",
+        "3",
+        "--p99-target-ms",
+        "200",
+        "--json",
+        str(out),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["scheduled"] == 300 and r["completed"] == 300 and r["errors"] == {}
+    assert r["valid"] and r["late_fraction"] <= 0.01
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
+    assert r["verdict"] == "pass" and "PASS" in proc.stdout
+    with urllib.request.urlopen(f"{server}/metrics", timeout=5) as m:
+        assert 'optiserve_requests_total{status="200"}' in m.read().decode()
+
+
+def test_gamma_arrivals_and_a_failing_verdict_exit_1(server: str, tmp_path: Path) -> None:
+    proc = run_cli(
+        "loadtest",
+        server,
+        "--model",
+        "mlp",
+        "--rate",
+        "100",
+        "--duration",
+        "2",
+        "--arrival",
+        "gamma",
+        "--cv",
+        "3",
+        "--p99-target-ms",
+        "0.01",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "FAIL" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_bad_loadtest_input(tmp_path: Path) -> None:
+    for args, message in [
+        (("ftp://x", "--model", "m"), "not an http(s) URL"),
+        (("http://127.0.0.1:9", "--model", "m", "--duration", "1"), "cannot reach"),
+        (("http://127.0.0.1:9", "--model", "m", "--rate", "0"), "must be positive"),
+        (("http://127.0.0.1:9", "--model", "m", "--arrival", "uniform"), "valid arrivals"),
+        (("http://127.0.0.1:9", "--model", "m", "--arrival", "trace"), "--trace FILE"),
+    ]:
+        proc = run_cli("loadtest", *args, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_bad_serve_input(mlp_path: Path, tmp_path: Path) -> None:
+    for args, message in [
+        ((str(tmp_path / "none.onnx"),), "not found"),
+        ((str(mlp_path), "--max-batch", "0"), "must be >= 1"),
+        ((str(mlp_path), "--preferred", "2,x"), "malformed --preferred"),
+        ((str(mlp_path), "--precision", "fp64"), "unknown precision"),
+    ]:
+        proc = run_cli("serve", *args, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
