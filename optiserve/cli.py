@@ -308,7 +308,9 @@ def loadtest(
         s["verdict"] = v.outcome
         out.print(v.line())
     if json_out:
-        json_out.write_text(_json.dumps(s, indent=2))
+        s["latency_ms"] = [round(float(x), 4) for x in result.latency_ms]
+        s["index"] = [int(i) for i in result.index]
+        json_out.write_text(_json.dumps(s))
     if not result.valid or s.get("verdict") == "fail":
         raise typer.Exit(1)
 

@@ -50,6 +50,11 @@ class ServiceModel:
             by_size[m.config.batch_size] = np.asarray(m.samples_ns, dtype=np.float64) / 1e9
         return cls(by_size)
 
+    def plus_per_item(self, seconds: float) -> ServiceModel:
+        """Each batch also pays ``seconds`` per row: CPU work (decoding, encoding) that
+        competes with inference when the server's threads share one core."""
+        return ServiceModel({b: s + b * seconds for b, s in self.samples.items()})
+
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.samples))

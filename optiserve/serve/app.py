@@ -65,6 +65,12 @@ def create_app(
         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
     )
     depth = Gauge("optiserve_queue_depth", "Requests waiting for a batch", registry=registry)
+    frontend = Histogram(
+        "optiserve_frontend_seconds",
+        "Event-loop time per request: reading, parsing, encoding the response",
+        registry=registry,
+        buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+    )
     state: dict[str, Any] = {"ready": False, "batcher": None, "outputs": None}
 
     def on_batch(rows: int, seconds: float) -> None:
@@ -133,19 +139,28 @@ def create_app(
             body += chunk
             if len(body) > config.max_body_bytes:
                 return error(413, f"body exceeds the limit of {config.max_body_bytes} bytes")
+        header = request.headers.get("inference-header-content-length")
         try:
-            rid, tensors, rows = parse_infer_request(body, inputs, config.max_batch)
+            if header is not None and not header.isdigit():
+                raise RequestError(400, f"Inference-Header-Content-Length must be a byte count, got {header!r}")
+            length = int(header) if header is not None else None
+            rid, tensors, rows = parse_infer_request(body, inputs, config.max_batch, length)
         except RequestError as exc:
             return error(exc.status, str(exc))
+        parsed = time.perf_counter()
         try:
             outs = await state["batcher"].submit({t.name: t.array for t in tensors}, rows)
         except QueueFull as exc:
             return error(503, f"overloaded: {exc}; retry later")
         except Exception as exc:
             return error(500, f"inference failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        done = time.perf_counter()
+        response = JSONResponse(infer_response(config.name, rid, list(zip(output_names, outs, strict=True))))
+        end = time.perf_counter()
         requests.labels("200").inc()
-        latency.observe(time.perf_counter() - arrived)
-        return JSONResponse(infer_response(config.name, rid, list(zip(output_names, outs, strict=True))))
+        latency.observe(end - arrived)
+        frontend.observe((parsed - arrived) + (end - done))
+        return response
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

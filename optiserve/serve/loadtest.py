@@ -32,6 +32,7 @@ class LoadResult:
     completed: int
     errors: dict[str, int]
     latency_ms: np.ndarray = field(repr=False)  # from scheduled send to response, successes only
+    index: np.ndarray = field(repr=False)  # schedule position of each latency
     late_fraction: float
     duration_s: float
     target_rate: float
@@ -59,23 +60,41 @@ class LoadResult:
         }
 
 
-def payload_for(url: str, model: str, timeout: float = 10.0, seed: int = 0) -> bytes:
-    """One-row request body built from the server's own model metadata."""
+def payload_for(
+    url: str, model: str, timeout: float = 10.0, seed: int = 0, binary: bool | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """One-row request (body, headers) built from the server's own model metadata.
+    Large inputs (or ``binary=True``) use the binary tensor extension: JSON has to
+    print and parse every float, which for an image costs more than inference."""
     import urllib.request
 
     with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=timeout) as r:
         meta = json.loads(r.read())
     rng = np.random.default_rng(seed)
-    inputs = []
+    arrays = []
     for i in meta["inputs"]:
         shape = [1, *[d if d > 0 else 1 for d in i["shape"][1:]]]
-        data: list[Any]
-        if i["datatype"].startswith("FP"):
-            data = rng.standard_normal(shape).astype(np.float32).reshape(-1).round(4).tolist()
+        dtype = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}.get(i["datatype"])
+        if dtype is not None:
+            arr = rng.standard_normal(shape).astype(dtype)
         else:
-            data = rng.integers(0, 2, shape).reshape(-1).tolist()
-        inputs.append({"name": i["name"], "shape": shape, "datatype": i["datatype"], "data": data})
-    return json.dumps({"inputs": inputs}).encode()
+            arr = rng.integers(0, 2, shape).astype({"INT64": np.int64, "INT32": np.int32}.get(i["datatype"], np.int64))
+        arrays.append((i, shape, arr))
+    if binary is None:
+        binary = sum(a.size for _, _, a in arrays) > 4096
+    if not binary:
+        inputs = [
+            {"name": i["name"], "shape": s, "datatype": i["datatype"], "data": a.reshape(-1).tolist()}
+            for i, s, a in arrays
+        ]
+        return json.dumps({"inputs": inputs}).encode(), {"Content-Type": "application/json"}
+    inputs = [
+        {"name": i["name"], "shape": s, "datatype": i["datatype"], "parameters": {"binary_data_size": a.nbytes}}
+        for i, s, a in arrays
+    ]
+    header = json.dumps({"inputs": inputs}).encode()
+    body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, _, a in arrays)
+    return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
 
 
 def run_loadtest(
@@ -92,7 +111,7 @@ def run_loadtest(
         raise UsageError(f"not an http(s) URL: {url!r}")
     if schedule_s.size == 0 or schedule_s.size > MAX_REQUESTS:
         raise UsageError(f"a load test sends between 1 and {MAX_REQUESTS} requests, not {schedule_s.size}")
-    body = payload_for(url, model)
+    body, headers = payload_for(url, model)
 
     import gevent
     from locust import FastHttpUser, constant, task
@@ -122,9 +141,7 @@ def run_loadtest(
             if delay > 0:
                 gevent.sleep(delay)
             sent = time.perf_counter()
-            with self.client.post(
-                path, data=body, headers={"Content-Type": "application/json"}, catch_response=True
-            ) as resp:
+            with self.client.post(path, data=body, headers=headers, catch_response=True) as resp:
                 status = int(resp.status_code or 0)
                 if status == 200:
                     resp.success()
@@ -150,4 +167,6 @@ def run_loadtest(
     late = float(((arr[:, 1] - arr[:, 0]) > late_ms / 1e3).mean()) if len(arr) else 1.0
     span = float(arr[:, 2].max() - clock["t0"]) if len(arr) else 0.0
     rate = n / float(schedule_s[-1]) if schedule_s[-1] > 0 else math.inf
-    return LoadResult(url, n, len(ok), errors, (ok[:, 2] - ok[:, 0]) * 1e3, late, span, rate)
+    ok = ok[np.argsort(ok[:, 0], kind="stable")]  # in schedule order: scheduled times increase with the index
+    index = np.searchsorted(clock["t0"] + schedule_s, ok[:, 0] - 1e-9)
+    return LoadResult(url, n, len(ok), errors, (ok[:, 2] - ok[:, 0]) * 1e3, index, late, span, rate)

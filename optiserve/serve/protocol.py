@@ -65,9 +65,18 @@ def model_metadata(
 
 
 def parse_infer_request(
-    body: bytes, inputs: Sequence[InputSpec], max_rows: int
+    body: bytes, inputs: Sequence[InputSpec], max_rows: int, header_length: int | None = None
 ) -> tuple[str | None, list[Tensor], int]:
-    """(request id, input tensors in the model's order, rows in the batch)."""
+    """(request id, input tensors in the model's order, rows in the batch).
+
+    ``header_length`` (from ``Inference-Header-Content-Length``) selects Triton's
+    binary tensor extension: a JSON header of that many bytes, then each input
+    with ``parameters.binary_data_size`` as raw little-endian bytes, in order."""
+    binary = b""
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise RequestError(400, f"Inference-Header-Content-Length {header_length} exceeds the body")
+        body, binary = body[:header_length], body[header_length:]
     try:
         req = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -83,7 +92,7 @@ def parse_infer_request(
     if set(given) != want:
         missing, extra = sorted(want - set(given)), sorted(set(given) - want)
         raise RequestError(400, f"inputs must be exactly {sorted(want)}; missing {missing}, unexpected {extra}")
-    tensors, rows = [], None
+    tensors, rows, offset = [], None, 0
     for spec in inputs:
         t = given[spec.name]
         datatype = t.get("datatype")
@@ -99,13 +108,24 @@ def parse_infer_request(
             raise RequestError(400, f"input {spec.name!r} has shape {shape}; the model takes {list(spec.dims)}")
         if isinstance(spec.dims[0], int) and shape[0] != spec.dims[0]:
             raise RequestError(400, f"input {spec.name!r} has batch {shape[0]}; the model takes {spec.dims[0]}")
-        data = t.get("data")
-        if not isinstance(data, list):
-            raise RequestError(400, f"input {spec.name!r} needs 'data' as a (flat or nested) list")
-        try:
-            arr: np.ndarray = np.asarray(data, dtype=DATATYPES[expected])
-        except (ValueError, TypeError, OverflowError):
-            raise RequestError(400, f"input {spec.name!r} holds values that are not {expected}") from None
+        size = (t.get("parameters") or {}).get("binary_data_size")
+        arr: np.ndarray
+        if size is not None:
+            dtype = np.dtype(DATATYPES[expected]).newbyteorder("<")
+            if not isinstance(size, int) or size < 0 or size > len(binary) - offset:
+                raise RequestError(400, f"input {spec.name!r}: binary_data_size {size} exceeds the binary part")
+            if size % dtype.itemsize:
+                raise RequestError(400, f"input {spec.name!r}: {size} bytes is not a whole number of {expected}")
+            arr = np.frombuffer(binary, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+            offset += size
+        else:
+            data = t.get("data")
+            if not isinstance(data, list):
+                raise RequestError(400, f"input {spec.name!r} needs 'data' as a (flat or nested) list")
+            try:
+                arr = np.asarray(data, dtype=DATATYPES[expected])
+            except (ValueError, TypeError, OverflowError):
+                raise RequestError(400, f"input {spec.name!r} holds values that are not {expected}") from None
         if arr.size != math.prod(shape):
             raise RequestError(400, f"input {spec.name!r} has {arr.size} values for shape {shape}")
         arr = arr.reshape(shape)

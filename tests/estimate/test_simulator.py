@@ -135,3 +135,16 @@ def test_bad_policies(kw: dict[str, object]) -> None:
         BatchingPolicy(**kw)  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         poisson_arrivals(0, 10)
+
+
+def test_frontend_station_and_fixed_overhead() -> None:
+    svc = ServiceModel({1: np.full(2, 1e-3)})
+    base = simulate(np.array([0.0, 0.0]), svc, BatchingPolicy())
+    fe = simulate(np.array([0.0, 0.0]), svc, BatchingPolicy(frontend_s=0.002, fixed_s=0.0005))
+    # front end serialises the two requests (2 ms each), then the model (1 ms each)
+    np.testing.assert_allclose(fe.latency_s, [0.0035, 0.0055], atol=1e-12)
+    assert base.latency_s.max() == pytest.approx(0.002)
+    # an M/D/1 front end alone: mean wait rho / (2 mu (1 - rho))
+    fast = ServiceModel({1: np.full(2, 1e-9)})
+    r = simulate(poisson_arrivals(500, 500_000, seed=3), fast, BatchingPolicy(frontend_s=1e-3))
+    assert (r.latency_s.mean() - 1e-3) == pytest.approx(0.5 / (2 * 1000 * 0.5), rel=0.03)
