@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from optiserve.estimate import BatchingPolicy, ServiceModel, poisson_arrivals, simulate
 from optiserve.profile.profiler import run_sweep
 from optiserve.profile.sweep import build_spec
+from optiserve.serve.loadtest import wait_until_ready
 
 
 def free_port() -> int:
@@ -60,16 +60,9 @@ class Server:
             stderr=subprocess.DEVNULL,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become ready")
+        if not wait_until_ready(self.url, 120):
+            self.stop()
+            raise RuntimeError("server did not become ready")
 
     def stop(self) -> None:
         self.proc.terminate()

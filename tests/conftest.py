@@ -86,6 +86,20 @@ def run_cli(
 FAST = ("--budget", "0.3", "--warmup", "0.2", "--min-samples", "20")
 
 
+def profile_cli(
+    model: Path | str,
+    out: Path,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``optiserve profile MODEL -o OUT`` on one thread with a short budget, plus ``args``."""
+    return run_cli(
+        "profile", str(model), "--threads", "1", *FAST, "-o", str(out), *args, cwd=cwd, env=env, timeout=timeout
+    )
+
+
 def _gpu_reason() -> str | None:
     import shutil
 

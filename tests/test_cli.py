@@ -12,7 +12,7 @@ import pytest
 
 from optiserve.profile.store import load_profile
 from optiserve.types import Status
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, profile_cli, run_cli
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -27,7 +27,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> No
 
 def test_profile_show_and_resume(mlp_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "prof"
-    proc = run_cli("profile", str(mlp_path), "--batch", "1,4", "--threads", "1", *FAST, "-o", str(out), cwd=tmp_path)
+    proc = profile_cli(mlp_path, out, "--batch", "1,4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "p99" in proc.stdout and "profile written" in proc.stdout
     prof = load_profile(out)
@@ -53,9 +53,7 @@ def test_profile_show_and_resume(mlp_path: Path, tmp_path: Path) -> None:
     ):
         assert col in df.columns and df[col].notna().all(), col
 
-    again = run_cli(
-        "profile", str(mlp_path), "--batch", "1,4", "--threads", "1", *FAST, "-o", str(out), "--resume", cwd=tmp_path
-    )
+    again = profile_cli(mlp_path, out, "--batch", "1,4", "--resume", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert load_profile(out).measurements == prof.measurements  # measured nothing
 
@@ -65,16 +63,9 @@ def test_profile_show_and_resume(mlp_path: Path, tmp_path: Path) -> None:
 
 def test_resume_adds_only_missing_configs(mlp_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "prof"
-    assert (
-        run_cli(
-            "profile", str(mlp_path), "--batch", "1", "--threads", "1", *FAST, "-o", str(out), cwd=tmp_path
-        ).returncode
-        == 0
-    )
+    assert profile_cli(mlp_path, out, "--batch", "1", cwd=tmp_path).returncode == 0
     first = load_profile(out).measurements
-    proc = run_cli(
-        "profile", str(mlp_path), "--batch", "1,2", "--threads", "1", *FAST, "-o", str(out), "--resume", cwd=tmp_path
-    )
+    proc = profile_cli(mlp_path, out, "--batch", "1,2", "--resume", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     after = load_profile(out).measurements
     assert after[0] == first[0] and [m.config.batch_size for m in after] == [1, 2]
@@ -82,19 +73,7 @@ def test_resume_adds_only_missing_configs(mlp_path: Path, tmp_path: Path) -> Non
 
 def test_failing_config_does_not_stop_the_sweep(mlp_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "prof"
-    proc = run_cli(
-        "profile",
-        str(mlp_path),
-        "--batch",
-        "1,2,4",
-        "--threads",
-        "1",
-        *FAST,
-        "-o",
-        str(out),
-        cwd=tmp_path,
-        env={"OPTISERVE_FAULT": "crash@batch_size=2"},
-    )
+    proc = profile_cli(mlp_path, out, "--batch", "1,2,4", cwd=tmp_path, env={"OPTISERVE_FAULT": "crash@batch_size=2"})
     assert proc.returncode == 0, proc.stderr
     rows = {m.config.batch_size: m for m in load_profile(out).measurements}
     assert rows[1].status is Status.OK and rows[4].status is Status.OK
@@ -140,19 +119,7 @@ def test_interrupt_leaves_a_readable_partial_profile(mlp_path: Path, tmp_path: P
     shown = run_cli("show", str(out), cwd=tmp_path)
     assert "PARTIAL" in shown.stdout
 
-    done = run_cli(
-        "profile",
-        str(mlp_path),
-        "--batch",
-        "1,2,4,8,16,32",
-        "--threads",
-        "1",
-        *FAST,
-        "-o",
-        str(out),
-        "--resume",
-        cwd=tmp_path,
-    )
+    done = profile_cli(mlp_path, out, "--batch", "1,2,4,8,16,32", "--resume", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     final = load_profile(out)
     assert len(final.measurements) == 6 and final.meta["complete"] is True
@@ -185,15 +152,10 @@ def test_bad_inputs_get_one_line_and_exit_2(mlp_path: Path, seq_model: Path, tmp
 
 def test_existing_profile_is_never_clobbered(mlp_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "prof"
-    assert (
-        run_cli(
-            "profile", str(mlp_path), "--batch", "1", "--threads", "1", *FAST, "-o", str(out), cwd=tmp_path
-        ).returncode
-        == 0
-    )
+    assert profile_cli(mlp_path, out, "--batch", "1", cwd=tmp_path).returncode == 0
     before = load_profile(out).measurements
     _one_line_error(
-        run_cli("profile", str(mlp_path), "--batch", "1", "--threads", "1", *FAST, "-o", str(out), cwd=tmp_path),
+        profile_cli(mlp_path, out, "--batch", "1", cwd=tmp_path),
         "--resume",
         "--overwrite",
     )
@@ -204,29 +166,14 @@ def test_existing_profile_is_never_clobbered(mlp_path: Path, tmp_path: Path) -> 
     build_zoo(tmp_path / "z", ["mlp"], seed=7)
     (tmp_path / "z" / "mlp.onnx").rename(other)
     _one_line_error(
-        run_cli(
-            "profile", str(other), "--batch", "1", "--threads", "1", *FAST, "-o", str(out), "--resume", cwd=tmp_path
-        ),
+        profile_cli(other, out, "--batch", "1", "--resume", cwd=tmp_path),
         "different model",
     )
     assert load_profile(out).measurements == before
 
 
 def test_dynamic_dim_via_shape_flag(seq_model: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "profile",
-        str(seq_model),
-        "--shape",
-        "seq=16",
-        "--batch",
-        "2",
-        "--threads",
-        "1",
-        *FAST,
-        "-o",
-        str(tmp_path / "p"),
-        cwd=tmp_path,
-    )
+    proc = profile_cli(seq_model, tmp_path / "p", "--shape", "seq=16", "--batch", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert load_profile(tmp_path / "p").measurements[0].status is Status.OK
 
@@ -253,7 +200,5 @@ def test_env_and_models(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
 def test_resume_or_overwrite_on_fresh_folder(mlp_path: Path, tmp_path: Path, flag: str) -> None:
-    proc = run_cli(
-        "profile", str(mlp_path), "--batch", "1", "--threads", "1", *FAST, "-o", str(tmp_path / "p"), flag, cwd=tmp_path
-    )
+    proc = profile_cli(mlp_path, tmp_path / "p", "--batch", "1", flag, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

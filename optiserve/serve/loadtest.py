@@ -60,6 +60,21 @@ class LoadResult:
         }
 
 
+def wait_until_ready(url: str, timeout_s: float = 60.0) -> bool:
+    """Poll ``/v2/health/ready`` until the server has warmed up (True) or time runs out."""
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def payload_for(
     url: str, model: str, timeout: float = 10.0, seed: int = 0, binary: bool | None = None
 ) -> tuple[bytes, dict[str, str]]:

@@ -9,7 +9,7 @@ from optiserve.models.zoo import build_zoo
 from optiserve.profile.pipeline import STAGES, Pipeline, StageSpec
 from optiserve.profile.store import load_profile
 from optiserve.types import Status
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, profile_cli, run_cli
 
 
 def test_stage_spec_parsing() -> None:
@@ -45,19 +45,8 @@ def test_pipeline_records_stages(tmp_path: Path) -> None:
 
 def test_profile_with_preprocess_stage(tmp_path: Path) -> None:
     (cnn,) = build_zoo(tmp_path / "m", ["cnn"])
-    proc = run_cli(
-        "profile",
-        str(cnn),
-        "--preprocess",
-        "image:resize=256,crop=224,src=240x320",
-        "--batch",
-        "2",
-        "--threads",
-        "1",
-        *FAST,
-        "-o",
-        str(tmp_path / "p"),
-        cwd=tmp_path,
+    proc = profile_cli(
+        cnn, tmp_path / "p", "--preprocess", "image:resize=256,crop=224,src=240x320", "--batch", "2", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     (m,) = load_profile(tmp_path / "p").measurements
@@ -69,9 +58,7 @@ def test_profile_with_preprocess_stage(tmp_path: Path) -> None:
 
 
 def test_inference_only_rows_still_have_a_breakdown(mlp_path: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "profile", str(mlp_path), "--batch", "1", "--threads", "1", *FAST, "-o", str(tmp_path / "p"), cwd=tmp_path
-    )
+    proc = profile_cli(mlp_path, tmp_path / "p", "--batch", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (m,) = load_profile(tmp_path / "p").measurements
     assert m.stages["preprocess"] is None and m.stages["inference"]["p50_ms"] > 0

@@ -8,7 +8,7 @@ import numpy as np
 
 from optiserve.profile.store import load_profile
 from optiserve.types import Precision, Status
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, profile_cli, run_cli
 
 
 def test_all_precisions_with_accuracy_and_cache(mlp_path: Path, tmp_path: Path) -> None:
@@ -52,20 +52,15 @@ def test_all_precisions_with_accuracy_and_cache(mlp_path: Path, tmp_path: Path) 
 
 
 def test_tolerance_marks_rows(regress_path: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "profile",
-        str(regress_path),
+    proc = profile_cli(
+        regress_path,
+        tmp_path / "p",
         "--precision",
         "fp32,int8-dynamic",
         "--batch",
         "2",
-        "--threads",
-        "1",
-        *FAST,
         "--max-accuracy-drop",
         "0",
-        "-o",
-        str(tmp_path / "p"),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -82,26 +77,21 @@ def test_user_data_calibration_and_labels(mlp_path: Path, tmp_path: Path) -> Non
     x = rng.standard_normal((40, 64)).astype(np.float32)
     np.savez(tmp_path / "inputs.npz", features=x)
     np.save(tmp_path / "labels.npy", rng.integers(0, 10, 40))
-    proc = run_cli(
-        "profile",
-        str(mlp_path),
+    proc = profile_cli(
+        mlp_path,
+        tmp_path / "p",
         "--precision",
         "fp32,int8-static",
         "--calibrator",
         "minmax,percentile",
         "--batch",
         "4",
-        "--threads",
-        "1",
-        *FAST,
         "--calibration",
         str(tmp_path / "calib.npz"),
         "--inputs",
         str(tmp_path / "inputs.npz"),
         "--labels",
         str(tmp_path / "labels.npy"),
-        "-o",
-        str(tmp_path / "p"),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -119,20 +109,7 @@ def test_user_data_calibration_and_labels(mlp_path: Path, tmp_path: Path) -> Non
 
 
 def test_precision_auto_explains_its_choice(mlp_path: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "profile",
-        str(mlp_path),
-        "--precision",
-        "auto",
-        "--batch",
-        "1",
-        "--threads",
-        "1",
-        *FAST,
-        "-o",
-        str(tmp_path / "p"),
-        cwd=tmp_path,
-    )
+    proc = profile_cli(mlp_path, tmp_path / "p", "--precision", "auto", "--batch", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     prof = load_profile(tmp_path / "p")
     assert [m.config.precision for m in prof.measurements] == [Precision.FP32, Precision.INT8_DYNAMIC]
@@ -150,40 +127,15 @@ def test_bad_precision_inputs(mlp_path: Path, tmp_path: Path) -> None:
         (("--max-accuracy-drop", "-1"), "--max-accuracy-drop"),
     ]
     for extra, needle in cases:
-        proc = run_cli(
-            "profile",
-            str(mlp_path),
-            "--precision",
-            "int8-static",
-            "--threads",
-            "1",
-            *FAST,
-            *extra,
-            "-o",
-            str(tmp_path / "p"),
-            cwd=tmp_path,
-        )
+        proc = profile_cli(mlp_path, tmp_path / "p", "--precision", "int8-static", *extra, cwd=tmp_path)
         assert proc.returncode == 2, (extra, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "p").exists()
 
 
 def test_fp16_without_fp32_io(mlp_path: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "profile",
-        str(mlp_path),
-        "--precision",
-        "fp16",
-        "--fp16-keep-io",
-        "false",
-        "--batch",
-        "2",
-        "--threads",
-        "1",
-        *FAST,
-        "-o",
-        str(tmp_path / "p"),
-        cwd=tmp_path,
+    proc = profile_cli(
+        mlp_path, tmp_path / "p", "--precision", "fp16", "--fp16-keep-io", "false", "--batch", "2", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     (m,) = load_profile(tmp_path / "p").measurements

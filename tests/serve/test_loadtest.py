@@ -6,13 +6,13 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from optiserve.serve.loadtest import wait_until_ready
 from tests.conftest import run_cli
 
 
@@ -44,15 +44,7 @@ def server(zoo_dir: Path) -> Iterator[str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    if not wait_until_ready(url, 60):
         proc.kill()
         pytest.fail(f"server did not become ready: {proc.stderr.read() if proc.stderr else ''}")
     yield url
