@@ -21,6 +21,7 @@ from optiserve.errors import UsageError
 from optiserve.models.graph import ModelInfo
 from optiserve.preprocess import PREPROCESSORS, Preprocessor, best_available, get_preprocessor
 from optiserve.preprocess.spec import PreprocessSpec
+from optiserve.runtimes.gpu import StagedSession
 
 STAGES = ("preprocess", "host_to_device", "inference", "device_to_host", "postprocess")
 
@@ -76,17 +77,23 @@ class Pipeline:
         input_name: str = "",
         dtype: str = "float32",
         seed: int = 0,
+        staged: StagedSession | None = None,
     ) -> None:
         self._run, self._feeds = run, feeds
         self._pre = stage.preprocessor() if stage else None
         self._images = stage.images(next(iter(feeds.values())).shape[0], seed) if stage else []
         self._input, self._dtype = input_name, dtype
+        self._staged = staged
         self.pre_ns: list[int] = []
         self.infer_ns: list[int] = []
+        self.device_ns: list[tuple[int, int, int]] = []  # host-to-device, compute, device-to-host
 
     def __call__(self) -> object:
         if self._pre is None:
-            return self._run(self._feeds)
+            out = self._run(self._feeds)
+            if self._staged is not None:
+                self.device_ns.append(self._staged.last_stages_ns())
+            return out
         pc = time.perf_counter_ns
         t0 = pc()
         x = self._pre(self._images)
@@ -95,11 +102,14 @@ class Pipeline:
         out = self._run(self._feeds)
         self.pre_ns.append(t1 - t0)
         self.infer_ns.append(pc() - t1)
+        if self._staged is not None:
+            self.device_ns.append(self._staged.last_stages_ns())
         return out
 
     def reset(self) -> None:
         self.pre_ns.clear()
         self.infer_ns.clear()
+        self.device_ns.clear()
 
     def breakdown(self, samples_ns: np.ndarray) -> dict[str, Mapping[str, float] | None]:
         """Per-stage p50/p99/mean in ms; inference alone is the whole call without a stage."""
@@ -115,6 +125,13 @@ class Pipeline:
             n = len(samples_ns)  # the last n calls are the measured ones
             out["preprocess"] = summary(self.pre_ns[-n:])
             out["inference"] = summary(self.infer_ns[-n:])
+        if self.device_ns:  # a GPU session timed its own copies and compute
+            h2d, compute, d2h = zip(*self.device_ns[-len(samples_ns) :], strict=True)
+            out["host_to_device"], out["inference"], out["device_to_host"] = (
+                summary(h2d),
+                summary(compute),
+                summary(d2h),
+            )
         return out
 
     @property

@@ -76,7 +76,7 @@ def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> dict[str, tuple[int, .
 
 def metadata(info: ModelInfo, spec: SweepSpec, configs: list[BenchConfig]) -> dict[str, Any]:
     versions = library_versions()
-    for name in spec.runtime:
+    for name in spec.runtimes():
         rt = get_runtime(name)
         if rt.available() is None:
             versions.update(rt.versions())

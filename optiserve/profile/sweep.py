@@ -53,6 +53,7 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     runtime: list[str] = Field(["onnxruntime-cpu"], description="runtimes to sweep (comma list)")
+    device: str | None = Field(None, description="auto, cpu or gpu: sweep every runtime of that kind instead")
     precision: list[str] = Field(["fp32"], description="precisions to sweep, or auto (comma list)")
     batch: list[int] = Field([1, 2, 4, 8, 16], description="batch sizes to sweep (comma list)")
     threads: list[int] = Field(default_factory=_default_threads, description="intra-op thread counts (comma list)")
@@ -92,6 +93,21 @@ class SweepSpec(BaseModel):
         if not v:
             raise ValueError("needs at least one value")
         return list(dict.fromkeys(v))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("auto", "cpu", "gpu"):
+            raise ValueError("valid devices: auto, cpu, gpu")
+        return v
+
+    def runtimes(self) -> list[str]:
+        """``--device`` picks runtimes by kind (auto: all, each unavailable one a failed row)."""
+        if self.device is None:
+            return list(self.runtime)
+        from optiserve.runtimes.registry import RUNTIMES
+
+        return [r.name for r in RUNTIMES if self.device == "auto" or r.device == self.device]
 
     @field_validator("precision")
     @classmethod
@@ -153,7 +169,7 @@ class SweepSpec(BaseModel):
         """The cross product, ordered so cheap configs come first within a runtime."""
         grid = self.option_grid()
         out = []
-        for name in self.runtime:
+        for name in self.runtimes():
             rt = get_runtime(name)
             keys = sorted(grid)
             for combo in itertools.product(*(grid[k] for k in keys)):

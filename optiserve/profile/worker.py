@@ -76,10 +76,12 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     from optiserve.models.graph import inspect_model
     from optiserve.models.inputs import load_npz, make_inputs
     from optiserve.profile.evaluation import as_dtypes, eval_batches, evaluate, load_labels
+    from optiserve.profile.gpu_monitor import GpuMonitor
     from optiserve.profile.hardware import ForeignLoad
     from optiserve.profile.pipeline import Pipeline, StageSpec
     from optiserve.profile.stats import stability_warnings, summarize
     from optiserve.profile.timing import TimingPolicy, measure, warm_up
+    from optiserve.runtimes.gpu import StagedSession
     from optiserve.runtimes.registry import get_runtime
     from optiserve.variants.build import build_variant
     from optiserve.variants.cache import VariantCache
@@ -126,12 +128,18 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         def call() -> object:  # the bare path: nothing but the session call is timed
             return run(feeds)
 
-        pipe = Pipeline(run, feeds, stage, image_input, dtypes.get(image_input, "float32"), job.get("seed", 0))
-        timed = pipe if stage else call
+        staged = session if isinstance(session, StagedSession) else None
+        pipe = Pipeline(run, feeds, stage, image_input, dtypes.get(image_input, "float32"), job.get("seed", 0), staged)
+        timed = pipe if stage or staged else call
         wu = warm_up(timed, policy)
         pipe.reset()
         foreign = ForeignLoad()
-        samples, stop_reason = measure(timed, policy, wu.per_call_s)
+        monitor = GpuMonitor(int(dict(config.options).get("device_id", 0))) if runtime.device == "gpu" else None
+        if monitor:
+            with monitor:
+                samples, stop_reason = measure(timed, policy, wu.per_call_s)
+        else:
+            samples, stop_reason = measure(timed, policy, wu.per_call_s)
         foreign_cpu = foreign.fraction()
         peak = _peak_rss_mb()
         labels = load_labels(Path(job["labels"])) if job.get("labels") else None
@@ -183,7 +191,11 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         within_tolerance=within,
         variant=variant,
         stages=pipe.breakdown(samples),
-        extra={"foreign_cpu": round(foreign_cpu, 4), "preprocessor": pipe.preprocessor_name},
+        extra={
+            "foreign_cpu": round(foreign_cpu, 4),
+            "preprocessor": pipe.preprocessor_name,
+            **({"gpu": monitor.summary()} if monitor else {}),
+        },
     )
 
 

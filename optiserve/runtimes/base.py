@@ -60,6 +60,7 @@ class Runtime(Protocol):
 
     name: str
     description: str
+    device: str  # "cpu" or "gpu": what --device selects on
     options: Mapping[str, tuple[str, ...]]
     defaults: Mapping[str, str]
     variant_precisions: frozenset[Precision]

@@ -47,6 +47,7 @@ class OnnxRuntimeCPU:
 
     name = "onnxruntime-cpu"
     description = "ONNX Runtime, CPU execution provider"
+    device = "cpu"
     options: Mapping[str, tuple[str, ...]] = {
         "graph_optimization": _GRAPH_LEVELS,
         "execution_mode": ("sequential", "parallel"),

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from optiserve.errors import UnknownNameError, UsageError
 from optiserve.runtimes.base import Runtime
 from optiserve.runtimes.onnxruntime_cpu import OnnxRuntimeCPU
+from optiserve.runtimes.onnxruntime_gpu import OnnxRuntimeCUDA, OnnxRuntimeTensorRT
+from optiserve.runtimes.tensorrt_native import TensorRTRuntime
 
-RUNTIMES: tuple[Runtime, ...] = (OnnxRuntimeCPU(),)
+RUNTIMES: tuple[Runtime, ...] = (OnnxRuntimeCPU(), OnnxRuntimeCUDA(), OnnxRuntimeTensorRT(), TensorRTRuntime())
 
 
 def runtime_names() -> list[str]:

@@ -142,3 +142,18 @@ def test_fp16_without_fp32_io(mlp_path: Path, tmp_path: Path) -> None:
     assert m.status is Status.OK, m.error
     assert dict(m.config.variant) == {"fp16_keep_io": "false"} and "fp16 inputs/outputs" in m.variant["method"]
     assert m.accuracy is not None and m.accuracy.rel_l2_error < 0.01
+
+
+def test_device_auto_keeps_going_past_unavailable_runtimes(mlp_path: Path, tmp_path: Path) -> None:
+    from tests.conftest import _gpu_reason
+
+    proc = profile_cli(mlp_path, tmp_path / "p", "--device", "auto", "--batch", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {m.config.runtime: m for m in load_profile(tmp_path / "p").measurements}
+    assert set(rows) == {"onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"}
+    assert rows["onnxruntime-cpu"].status is Status.OK
+    if _gpu_reason() is not None:
+        for name in ("onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"):
+            assert rows[name].status is Status.FAILED and "runtime unavailable" in rows[name].error
+    bad = profile_cli(mlp_path, tmp_path / "q", "--device", "tpu", cwd=tmp_path)
+    assert bad.returncode == 2 and "valid devices: auto, cpu, gpu" in bad.stderr
