@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,7 +42,7 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except OptiserveError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -156,7 +157,7 @@ def profile(
             done["n"] += 1
             bar.advance(task)
             if m is not None and m.status is Status.FAILED:
-                bar.console.print(f"[red]failed[/red] {config.label()}: {m.error}", highlight=False)
+                bar.console.print(f"[red]failed[/red] {escape(config.label())}: {escape(m.error)}", highlight=False)
 
         try:
             prof = run_sweep(path, spec, folder, resume=resume, overwrite=overwrite, progress=progress, plan=plan)
@@ -204,7 +205,7 @@ def env() -> None:
     for r in RUNTIMES:
         reason = r.available()
         precs = ",".join(p.value for p in Precision if r.supports(p))
-        t.add_row(r.name, "[green]yes[/green]" if reason is None else "[red]no[/red]", precs, reason or "")
+        t.add_row(r.name, "[green]yes[/green]" if reason is None else "[red]no[/red]", precs, escape(reason or ""))
     out.print(t)
 
 
