@@ -211,6 +211,51 @@ def env() -> None:
 
 @app.command()
 @one_line_errors
+def predict(
+    path: Annotated[Path, typer.Argument(help="profile folder whose samples are the service times")],
+    rate: Annotated[float, typer.Option(help="arrival rate, requests/s")],
+    max_batch: Annotated[int, typer.Option(help="most rows per batch")] = 8,
+    max_delay_ms: Annotated[float, typer.Option(help="longest wait for a batch to fill")] = 2.0,
+    instances: Annotated[int, typer.Option(help="model instances per replica")] = 1,
+    replicas: Annotated[int, typer.Option(help="replicas behind a load balancer")] = 1,
+    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
+    cv: Annotated[float, typer.Option(help="gamma arrivals: coefficient of variation")] = 2.0,
+    requests: Annotated[int, typer.Option(help="simulated requests")] = 200_000,
+    runtime: Annotated[Optional[str], typer.Option(help="which profiled runtime")] = None,  # noqa: UP045
+    precision: Annotated[Optional[str], typer.Option(help="which profiled precision")] = None,  # noqa: UP045
+    threads: Annotated[Optional[int], typer.Option(help="which profiled thread count")] = None,  # noqa: UP045
+    p99_ms: Annotated[Optional[float], typer.Option(help="also find the highest rate meeting this p99")] = None,  # noqa: UP045
+) -> None:
+    """Predict latency under load from a profile with the queueing simulator (labelled predicted)."""
+    from optiserve.errors import UsageError
+    from optiserve.estimate import BatchingPolicy, ServiceModel, gamma_arrivals, max_rate_for_p99, poisson_arrivals
+    from optiserve.estimate import simulate as run_simulation
+    from optiserve.profile.store import load_profile
+
+    if rate <= 0 or requests < 1:
+        raise UsageError("--rate and --requests must be positive")
+    service = ServiceModel.from_profile(load_profile(path), runtime, precision, threads)
+    policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, replicas)
+    if arrival not in ("poisson", "gamma"):
+        raise UsageError(f"unknown arrival {arrival!r}; valid arrivals: poisson, gamma")
+    arr = poisson_arrivals(rate, requests) if arrival == "poisson" else gamma_arrivals(rate, requests, cv)
+    s = run_simulation(arr, service, policy).summary
+    unmeasured = service.predicted_sizes(max_batch)
+    out.print(
+        f"PREDICTED at {rate:g} req/s ({arrival}): p50 {s['p50_ms']:.2f}  p95 {s['p95_ms']:.2f}  "
+        f"p99 {s['p99_ms']:.2f}  p99.9 {s['p999_ms']:.2f} ms; "
+        f"wait {s['mean_wait_ms']:.2f} + service {s['mean_service_ms']:.2f} ms (mean); "
+        f"utilisation {s['utilisation']:.0%}; mean batch {s['mean_batch']:.2f}"
+    )
+    if unmeasured:
+        out.print(f"batch sizes {unmeasured} were not profiled: their service times are interpolated")
+    if p99_ms is not None:
+        best = max_rate_for_p99(service, policy, p99_ms)
+        out.print(f"PREDICTED highest Poisson rate with p99 <= {p99_ms:g} ms: {best:.1f} req/s")
+
+
+@app.command()
+@one_line_errors
 def serve(
     model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name")],
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8-dynamic, int8-static, int4")] = "fp32",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ def create_app(
                 outs = await loop.run_in_executor(None, run, warmup_feeds(b))
         state["outputs"] = [(n, o.dtype.name, [-1, *o.shape[1:]]) for n, o in zip(output_names, outs, strict=True)]
         batcher.start()
+        gc.collect()
+        gc.freeze()  # model and runtime objects out of the collector's way: shorter pauses under load
         depth.set_function(lambda: batcher.depth)
         state["batcher"], state["ready"] = batcher, True
         yield
