@@ -60,22 +60,24 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
         "--model",
         "mlp",
         "--rate",
-        "100",
+        "60",
         "--duration",
         "3",
         "--p99-target-ms",
-        "200",
+        "500",
         "--json",
         str(out),
         cwd=tmp_path,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     r = json.loads(out.read_text())
-    assert r["scheduled"] == 300 and r["completed"] == 300 and r["errors"] == {}
-    assert r["valid"] and r["late_fraction"] <= 0.01
+    # a busy CI machine may push a few sends late: then the run must say INVALID and exit 1, not pass silently
+    assert proc.returncode == (0 if r["valid"] else 1), proc.stdout + proc.stderr
+    assert r["valid"] == (r["late_fraction"] <= 0.01) and ("INVALID" in proc.stdout) != r["valid"]
+    assert r["scheduled"] == 180 and r["completed"] == 180 and r["errors"] == {}
+    assert len(r["latency_ms"]) == 180 and sorted(r["index"]) == list(range(180))
     assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
-    assert r["verdict"] == "pass" and "PASS" in proc.stdout
+    assert r["verdict"] == "inconclusive"  # 180 requests cannot show p99 < 500 ms at 95%: honest, not lucky
     with urllib.request.urlopen(f"{server}/metrics", timeout=5) as m:
         assert 'optiserve_requests_total{status="200"}' in m.read().decode()
 
