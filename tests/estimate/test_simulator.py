@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,17 @@ def test_frontend_station_and_fixed_overhead() -> None:
     fast = ServiceModel({1: np.full(2, 1e-9)})
     r = simulate(poisson_arrivals(500, 500_000, seed=3), fast, BatchingPolicy(frontend_s=1e-3))
     assert (r.latency_s.mean() - 1e-3) == pytest.approx(0.5 / (2 * 1000 * 0.5), rel=0.03)
+
+
+def test_predict_command_on_the_reference_profile(tmp_path: Path) -> None:
+    from tests.conftest import REPO, run_cli
+
+    ref = REPO / "profiles" / "reference" / "cnn-default"
+    proc = run_cli(
+        "predict", str(ref), "--rate", "40", "--threads", "2", "--requests", "20000", "--p99-ms", "60", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PREDICTED at 40 req/s" in proc.stdout and "highest Poisson rate" in proc.stdout
+    assert "[3, 5, 6, 7] were not profiled" in proc.stdout  # 1, 2, 4, 8 measured
+    bad = run_cli("predict", str(ref), "--rate", "40", cwd=tmp_path)  # two thread counts profiled: ambiguous
+    assert bad.returncode == 2 and "choose runtime, precision and threads" in bad.stderr
