@@ -218,7 +218,7 @@ def predict(
     max_delay_ms: Annotated[float, typer.Option(help="longest wait for a batch to fill")] = 2.0,
     instances: Annotated[int, typer.Option(help="model instances per replica")] = 1,
     replicas: Annotated[int, typer.Option(help="replicas behind a load balancer")] = 1,
-    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
+    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",  # a trace has its own rate
     cv: Annotated[float, typer.Option(help="gamma arrivals: coefficient of variation")] = 2.0,
     requests: Annotated[int, typer.Option(help="simulated requests")] = 200_000,
     runtime: Annotated[Optional[str], typer.Option(help="which profiled runtime")] = None,  # noqa: UP045
@@ -228,17 +228,16 @@ def predict(
 ) -> None:
     """Predict latency under load from a profile with the queueing simulator (labelled predicted)."""
     from optiserve.errors import UsageError
-    from optiserve.estimate import BatchingPolicy, ServiceModel, gamma_arrivals, max_rate_for_p99, poisson_arrivals
+    from optiserve.estimate import BatchingPolicy, ServiceModel, max_rate_for_p99
     from optiserve.estimate import simulate as run_simulation
+    from optiserve.estimate.arrivals import make_arrivals
     from optiserve.profile.store import load_profile
 
     if rate <= 0 or requests < 1:
         raise UsageError("--rate and --requests must be positive")
     service = ServiceModel.from_profile(load_profile(path), runtime, precision, threads)
     policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, replicas)
-    if arrival not in ("poisson", "gamma"):
-        raise UsageError(f"unknown arrival {arrival!r}; valid arrivals: poisson, gamma")
-    arr = poisson_arrivals(rate, requests) if arrival == "poisson" else gamma_arrivals(rate, requests, cv)
+    arr = make_arrivals(arrival, rate, requests, cv)
     s = run_simulation(arr, service, policy).summary
     unmeasured = service.predicted_sizes(max_batch)
     out.print(
@@ -316,26 +315,22 @@ def loadtest(
     import numpy as np
 
     from optiserve.errors import UsageError
-    from optiserve.estimate.arrivals import gamma_arrivals, poisson_arrivals, trace_arrivals
+    from optiserve.estimate.arrivals import make_arrivals
     from optiserve.serve.loadtest import MAX_REQUESTS, run_loadtest
     from optiserve.serve.verdict import p99_verdict
 
     if rate <= 0 or duration <= 0:
         raise UsageError("--rate and --duration must be positive")
     n = min(math.ceil(rate * duration), MAX_REQUESTS)
-    if arrival == "poisson":
-        schedule = poisson_arrivals(rate, n, seed)
-    elif arrival == "gamma":
-        schedule = gamma_arrivals(rate, n, cv, seed)
-    elif arrival == "trace":
-        if trace is None or not trace.exists():
-            raise UsageError("--arrival trace needs --trace FILE with one timestamp per line")
+    stamps = None
+    if trace is not None:
+        if not trace.exists():
+            raise UsageError(f"trace file not found: {trace}")
         try:
-            schedule = trace_arrivals(np.loadtxt(trace, ndmin=1))
+            stamps = np.loadtxt(trace, ndmin=1)
         except ValueError as exc:
             raise UsageError(f"{trace} is not a list of timestamps: {exc}") from None
-    else:
-        raise UsageError(f"unknown arrival {arrival!r}; valid arrivals: poisson, gamma, trace")
+    schedule = make_arrivals(arrival, rate, n, cv, seed, stamps)
     users = users or max(16, min(512, int(rate * 0.25) + 16))
     try:
         result = run_loadtest(url, model, schedule, users)

@@ -29,3 +29,21 @@ def trace_arrivals(timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
     if t.size == 0 or not np.isfinite(t).all():
         raise UsageError("an arrival trace needs at least one finite timestamp")
     return np.asarray(t - t[0])
+
+
+ARRIVALS = ("poisson", "gamma", "trace")
+
+
+def make_arrivals(
+    kind: str, rate: float, n: int, cv: float = 2.0, seed: int = 0, trace: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
+    """The schedule for ``kind``: ``n`` Poisson or gamma arrivals at ``rate``, or a replayed trace."""
+    if kind == "poisson":
+        return poisson_arrivals(rate, n, seed)
+    if kind == "gamma":
+        return gamma_arrivals(rate, n, cv, seed)
+    if kind == "trace":
+        if trace is None:
+            raise UsageError("--arrival trace needs --trace FILE with one timestamp per line")
+        return trace_arrivals(trace)
+    raise UsageError(f"unknown arrival {kind!r}; valid arrivals: {', '.join(ARRIVALS)}")

@@ -54,6 +54,21 @@ class Session(Protocol):
     def close(self) -> None: ...
 
 
+class NamedIO:
+    """The input/output name properties every session repeats; subclasses set the tuples."""
+
+    _inputs: tuple[str, ...] = ()
+    _outputs: tuple[str, ...] = ()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._inputs
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._outputs
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """A back end that can load an ONNX model at a precision."""

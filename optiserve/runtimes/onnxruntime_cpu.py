@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from optiserve.errors import ModelError, UsageError
+from optiserve.runtimes.base import NamedIO
 from optiserve.types import Precision
 
 _GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 
 
-class OrtSession:
+class OrtSession(NamedIO):
     """Thin wrapper: ``run`` is one call into ``InferenceSession.run``, nothing else."""
 
     def __init__(self, sess: Any) -> None:
@@ -22,14 +23,6 @@ class OrtSession:
         self._inputs = tuple(i.name for i in sess.get_inputs())
         self._outputs = tuple(o.name for o in sess.get_outputs())
         self._out_list = list(self._outputs)
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._outputs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return self._sess.run(self._out_list, feeds)  # type: ignore[no-any-return]

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from optiserve.errors import ModelError, UsageError
+from optiserve.runtimes.base import NamedIO
 from optiserve.runtimes.gpu import engine_dir, engine_key, gpu_names, no_gpu_reason, profile_shapes
 from optiserve.types import Precision
 
 
-class IoBoundSession:
+class IoBoundSession(NamedIO):
     """Inputs copied to the device, outputs left there until asked for."""
 
     def __init__(self, sess: Any, device_id: int, cuda_graph: bool) -> None:
@@ -34,14 +35,6 @@ class IoBoundSession:
         self._bound: dict[str, Any] = {}
         self._out: dict[str, Any] = {}
         self._stages = (0, 0, 0)
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._outputs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         import onnxruntime as ort

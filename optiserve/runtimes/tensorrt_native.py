@@ -21,6 +21,7 @@ import numpy as np
 
 from optiserve._imports import missing_reason, optional_import
 from optiserve.errors import ModelError, UsageError
+from optiserve.runtimes.base import NamedIO
 from optiserve.runtimes.gpu import engine_dir, engine_key, gpu_names, no_gpu_reason, profile_shapes
 from optiserve.types import Precision
 
@@ -40,7 +41,7 @@ def builder_settings(
     return {"flags": flags, "workspace_bytes": workspace_mb * 2**20, "profile": dict(shapes)}
 
 
-class TensorRTSession:
+class TensorRTSession(NamedIO):
     def __init__(self, engine: Any, trt: Any, cupy: Any) -> None:
         self._engine, self._trt, self._cp = engine, trt, cupy
         self._ctx = engine.create_execution_context()
@@ -53,14 +54,6 @@ class TensorRTSession:
         self._dev: dict[str, Any] = {}
         self._events = [cupy.cuda.Event() for _ in range(4)]
         self._stages = (0, 0, 0)
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._outputs
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> Any:
         buf = self._dev.get(name)
