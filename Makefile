@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/optiserve models build --out models
 	$(BIN)/optiserve profile models/cnn.onnx --batch 1,4,16 --threads 1,2 --budget 3 \
 		-o profiles/demo-cnn --overwrite
-	$(BIN)/optiserve show profiles/demo-cnn
+	$(BIN)/optiserve predict profiles/demo-cnn --threads 2 --max-batch 16 --max-delay-ms 5 --rate 150 --p99-ms 100
 
 test: $(STAMP)
 	$(BIN)/ruff check optiserve tests benchmarks

@@ -17,7 +17,7 @@ class Drifting:
 
 def test_warm_up_outlasts_the_drift() -> None:
     call = Drifting(cold_calls=30)
-    res = warm_up(call, TimingPolicy(warmup_max_s=5))
+    res = warm_up(call, TimingPolicy(warmup_max_s=10, stable_tol=0.5))  # sleep() jitters on a busy machine
     assert res.stable
     assert res.iterations > 30
     assert res.per_call_s < 0.003
