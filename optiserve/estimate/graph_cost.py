@@ -52,6 +52,13 @@ class GraphCost:
     flops: float
     bytes_moved: float
     by_op: dict[str, tuple[float, float]] = field(default_factory=dict)  # op type -> (flops, bytes)
+    nodes: tuple[tuple[float, float], ...] = ()  # per node (flops, bytes): what a roofline sums over
+
+    def roofline_s(self, flops_per_s: float, bytes_per_s: float) -> float:
+        """Each node bound by compute or by memory, whichever is slower on that machine."""
+        if not self.nodes:
+            return max(self.flops / flops_per_s, self.bytes_moved / bytes_per_s)
+        return sum(max(f / flops_per_s, b / bytes_per_s) for f, b in self.nodes)
 
     @property
     def intensity(self) -> float:
@@ -84,6 +91,7 @@ def graph_cost(path: Path, batch: int, precision: str = "fp32") -> GraphCost:
         shapes[init.name] = tuple(init.dims)
     size = ITEMSIZE[precision]
     per_op: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    nodes: list[tuple[float, float]] = []
     for node in g.node:
         outs = [shapes.get(o) for o in node.output]
         if not outs or outs[0] is None:
@@ -112,11 +120,12 @@ def graph_cost(path: Path, batch: int, precision: str = "fp32") -> GraphCost:
         nbytes = sum(math.prod(s) for s in touched if s is not None) * size
         per_op[node.op_type][0] += flops
         per_op[node.op_type][1] += nbytes
+        nodes.append((flops, float(nbytes)))
     total_f = sum(v[0] for v in per_op.values())
     total_b = sum(v[1] for v in per_op.values())
     if total_b == 0:
         raise ModelError(f"shape inference could not size any tensor of {path} at batch {batch}")
-    return GraphCost(batch, total_f, total_b, {k: (v[0], v[1]) for k, v in per_op.items()})
+    return GraphCost(batch, total_f, total_b, {k: (v[0], v[1]) for k, v in per_op.items()}, tuple(nodes))
 
 
 def _attr(node: onnx.NodeProto, name: str) -> object:
