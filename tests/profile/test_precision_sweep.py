@@ -112,8 +112,8 @@ def test_precision_auto_explains_its_choice(mlp_path: Path, tmp_path: Path) -> N
     proc = profile_cli(mlp_path, tmp_path / "p", "--precision", "auto", "--batch", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     prof = load_profile(tmp_path / "p")
-    assert [m.config.precision for m in prof.measurements] == [Precision.FP32, Precision.INT8_DYNAMIC]
-    assert "precision auto -> fp32 + int8-dynamic for a mlp graph" in prof.meta["precision_auto"]
+    assert [m.config.precision for m in prof.measurements] == [Precision.FP32, Precision.INT8_STATIC]
+    assert "precision auto -> fp32 + int8-static for a mlp graph" in prof.meta["precision_auto"]
     assert "precision auto" in proc.stdout
 
 
