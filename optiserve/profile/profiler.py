@@ -38,19 +38,14 @@ Progress = Callable[[str, BenchConfig, Measurement | None], None]
 
 def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> dict[str, tuple[int, ...]]:
     overrides = parse_shape_overrides(spec.shape)
-    unknown = [
-        k
-        for k in overrides
-        if k not in {i.name for i in info.inputs}
-        and k not in {d for i in info.inputs for d in i.dims if isinstance(d, str)}
-    ]
+    known = {i.name for i in info.inputs} | {d for i in info.inputs for d in i.dims if isinstance(d, str)}
+    unknown = [k for k in overrides if k not in known]
     if unknown:
-        names = sorted({i.name for i in info.inputs} | {d for i in info.inputs for d in i.dims if isinstance(d, str)})
         raise UsageError(
-            f"--shape names {', '.join(unknown)}, which the model does not have; it has {', '.join(names)}"
+            f"--shape names {', '.join(unknown)}, which the model does not have; it has {', '.join(sorted(known))}"
         )
-    if spec.inputs is not None:
-        npz = load_npz(spec.inputs)
+    npz = load_npz(spec.inputs) if spec.inputs is not None else None
+    if npz is not None:
         for s in info.inputs:
             if s.name in npz:
                 overrides.setdefault(s.name, tuple(npz[s.name].shape[1:]))
@@ -59,10 +54,10 @@ def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> dict[str, tuple[int, .
         calib = load_npz(spec.calibration)
         make_inputs(info, 1, overrides, {k: v[:1] for k, v in calib.items()})
     if spec.labels is not None:
-        if spec.inputs is None:
+        if npz is None:
             raise UsageError("--labels needs --inputs: labels name the classes of those samples")
         labels = load_labels(spec.labels)
-        n = min(len(v) for v in load_npz(spec.inputs).values())
+        n = min(len(v) for v in npz.values())
         if len(labels) < n:
             raise UsageError(f"--labels has {len(labels)} labels for {n} samples in --inputs")
     for spec_in in info.inputs:

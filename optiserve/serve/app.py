@@ -206,7 +206,7 @@ def app_for_model(
 
         run_path = build_variant(path, info.sha256, VariantRecipe(prec), VariantCache(cache_dir), calibration).path
     session = runtime.load(run_path, prec, threads, {})
-    served = inspect_model(run_path)  # a variant may take other input types (fp16 I/O)
+    served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
     return create_app(
         session.run, served.inputs, session.output_names, config, lambda b: make_inputs(served, b, seed=b)
     )
