@@ -255,6 +255,146 @@ def predict(
 
 @app.command()
 @one_line_errors
+def plan(
+    sla: Annotated[Path, typer.Option(help="SLA file (YAML): per model rate, peak factor, p99, accuracy, regions")],
+    profile: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="NAME=PROFILE_DIR per model (repeatable); a bare folder when the SLA has one model"),
+    ] = None,
+    catalog: Annotated[Optional[list[Path]], typer.Option(help="extra catalog YAML (repeatable)")] = None,  # noqa: UP045
+    measured_on: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="catalog instance the profiles were measured on (default: matched from CPU flags)"),
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Optuna trials per model (a resumed study counts its past ones)")] = 300,
+    seed: Annotated[int, typer.Option(help="sampler seed")] = 0,
+    sampler: Annotated[str, typer.Option(help="tpe, nsga2 or random")] = "tpe",
+    storage: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Optuna storage URL (sqlite:///study.db, postgresql://...): resumable, shared by workers"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="search processes sharing the study (needs --storage)")] = 1,
+    requests: Annotated[int, typer.Option(help="simulated requests per candidate during the search")] = 20_000,
+    output: Annotated[Path, typer.Option("--output", "-o", help="where the plan JSON goes")] = Path("plan.json"),
+) -> None:
+    """Find the cheapest placement that meets the SLA over the hardware catalog (Optuna + the simulator)."""
+    from optiserve.errors import InfeasibleError, UsageError
+    from optiserve.plan.planner import PlanOptions, make_plan
+    from optiserve.plan.result import write_plan
+    from optiserve.plan.search import SAMPLERS
+    from optiserve.plan.sla import load_sla
+
+    if trials < 1 or workers < 1 or requests < 1000:
+        raise UsageError("--trials and --workers must be >= 1, --requests >= 1000")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
+    spec, _ = load_sla(sla)
+    profiles: dict[str, Path] = {}
+    for item in profile or []:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            profiles[k.strip()] = Path(v)
+        elif len(spec.models) == 1:
+            profiles[next(iter(spec.models))] = Path(item)
+        else:
+            raise UsageError(f"--profile {item!r}: the SLA has several models, write NAME=PROFILE_DIR")
+    unknown = sorted(set(profiles) - set(spec.models))
+    if unknown:
+        raise UsageError(
+            f"--profile names models not in the SLA: {', '.join(unknown)}; SLA models: {', '.join(spec.models)}"
+        )
+    opts = PlanOptions(
+        sla, profiles, tuple(catalog or ()), measured_on, trials, seed, sampler, storage, workers, requests
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def tick(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"search {name}", total=total)
+            bar.update(tasks[name], completed=min(done, total))
+
+        result = make_plan(opts, tick)
+    write_plan(result, output)
+    _print_plan(result, output)
+    if not result["feasible"]:
+        misses = []
+        for m in result["models"]:
+            if not m["feasible"]:
+                cm = m.get("closest_miss")
+                if cm:
+                    p = cm["placement"]
+                    what = ", ".join(f"{k} {v}" for k, v in cm["misses"].items())
+                    misses.append(
+                        f"{m['model']}: closest is {p['instance_type']} {p['precision']} x{p['replicas']} "
+                        f"(misses {what}; p99 at peak {p['at_peak']['p99_ms']:.1f} ms vs {m['sla']['p99_ms']:g} ms)"
+                    )
+                else:
+                    misses.append(f"{m['model']}: nothing was evaluated")
+        raise InfeasibleError(f"no placement meets the SLA (plan written to {output}): " + "; ".join(misses))
+
+
+def _print_plan(result: dict[str, Any], output: Path) -> None:
+    table = Table(title=f"plan ({output})", show_lines=False)
+    for col in (
+        "model",
+        "placement",
+        "replicas/nodes",
+        "$/h",
+        "$/M req",
+        "p99 target",
+        "p99 peak",
+        "binding",
+        "latency",
+    ):
+        table.add_column(col)
+    for m in result["models"]:
+        p = m["chosen"]
+        if p is None:
+            table.add_row(
+                escape(m["model"]), "[red]infeasible[/red]", "", "", "", "", "", str(m["binding_constraint"]), ""
+            )
+            continue
+        knobs = (
+            f"{p['precision']}, batch<={p['max_batch']}, delay {p['max_delay_ms']:g} ms, {p['instances_per_pod']} inst"
+        )
+        if p["threads_per_instance"]:
+            knobs += f" x{p['threads_per_instance']} thr"
+        band = p["at_peak"].get("p99_band_ms")
+        peak = f"{p['at_peak']['p99_ms']:.1f}" + (f" [{band[0]:.0f}-{band[1]:.0f}]" if band else "")
+        table.add_row(
+            escape(m["model"]),
+            escape(f"{p['provider']}:{p['instance_type']} {p['region']}{' spot' if p['spot'] else ''}\n{knobs}"),
+            f"{p['replicas']} / {p['nodes']}",
+            f"{p['cost_usd_per_hour']:.3f}",
+            f"{p['cost_usd_per_million_requests']:.3f}",
+            f"{p['at_target']['p99_ms']:.1f}",
+            peak,
+            escape(str(m["binding_constraint"])),
+            p["provenance"]["latency"],
+        )
+    out.print(table)
+    if result.get("shared_pool"):
+        sp = result["shared_pool"]
+        out.print(
+            f"shared pool: {', '.join(sp['models'])} on {sp['nodes']} x {sp['instance_type']} ({sp['region']}) "
+            f"saves ${sp['saving_usd_per_hour']:.3f}/h"
+        )
+    if result["feasible"]:
+        out.print(f"total: ${result['total_cost_usd_per_hour']:.3f}/h (latency PREDICTED; see provenance in the plan)")
+    for m in result["models"]:
+        s = m["search"]
+        out.print(
+            f"{escape(m['model'])}: {s['distinct_placements_evaluated']} of {s['space_size']} placements evaluated "
+            f"in {s['trials']} trials ({s['sampler']}, seed {s['seed']}), {s['wall_s']:.1f} s; "
+            f"pareto front {len(m['pareto_front'])} points; {len(m['excluded_instance_types'])} instance types excluded"
+        )
+
+
+@app.command()
+@one_line_errors
 def serve(
     model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name")],
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8-dynamic, int8-static, int4")] = "fp32",

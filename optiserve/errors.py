@@ -41,3 +41,17 @@ class RuntimeUnavailableError(OptiserveError):
 
 class VariantError(OptiserveError):
     """A precision variant that cannot be built (unsupported op, nothing to quantise)."""
+
+
+class CatalogError(UsageError):
+    """A hardware catalog file that does not parse or validate; names the entry and field."""
+
+
+class SLAError(UsageError):
+    """An SLA file that does not parse or validate, or asks for what no profile has."""
+
+
+class InfeasibleError(OptiserveError):
+    """No placement meets the SLA. The plan is still written, with the closest miss."""
+
+    exit_code = 3

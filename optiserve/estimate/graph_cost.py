@@ -53,6 +53,8 @@ class GraphCost:
     bytes_moved: float
     by_op: dict[str, tuple[float, float]] = field(default_factory=dict)  # op type -> (flops, bytes)
     nodes: tuple[tuple[float, float], ...] = ()  # per node (flops, bytes): what a roofline sums over
+    io_bytes: float = 0.0  # graph inputs and outputs at this batch: what crosses to a device and back
+    weight_bytes: float = 0.0  # initialisers in the precision asked for: what a device must hold
 
     def roofline_s(self, flops_per_s: float, bytes_per_s: float) -> float:
         """Each node bound by compute or by memory, whichever is slower on that machine."""
@@ -125,7 +127,12 @@ def graph_cost(path: Path, batch: int, precision: str = "fp32") -> GraphCost:
     total_b = sum(v[1] for v in per_op.values())
     if total_b == 0:
         raise ModelError(f"shape inference could not size any tensor of {path} at batch {batch}")
-    return GraphCost(batch, total_f, total_b, {k: (v[0], v[1]) for k, v in per_op.items()}, tuple(nodes))
+    inits = {i.name for i in g.initializer}
+    io = sum(math.prod(shapes[v.name]) * 4 for v in [*g.input, *g.output] if v.name in shapes and v.name not in inits)
+    weights = sum(math.prod(i.dims) for i in g.initializer) * size
+    return GraphCost(
+        batch, total_f, total_b, {k: (v[0], v[1]) for k, v in per_op.items()}, tuple(nodes), float(io), float(weights)
+    )
 
 
 def _attr(node: onnx.NodeProto, name: str) -> object:

@@ -55,6 +55,10 @@ class ServiceModel:
         competes with inference when the server's threads share one core."""
         return ServiceModel({b: s + b * seconds for b, s in self.samples.items()})
 
+    def scaled(self, factor: float) -> ServiceModel:
+        """Every service time times ``factor``: an error band's edge."""
+        return ServiceModel({b: s * factor for b, s in self.samples.items()})
+
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.samples))

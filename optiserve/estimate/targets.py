@@ -1,0 +1,257 @@
+"""Service-time curves on catalog hardware: measured where profiled, transferred elsewhere.
+
+For one profiled config (runtime, precision, threads), the roofline fit of
+``transfer.py`` is made against the ceilings of the machine that measured it
+(``source``: a catalog entry, matched from the profile's CPU flags or named by
+the user). On a target, each measured batch size's samples are scaled by
+``predicted(target) / predicted(source)``: the measured distribution's shape
+(its tail) is kept, its scale moves with the roofline, and the fit's error on
+the source partly cancels.
+
+CPU targets: a model instance with ``t`` threads gets ``t`` vCPUs' share of
+the core peak (``threads_per_core`` vCPUs per core) and ``t / vcpus`` of the
+instance's memory bandwidth (every instance busy at once). Accelerators:
+``share`` instances split one device's ceilings; a batch also pays one kernel
+launch per graph node and its inputs and outputs over the host link. On an
+accelerator, the CPU precision rows say nothing about tensor cores, so the
+fp32 fit's efficiency meets the device's ceiling for the precision asked for.
+
+Error bands: the fit's own RMS error on the source is the floor; a band
+measured on this machine (1 -> 2 threads, ``benchmarks/test_transfer.py``:
+14-19%) sets 20% for the same CPU generation; other generations, other
+architectures and accelerators get wider bands that are priors, never
+validated here, and labelled so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optiserve.errors import CatalogError, UsageError
+from optiserve.estimate.catalog import Catalog, Entry
+from optiserve.estimate.graph_cost import GraphCost, graph_cost
+from optiserve.estimate.service import ServiceModel
+from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
+from optiserve.types import Measurement, Profile
+
+# precision -> (element size key for bytes, compute class for ceilings)
+PRECISION_COST: dict[str, tuple[str, str]] = {
+    "fp32": ("fp32", "fp32"),
+    "fp16": ("fp16", "fp16"),
+    "bf16": ("bf16", "bf16"),
+    "int8-dynamic": ("int8", "int8"),
+    "int8-static": ("int8", "int8"),
+    "int4": ("int4", "fp32"),  # weight-only: computes in float
+}
+LAUNCH_S = 5e-6  # per kernel launch on a GPU, an assumption (TensorRT fuses nodes, so this is pessimistic)
+BANDS = {"same-generation": 0.20, "same-arch": 0.30, "other-arch": 0.40, "accelerator": 0.50}
+# Which generation tag each CPU feature set most likely is, newest first.
+_GENERATIONS: tuple[tuple[frozenset[str], tuple[str, ...]], ...] = (
+    (frozenset({"amx_int8"}), ("sapphire-rapids", "emerald-rapids", "granite-rapids")),
+    (frozenset({"avx512_vnni"}), ("ice-lake", "cascade-lake", "zen4", "zen5")),
+    (frozenset({"avx512f"}), ("skylake", "cascade-lake")),
+    (frozenset({"avx2"}), ("zen3", "zen2", "broadwell", "haswell")),
+)
+
+
+def cpu_ceiling(entry: Entry, threads: int, compute: str) -> Ceiling:
+    cpu = entry.instance.cpu
+    per_cycle = {
+        "fp32": cpu.fp32_flops_per_cycle_per_core,
+        "fp16": cpu.fp32_flops_per_cycle_per_core,  # ONNX Runtime's CPU kernels compute fp16 graphs in fp32
+        "bf16": cpu.bf16_flops_per_cycle_per_core,
+        "int8": cpu.int8_ops_per_cycle_per_core,
+    }[compute]
+    cores = threads / cpu.threads_per_core
+    bw = cpu.memory_bandwidth_gbs * 1e9 * min(1.0, threads / entry.instance.vcpus)
+    return Ceiling(f"{entry.name} x{threads} threads {compute}", cores * cpu.ghz * 1e9 * per_cycle, bw)
+
+
+def device_ceiling(entry: Entry, share: int, compute: str) -> Ceiling:
+    acc = entry.accelerator
+    if acc is None:
+        raise UsageError(f"{entry.name} has no accelerator")
+    tera = {"fp32": acc.fp32_tflops, "fp16": acc.fp16_tflops, "bf16": acc.fp16_tflops, "int8": acc.int8_tops}[compute]
+    return Ceiling(f"{acc.model}/{share} {compute}", tera * 1e12 / share, acc.memory_bandwidth_gbs * 1e9 / share)
+
+
+def match_source(hardware: Mapping[str, Any], catalog: Catalog) -> Entry:
+    """The catalog CPU entry most like the machine that measured a profile."""
+    flags = set(hardware.get("cpu_flags") or ())
+    arch = "arm64" if hardware.get("arch") in ("aarch64", "arm64") else "x86_64"
+    cpus = [e for e in catalog.entries if e.accelerator is None and e.instance.cpu.arch == arch]
+    if arch == "x86_64":
+        for needs, gens in _GENERATIONS:
+            if needs <= flags:
+                for gen in gens:
+                    hits = [e for e in cpus if e.instance.cpu.generation == gen]
+                    if hits:
+                        return min(hits, key=lambda e: e.instance.vcpus)
+    elif cpus:
+        return min(cpus, key=lambda e: (e.instance.cpu.generation, e.instance.vcpus))
+    raise CatalogError(
+        f"no catalog CPU entry resembles the profiling machine ({hardware.get('cpu_model', '?')}): "
+        "name one with --measured-on"
+    )
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A service model on one target, and where its figures come from."""
+
+    service: ServiceModel
+    predicted: bool
+    band: float  # relative error band of every time in ``service`` (0 when measured)
+    basis: str
+    memory_gib: float  # one model instance's memory (host RAM on CPUs, device memory on accelerators)
+
+
+class CurveBuilder:
+    """Curves for one profile on any catalog target, cached per (target, precision, threads, share)."""
+
+    def __init__(
+        self, profile: Profile, model: Path, catalog: Catalog, source: Entry, measured_on_source: bool = False
+    ) -> None:
+        self.profile, self.model, self.catalog, self.source = profile, Path(model), catalog, source
+        self.measured_on_source = measured_on_source  # the source entry *is* the profiling machine
+        self._rows: dict[tuple[str, int], dict[int, Measurement]] = {}
+        for m in profile.ok:
+            if m.samples_ns:
+                self._rows.setdefault((m.config.precision.value, m.config.threads), {})[m.config.batch_size] = m
+        if not self._rows:
+            raise UsageError("the profile has no measured rows with samples")
+        self._costs: dict[tuple[int, str], GraphCost] = {}
+        self._fits: dict[tuple[str, int], TransferFit] = {}
+        self._curves: dict[tuple[str, str, int, int], Curve] = {}
+
+    # what was measured
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(sorted({p for p, _ in self._rows}))
+
+    def threads(self, precision: str) -> tuple[int, ...]:
+        return tuple(sorted(t for p, t in self._rows if p == precision))
+
+    def batches(self, precision: str, threads: int) -> tuple[int, ...]:
+        return tuple(sorted(self._rows.get((precision, threads), {})))
+
+    def accuracy_drop(self, precision: str) -> float | None:
+        drops = [m.accuracy.drop for rows in self._rows_for(precision) for m in rows.values() if m.accuracy]
+        return max(drops) if drops else (0.0 if precision == "fp32" else None)
+
+    def _rows_for(self, precision: str) -> list[dict[int, Measurement]]:
+        return [rows for (p, _), rows in self._rows.items() if p == precision]
+
+    def cost(self, batch: int, precision: str) -> GraphCost:
+        key = (batch, PRECISION_COST[precision][0])
+        if key not in self._costs:
+            self._costs[key] = graph_cost(self.model, batch, key[1])
+        return self._costs[key]
+
+    def fit(self, precision: str, threads: int) -> TransferFit:
+        key = (precision, threads)
+        if key not in self._fits:
+            rows = self._rows[key]
+            sizes = sorted(rows)
+            ceil = cpu_ceiling(self.source, threads, PRECISION_COST[precision][1])
+            costs = [self.cost(b, precision) for b in sizes]
+            secs = [float(np.mean(rows[b].samples_ns)) / 1e9 for b in sizes]
+            if len(sizes) == 1:  # one size: all of it is efficiency, no overhead to separate
+                roof = costs[0].roofline_s(ceil.flops_per_s, ceil.bytes_per_s)
+                self._fits[key] = TransferFit(secs[0] / roof, 0.0, 0.0)
+            else:
+                self._fits[key] = fit_transfer(costs, secs, ceil)
+        return self._fits[key]
+
+    def _band(self, target: Entry) -> tuple[float, str]:
+        src, tgt = self.source.instance.cpu, target.instance.cpu
+        if target.accelerator is not None:
+            return BANDS["accelerator"], "accelerator (prior, never validated here)"
+        if tgt.generation == src.generation:
+            return BANDS["same-generation"], "same CPU generation (measured 14-19% for 1->2 threads here)"
+        if tgt.arch == src.arch:
+            return BANDS["same-arch"], "other CPU generation (prior, not validated here)"
+        return BANDS["other-arch"], "other CPU architecture (prior, not validated here)"
+
+    def curve(self, target: Entry, precision: str, threads: int, share: int = 1) -> Curve:
+        """Service times of ``precision`` on ``target``: ``threads`` per instance on a
+        CPU, ``share`` instances per device on an accelerator."""
+        key = (target.key, precision, threads, share)
+        if key in self._curves:
+            return self._curves[key]
+        if (precision, threads) not in self._rows:
+            raise UsageError(f"no profiled rows for {precision} with {threads} threads")
+        rows = self._rows[(precision, threads)]
+        src_ceil = cpu_ceiling(self.source, threads, PRECISION_COST[precision][1])
+        mem_host = max((m.model_rss_mb or m.peak_rss_mb) for m in rows.values()) / 1024
+        if target.accelerator is None and target.key == self.source.key and self.measured_on_source:
+            curve = Curve(
+                ServiceModel({b: np.asarray(m.samples_ns, np.float64) / 1e9 for b, m in rows.items()}),
+                False,
+                0.0,
+                f"measured on {target.key}",
+                mem_host,
+            )
+            self._curves[key] = curve
+            return curve
+        fit = self.fit(precision, threads)
+        band, why = self._band(target)
+        samples: dict[int, np.ndarray] = {}
+        if target.accelerator is None:
+            tgt_ceil = cpu_ceiling(target, threads, PRECISION_COST[precision][1])
+            for b, m in rows.items():
+                c = self.cost(b, precision)
+                ratio = fit.predict(c, tgt_ceil)[0] / fit.predict(c, src_ceil)[0]
+                samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
+            mem = mem_host
+            basis = (
+                f"roofline transfer from {self.source.key} ({precision}, {threads} threads, fit rms {fit.rel_rms:.0%})"
+            )
+        else:
+            acc = target.accelerator
+            base_t = max(self.threads("fp32")) if self.threads("fp32") else threads
+            base_fit = self.fit("fp32", base_t) if self.threads("fp32") else fit
+            base_rows = self._rows.get(("fp32", base_t), rows)
+            base_ceil = cpu_ceiling(self.source, base_t, "fp32")
+            dev = device_ceiling(target, share, PRECISION_COST[precision][1])
+            for b, m in base_rows.items():
+                c, c32 = self.cost(b, precision), self.cost(b, "fp32")
+                on_dev = base_fit.inverse_efficiency * c.roofline_s(dev.flops_per_s, dev.bytes_per_s)
+                on_dev += base_fit.overhead_s + len(c.nodes) * LAUNCH_S + 2 * c.io_bytes / (acc.interconnect_gbs * 1e9)
+                ratio = on_dev / base_fit.predict(c32, base_ceil)[0]
+                samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
+            biggest = max(base_rows)
+            c = self.cost(biggest, precision)
+            act = max((nb for _, nb in c.nodes), default=0.0) * 2
+            mem = (c.weight_bytes + act) / 2**30 + 0.5  # + CUDA context and workspace, an assumption
+            basis = (
+                f"roofline transfer from {self.source.key} to {acc.model} "
+                f"(fp32 efficiency {base_fit.efficiency:.2f} at {acc.model}'s {precision} ceiling)"
+            )
+        curve = Curve(ServiceModel(samples), True, max(band, fit.rel_rms), f"{basis}; band: {why}", mem)
+        self._curves[key] = curve
+        return curve
+
+
+def source_entry(catalog: Catalog, hardware: Mapping[str, Any], measured_on: str | None) -> tuple[Entry, bool]:
+    """(entry, explicit): the named entry, or the one matched from the profile's CPU flags."""
+    if measured_on:
+        return catalog.get(measured_on), True
+    return match_source(hardware, catalog), False
+
+
+def usable(entry: Entry) -> str | None:
+    """Why no runtime of optiserve can serve on this entry, or None."""
+    acc = entry.accelerator
+    if acc is not None and acc.kind != "gpu":
+        return f"{acc.kind} accelerators ({acc.model}) have no optiserve runtime yet"
+    return None
+
+
+def targets(catalog: Catalog, names: Sequence[str] = ()) -> list[Entry]:
+    return [catalog.get(n) for n in names] if names else list(catalog.entries)

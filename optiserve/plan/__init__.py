@@ -1,0 +1,1 @@
+"""Decide: the Optuna cost-placement search over a hardware catalog, judged by the simulator."""

@@ -1,0 +1,256 @@
+"""One candidate placement judged: replicas, nodes, cost, and latency at the target and peak rates.
+
+Replicas are not searched: for a pod's config the fewest replicas that meet
+the p99 at the peak rate follow from the simulator's highest rate per pod
+(less the headroom), so searching them would only waste trials. The fleet is
+then simulated at the target and at the peak rate, and the constraints the
+optimizer sees are ``<= 0`` when met: p99 at peak over the target, accuracy
+drop over the tolerance, memory over what a node or device holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from optiserve.estimate.arrivals import poisson_arrivals
+from optiserve.estimate.catalog import Catalog, Entry, Offer
+from optiserve.estimate.service import ServiceModel
+from optiserve.estimate.simulator import BatchingPolicy, max_rate_for_p99, simulate
+from optiserve.estimate.targets import CurveBuilder, usable
+from optiserve.plan.sla import ResolvedSLA, SearchSpace
+
+SYSTEM_VCPUS = 0.5  # kept back per node for the kubelet and system daemons
+FRONTEND_VCPUS = 0.5  # per pod, for the HTTP front end and batcher
+POD_OVERHEAD_GIB = 0.25  # per pod: the server process without the model
+GPU_POD_VCPUS = 2.0  # host cores a GPU pod asks for
+MAX_REPLICAS = 10_000
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    instance: str  # catalog key, provider:name
+    precision: str
+    threads: int  # per model instance on a CPU; 0 on an accelerator
+    instances: int  # model instances per pod (per device on an accelerator)
+    max_batch: int
+    max_delay_ms: float
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    utilisation: float
+    mean_batch: float
+    p99_band_ms: tuple[float, float] | None = None  # p99 with every service time at the band's edges
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    candidate: Candidate
+    runtime: str
+    feasible: bool
+    constraints: dict[str, float]  # name -> value, met when <= 0
+    cost_usd_per_hour: float
+    cost_usd_per_million: float
+    offer: Offer | None
+    replicas: int
+    nodes: int
+    pods_per_node: int
+    pod_vcpus: float
+    pod_memory_gib: float
+    pod_rate: float  # highest rate one pod serves within the p99 (before headroom)
+    at_target: LoadPoint
+    at_peak: LoadPoint
+    accuracy_drop: float | None
+    predicted: bool
+    band: float
+    basis: str
+    binding: str = ""
+    verified_requests: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def violation(self) -> float:
+        """How far from feasible: the largest positive constraint (0 when feasible)."""
+        return max(0.0, *self.constraints.values())
+
+
+class Evaluator:
+    """Judges candidates for one model on one catalog; results cached by candidate."""
+
+    def __init__(
+        self,
+        sla: ResolvedSLA,
+        builder: CurveBuilder,
+        catalog: Catalog,
+        space: SearchSpace,
+        runtime: str = "onnxruntime-cpu",
+        requests: int = 20_000,
+        seed: int = 0,
+    ) -> None:
+        self.sla, self.builder, self.catalog, self.space = sla, builder, catalog, space
+        self.runtime, self.requests, self.seed = runtime, requests, seed
+        self.entries: list[tuple[Entry, Offer]] = []
+        self.excluded: list[tuple[str, str]] = []
+        for e in catalog.entries:
+            why = usable(e)
+            if why is None and sla.providers and e.provider not in sla.providers:
+                why = "provider not allowed by the SLA"
+            if why is None and sla.instance_types and not ({e.name, e.key} & set(sla.instance_types)):
+                why = "not in the SLA's instance_types"
+            offer = catalog.offer(e, sla.regions, sla.spot) if why is None else None
+            if why is None and offer is None:
+                why = f"not offered in the allowed regions ({', '.join(sla.regions)})"
+            if why is not None:
+                self.excluded.append((e.key, why))
+            else:
+                assert offer is not None
+                self.entries.append((e, offer))
+        self._by_key = {e.key: (e, o) for e, o in self.entries}
+        self._cache: dict[Candidate, Evaluation] = {}
+        self._base = poisson_arrivals(1.0, requests, seed)
+
+    # the space
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.builder.precisions
+
+    @property
+    def threads(self) -> tuple[int, ...]:
+        return tuple(sorted({t for p in self.precisions for t in self.builder.threads(p)}))
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        if self.space.max_batch:
+            return tuple(sorted(self.space.max_batch))
+        return tuple(
+            sorted({b for p in self.precisions for t in self.builder.threads(p) for b in self.builder.batches(p, t)})
+        )
+
+    def candidates(self) -> Iterator[Candidate]:
+        for e, _ in self.entries:
+            for p in self.precisions:
+                for t in self.builder.threads(p) if e.accelerator is None else (0,):
+                    for i in self.space.instances:
+                        for b in self.batches:
+                            for d in self.space.max_delay_ms:
+                                yield Candidate(e.key, p, t, i, b, d)
+
+    def normalise(self, c: Candidate) -> Candidate:
+        """The candidate a sampler's raw choice means: threads only on CPUs, and a
+        thread count this precision was profiled with."""
+        entry, _ = self._by_key[c.instance]
+        if entry.accelerator is not None:
+            return Candidate(c.instance, c.precision, 0, c.instances, c.max_batch, c.max_delay_ms)
+        profiled = self.builder.threads(c.precision)
+        t = c.threads if c.threads in profiled else min(profiled, key=lambda x: (abs(x - c.threads), x))
+        return Candidate(c.instance, c.precision, t, c.instances, c.max_batch, c.max_delay_ms)
+
+    # judging
+    def _fleet(self, service: ServiceModel, policy: BatchingPolicy, rate: float, base: Any) -> LoadPoint:
+        r = simulate(base / rate, service, policy, self.seed)
+        return LoadPoint(rate, r.percentile_ms(0.50), r.percentile_ms(0.99), r.utilisation, float(r.batch_sizes.mean()))
+
+    def evaluate(self, c: Candidate) -> Evaluation:
+        c = self.normalise(c)
+        if c in self._cache:
+            return self._cache[c]
+        ev = self._evaluate(c, self._base, band_edges=False)
+        self._cache[c] = ev
+        return ev
+
+    def verify(self, c: Candidate, requests: int, seed: int) -> Evaluation:
+        """The same judgement with more requests and another random stream, band edges included."""
+        return self._evaluate(self.normalise(c), poisson_arrivals(1.0, requests, seed), band_edges=True)
+
+    def _evaluate(self, c: Candidate, base: Any, band_edges: bool) -> Evaluation:
+        entry, offer = self._by_key[c.instance]
+        sla = self.sla
+        curve = self.builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
+        pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1)
+        inst = entry.instance
+        if entry.accelerator is None:
+            pod_vcpus = c.instances * c.threads + FRONTEND_VCPUS
+            pod_mem = c.instances * curve.memory_gib + POD_OVERHEAD_GIB
+            alloc_mem = inst.memory_gib * 0.9 - 0.5
+            by_cpu = math.floor((inst.vcpus - SYSTEM_VCPUS) / pod_vcpus + 1e-9)
+            by_mem = math.floor(alloc_mem / pod_mem) if pod_mem > 0 else by_cpu
+            pods_per_node = max(0, min(by_cpu, by_mem))
+            mem_frac = pod_mem / alloc_mem if alloc_mem > 0 else math.inf
+            if by_cpu < 1:
+                mem_frac = max(mem_frac, pod_vcpus / max(inst.vcpus - SYSTEM_VCPUS, 1e-9))  # does not fit at all
+            runtime = self.runtime
+        else:
+            acc = entry.accelerator
+            pod_vcpus, pod_mem = GPU_POD_VCPUS, POD_OVERHEAD_GIB + 2.0
+            pods_per_node = min(acc.count, math.floor((inst.vcpus - SYSTEM_VCPUS) / pod_vcpus))
+            mem_frac = c.instances * curve.memory_gib / acc.memory_gib
+            runtime = "onnxruntime-tensorrt"
+        pod_rate = max_rate_for_p99(curve.service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
+        usable_rate = pod_rate * (1 - sla.headroom)
+        if usable_rate > 0:
+            replicas = math.ceil(sla.peak_rate / usable_rate)
+        else:  # no rate meets the p99: size for capacity so the miss can be measured
+            replicas = math.ceil(sla.peak_rate / (curve.service.capacity(c.max_batch, c.instances) * 0.7))
+        replicas = max(1, min(replicas, MAX_REPLICAS))
+        nodes = math.ceil(replicas / pods_per_node) if pods_per_node > 0 else MAX_REPLICAS
+        fleet = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, replicas)
+        at_target = self._fleet(curve.service, fleet, sla.rate, base)
+        at_peak = self._fleet(curve.service, fleet, sla.peak_rate, base)
+        if band_edges and curve.band > 0:
+            edges = []
+            for f in (1 - curve.band, 1 + curve.band):
+                edges.append(
+                    simulate(base / sla.peak_rate, curve.service.scaled(f), fleet, self.seed).percentile_ms(0.99)
+                )
+            at_peak = LoadPoint(**{**asdict(at_peak), "p99_band_ms": (edges[0], edges[1])})
+            lo_t = simulate(base / sla.rate, curve.service.scaled(1 - curve.band), fleet, self.seed).percentile_ms(0.99)
+            hi_t = simulate(base / sla.rate, curve.service.scaled(1 + curve.band), fleet, self.seed).percentile_ms(0.99)
+            at_target = LoadPoint(**{**asdict(at_target), "p99_band_ms": (lo_t, hi_t)})
+        drop = self.builder.accuracy_drop(c.precision)
+        constraints = {
+            "p99": at_peak.p99_ms / sla.p99_ms - 1,
+            "accuracy": (1.0 if drop is None else drop - sla.max_accuracy_drop),
+            "memory": mem_frac - 1 if pods_per_node > 0 else max(mem_frac - 1, 1.0),
+        }
+        feasible = all(v <= 0 for v in constraints.values())
+        cost = nodes * offer.usd_per_hour
+        slack = {
+            "p99 at peak": -constraints["p99"],
+            "accuracy": (-constraints["accuracy"] / sla.max_accuracy_drop if sla.max_accuracy_drop else 1.0),
+            "memory": -constraints["memory"],
+            # spare rate beyond the headroom: small when replicas (not latency) set the cost
+            "throughput at peak": 1 - sla.peak_rate / (replicas * pod_rate * (1 - sla.headroom)) if pod_rate else -1.0,
+        }
+        binding = min(slack, key=lambda k: slack[k]) if feasible else max(constraints, key=lambda k: constraints[k])
+        return Evaluation(
+            candidate=c,
+            runtime=runtime,
+            feasible=feasible,
+            constraints=constraints,
+            cost_usd_per_hour=cost,
+            cost_usd_per_million=cost / (sla.rate * 3600) * 1e6,
+            offer=offer,
+            replicas=replicas,
+            nodes=nodes,
+            pods_per_node=pods_per_node,
+            pod_vcpus=pod_vcpus,
+            pod_memory_gib=pod_mem,
+            pod_rate=pod_rate,
+            at_target=at_target,
+            at_peak=at_peak,
+            accuracy_drop=drop,
+            predicted=curve.predicted,
+            band=curve.band,
+            basis=curve.basis,
+            binding=binding,
+            verified_requests=int(base.size) if band_edges else 0,
+        )

@@ -1,0 +1,174 @@
+"""The Optuna ask/tell search over one model's placements.
+
+A baseline is enqueued first (Triton Model Analyzer's habit): the profiled
+config itself, batch 1, no delay, on the cheapest usable CPU entry, so the
+study always has a sane point to improve on. Trials are multi-objective (cost
+per hour, p99 at the target rate) with the constraint values the evaluator
+finds stored on each trial (``Trial.set_constraint``), so a resumed study (SQLite
+or any RDB URL) knows its past without re-simulating, and several worker
+processes can share one study.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from optiserve.errors import UsageError
+from optiserve.plan.evaluate import Candidate, Evaluation, Evaluator
+
+SAMPLERS = ("tpe", "random", "nsga2")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    evaluations: tuple[Evaluation, ...]  # one per distinct candidate, in first-seen order
+    trials: int
+    study_name: str
+    storage: str | None
+    sampler: str
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=20)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=30)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UsageError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}")
+
+
+def _storage(url: str | None) -> Any:
+    if url is None:
+        return None
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL
+        raise UsageError(f"cannot open study storage {url!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _suggest(trial: Any, ev: Evaluator) -> Candidate:
+    keys = [e.key for e, _ in ev.entries]
+    inst = trial.suggest_categorical("instance", keys)
+    entry = next(e for e, _ in ev.entries if e.key == inst)
+    precision = trial.suggest_categorical("precision", list(ev.precisions))
+    threads = trial.suggest_categorical("threads", list(ev.threads)) if entry.accelerator is None else 0
+    return Candidate(
+        inst,
+        precision,
+        threads,
+        trial.suggest_categorical("instances", list(ev.space.instances)),
+        trial.suggest_categorical("max_batch", list(ev.batches)),
+        trial.suggest_categorical("max_delay_ms", list(ev.space.max_delay_ms)),
+    )
+
+
+def _objective(ev: Evaluator, seen: dict[Candidate, Evaluation]) -> Callable[[Any], tuple[float, float]]:
+    def run(trial: Any) -> tuple[float, float]:
+        e = ev.evaluate(_suggest(trial, ev))
+        seen.setdefault(e.candidate, e)
+        for name, value in e.constraints.items():
+            trial.set_constraint(name, value)  # read by TPE and NSGA-II (optuna >= 5)
+        trial.set_user_attr("candidate", e.candidate.params())
+        return e.cost_usd_per_hour, e.at_target.p99_ms
+
+    return run
+
+
+def baseline(ev: Evaluator) -> Candidate | None:
+    cpus = [(o.usd_per_hour, e.key) for e, o in ev.entries if e.accelerator is None]
+    if not cpus or not ev.precisions:
+        return None
+    p = "fp32" if "fp32" in ev.precisions else ev.precisions[0]
+    return Candidate(min(cpus)[1], p, max(ev.builder.threads(p)), 1, min(ev.batches), 0.0)
+
+
+def run_search(
+    ev: Evaluator,
+    trials: int,
+    seed: int = 0,
+    sampler: str = "tpe",
+    storage: str | None = None,
+    study_name: str = "optiserve",
+    progress: Callable[[int, int], None] | None = None,
+) -> SearchResult:
+    """Run until the study holds ``trials`` finished trials (a resumed study counts its past ones)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if not ev.entries:
+        raise UsageError(
+            f"no catalog entry is usable for {ev.sla.name}: " + "; ".join(f"{k}: {w}" for k, w in ev.excluded[:3])
+        )
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=_storage(storage),
+        sampler=make_sampler(sampler, seed),
+        directions=["minimize", "minimize"],
+        load_if_exists=True,
+    )
+    seen: dict[Candidate, Evaluation] = {}
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if done == 0 and (base := baseline(ev)) is not None:
+        study.enqueue_trial({k: v for k, v in base.params().items() if not (k == "threads" and v == 0)})
+    remaining = max(0, trials - done)
+    callbacks = [optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))]
+    if progress is not None:
+        callbacks.append(lambda study, trial: progress(trial.number + 1, trials))
+    if remaining:
+        study.optimize(_objective(ev, seen), n_trials=remaining, callbacks=callbacks, catch=())
+    # past trials (resumed or from other workers): re-judge from their stored parameters (cached, cheap)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        params = t.user_attrs.get("candidate")
+        if params:
+            c = Candidate(**params)
+            if c.instance in {e.key for e, _ in ev.entries}:
+                seen.setdefault(c, ev.evaluate(c))
+    n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return SearchResult(tuple(seen.values()), n, study_name, storage, sampler)
+
+
+def _worker(args: tuple[Callable[[], Evaluator], int, int, str, str, str]) -> int:
+    factory, trials, seed, sampler, storage, name = args
+    return run_search(factory(), trials, seed, sampler, storage, name).trials
+
+
+def run_workers(
+    factory: Callable[[], Evaluator],
+    workers: int,
+    trials: int,
+    seed: int,
+    sampler: str,
+    storage: str,
+    study_name: str,
+) -> None:
+    """``workers`` processes optimise one study in ``storage`` together (each its own seed)."""
+    if workers < 2:
+        return
+    optuna.create_study(
+        study_name=study_name, storage=_storage(storage), directions=["minimize", "minimize"], load_if_exists=True
+    )
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        pool.map(
+            _worker, [(factory, trials, seed + 1000 * (i + 1), sampler, storage, study_name) for i in range(workers)]
+        )
+
+
+def pareto(evals: Sequence[Evaluation]) -> list[Evaluation]:
+    """Feasible placements no other feasible one beats on both cost and p99 at the target rate."""
+    pts = sorted((e for e in evals if e.feasible), key=lambda e: (e.cost_usd_per_hour, e.at_target.p99_ms))
+    front: list[Evaluation] = []
+    best_p99 = math.inf
+    for e in pts:
+        if e.at_target.p99_ms < best_p99:
+            front.append(e)
+            best_p99 = e.at_target.p99_ms
+    return front
