@@ -98,6 +98,8 @@ class Evaluator:
     ) -> None:
         self.sla, self.builder, self.catalog, self.space = sla, builder, catalog, space
         self.runtime, self.requests, self.seed = runtime, requests, seed
+        for name in sla.instance_types:
+            catalog.get(name)  # an unknown name is an error that lists the valid ones, not an empty search
         self.entries: list[tuple[Entry, Offer]] = []
         self.excluded: list[tuple[str, str]] = []
         for e in catalog.entries:

@@ -49,12 +49,18 @@ class PlanOptions:
     alternatives: int = 5
 
 
+def _relative_to_sla(path: str, opts: PlanOptions) -> Path:
+    """Paths in an SLA file are relative to the file, as in a compose file."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(opts.sla).parent / p
+
+
 def _profile_path(name: str, sla: SLA, opts: PlanOptions) -> Path:
     if name in opts.profiles:
         return Path(opts.profiles[name])
-    if sla.models[name].profile:
-        p = Path(sla.models[name].profile)
-        return p if p.is_absolute() else (Path(opts.sla).parent / p if not p.exists() else p)
+    given = sla.models[name].profile
+    if given:
+        return _relative_to_sla(given, opts)
     raise SLAError(f"no profile for model {name!r}: give 'profile:' in the SLA or --profile {name}=PATH")
 
 
@@ -66,7 +72,8 @@ def build_evaluator(name: str, opts: PlanOptions, catalog: Catalog | None = None
     catalog = catalog or load_catalog(opts.catalogs)
     profile = load_profile(_profile_path(name, sla, opts))
     meta_model = profile.meta.get("model", {})
-    model = Path(sla.models[name].model or meta_model.get("path", ""))
+    given = sla.models[name].model
+    model = _relative_to_sla(given, opts) if given else Path(meta_model.get("path", ""))
     if not model.is_file():
         raise SLAError(f"model {name!r}: the ONNX file {str(model) or '?'} is not there; give 'model:' in the SLA")
     want = meta_model.get("sha256")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def _objective(ev: Evaluator, seen: dict[Candidate, Evaluation]) -> Callable[[An
         for name, value in e.constraints.items():
             trial.set_constraint(name, value)  # read by TPE and NSGA-II (optuna >= 5)
         trial.set_user_attr("candidate", e.candidate.params())
+        trial.set_user_attr("pid", os.getpid())  # which worker: shared studies are auditable
         return e.cost_usd_per_hour, e.at_target.p99_ms
 
     return run
@@ -104,9 +106,9 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if not ev.entries:
-        raise UsageError(
-            f"no catalog entry is usable for {ev.sla.name}: " + "; ".join(f"{k}: {w}" for k, w in ev.excluded[:3])
-        )
+        relevant = [(k, w) for k, w in ev.excluded if "instance_types" not in w] or ev.excluded
+        why = "; ".join(f"{k}: {w}" for k, w in relevant[:3])
+        raise UsageError(f"no catalog entry is usable for {ev.sla.name}: {why}")
     study = optuna.create_study(
         study_name=study_name,
         storage=_storage(storage),
@@ -119,7 +121,7 @@ def run_search(
     if done == 0 and (base := baseline(ev)) is not None:
         study.enqueue_trial({k: v for k, v in base.params().items() if not (k == "threads" and v == 0)})
     remaining = max(0, trials - done)
-    callbacks = [optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))]
+    callbacks: list[Any] = [optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))]
     if progress is not None:
         callbacks.append(lambda study, trial: progress(trial.number + 1, trials))
     if remaining:

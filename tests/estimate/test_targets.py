@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optiserve.errors import CatalogError
+from optiserve.estimate.catalog import load_catalog
+from optiserve.estimate.graph_cost import graph_cost
+from optiserve.estimate.targets import LAUNCH_S, CurveBuilder, cpu_ceiling, device_ceiling, match_source
+from optiserve.types import BenchConfig, Measurement, Precision, Profile, Status
+
+CPU = """{{model: x, arch: x86_64, generation: {gen}, threads_per_core: 2, ghz: {ghz},
+          fp32_flops_per_cycle_per_core: 32, int8_ops_per_cycle_per_core: 128,
+          bf16_flops_per_cycle_per_core: 32, memory_bandwidth_gbs: {bw}}}"""
+PRICE = "[{region: lab-1, on_demand_usd_per_hour: 1.0, source: https://lab.example, as_of: 2026-01-01}]"
+CATALOG = f"""
+provider: lab
+regions: {{lab-1: {{provider: lab, country: DE, geo: [EU]}}}}
+instances:
+  - {{name: src, family: s, vcpus: 4, memory_gib: 16, prices: {PRICE},
+     cpu: {CPU.format(gen="zen3", ghz=2.0, bw=20)}}}
+  - {{name: fast, family: s, vcpus: 4, memory_gib: 16, prices: {PRICE},
+     cpu: {CPU.format(gen="zen3", ghz=4.0, bw=50)}}}
+  - name: gpu
+    family: g
+    vcpus: 8
+    memory_gib: 32
+    prices: {PRICE}
+    cpu: {CPU.format(gen="zen3", ghz=2.0, bw=20)}
+    accelerator: {{model: G1, kind: gpu, count: 1, memory_gib: 16, fp32_tflops: 10, fp16_tflops: 80,
+                  int8_tops: 160, memory_bandwidth_gbs: 300, interconnect_gbs: 16, spec_source: https://lab.example}}
+"""
+E, D = 0.5, 2e-4  # the synthetic truth: efficiency and per-call overhead
+
+
+@pytest.fixture
+def lab(tmp_path: Path):  # type: ignore[no-untyped-def]
+    p = tmp_path / "lab.yaml"
+    p.write_text(CATALOG)
+    return load_catalog([p], builtin=False)
+
+
+def _profile(model: Path, catalog, threads: int = 2) -> Profile:  # type: ignore[no-untyped-def]
+    src = catalog.get("src")
+    rows = []
+    for b in (1, 4, 16):
+        ceil = cpu_ceiling(src, threads, "fp32")
+        t = graph_cost(model, b).roofline_s(ceil.flops_per_s, ceil.bytes_per_s) / E + D
+        jitter = np.random.default_rng(b).normal(1.0, 0.02, 400).clip(0.9, 1.1)
+        samples = tuple(round(t * 1e9 * j) for j in jitter)
+        rows.append(
+            Measurement(BenchConfig("onnxruntime-cpu", Precision.FP32, b, threads), Status.OK, samples_ns=samples)
+        )
+    return Profile({"hardware": {"cpu_flags": ["avx2"]}}, tuple(rows))
+
+
+def test_transfer_recovers_a_known_answer_on_faster_cpu(mlp_path: Path, lab) -> None:  # type: ignore[no-untyped-def]
+    prof = _profile(mlp_path, lab)
+    builder = CurveBuilder(prof, mlp_path, lab, lab.get("src"))
+    curve = builder.curve(lab.get("fast"), "fp32", 2)
+    assert curve.predicted and curve.band >= 0.2 and "same CPU generation" in curve.basis
+    fast = cpu_ceiling(lab.get("fast"), 2, "fp32")
+    for b, m in zip((1, 4, 16), prof.measurements, strict=True):
+        want = graph_cost(mlp_path, b).roofline_s(fast.flops_per_s, fast.bytes_per_s) / E + D
+        # the measured jitter is carried over: compare means, which the jitter moves by < 0.5%
+        mean_src = np.mean(m.samples_ns) / 1e9
+        ceil = cpu_ceiling(lab.get("src"), 2, "fp32")
+        truth_src = graph_cost(mlp_path, b).roofline_s(ceil.flops_per_s, ceil.bytes_per_s) / E + D
+        assert curve.service.mean(b) == pytest.approx(want * mean_src / truth_src, rel=0.02)
+        assert curve.service.mean(b) < mean_src  # faster machine, faster service
+
+
+def test_gpu_target_pays_launches_and_the_host_link(mlp_path: Path, lab) -> None:  # type: ignore[no-untyped-def]
+    builder = CurveBuilder(_profile(mlp_path, lab), mlp_path, lab, lab.get("src"))
+    gpu = lab.get("gpu")
+    fp32 = builder.curve(gpu, "fp32", 2)
+    c = graph_cost(mlp_path, 1)
+    dev = device_ceiling(gpu, 1, "fp32")
+    floor = D + len(c.nodes) * LAUNCH_S + 2 * c.io_bytes / 16e9 + c.roofline_s(dev.flops_per_s, dev.bytes_per_s) / E
+    assert fp32.service.mean(1) == pytest.approx(floor, rel=0.05)
+    assert fp32.predicted and fp32.band >= 0.5 and fp32.memory_gib > 0.5
+    shared = builder.curve(gpu, "fp32", 2, share=4)
+    assert shared.service.mean(16) >= fp32.service.mean(16)  # a quarter of the device is not faster
+
+
+def test_measured_machine_wins_over_prediction(mlp_path: Path, lab) -> None:  # type: ignore[no-untyped-def]
+    prof = _profile(mlp_path, lab)
+    builder = CurveBuilder(prof, mlp_path, lab, lab.get("src"), measured_on_source=True)
+    curve = builder.curve(lab.get("src"), "fp32", 2)
+    assert not curve.predicted and curve.band == 0 and "measured" in curve.basis
+    np.testing.assert_allclose(curve.service.samples[4], np.asarray(prof.measurements[1].samples_ns) / 1e9)
+
+
+def test_source_matched_from_cpu_flags() -> None:
+    cat = load_catalog()
+    assert match_source({"cpu_flags": ["avx2", "avx512f", "avx512_vnni", "amx_int8"]}, cat).instance.cpu.generation in (
+        "sapphire-rapids",
+        "emerald-rapids",
+        "granite-rapids",
+    )
+    assert match_source({"arch": "aarch64", "cpu_flags": []}, cat).instance.cpu.arch == "arm64"
+    with pytest.raises(CatalogError, match="--measured-on"):
+        match_source({"cpu_flags": ["sse2"]}, cat)
