@@ -52,40 +52,44 @@ def test_optimizer_vs_exhaustive_and_random(tmp_path: Path, record_ratio) -> Non
     feasible = [e.cost_usd_per_hour for e in judged if e.feasible]
     best = min(feasible)
     at_best = sum(1 for c in feasible if c <= best * 1.01)
-    budget = len(space) // 20
-    found: dict[str, list[float]] = {"tpe": [], "random": []}
-    distinct: dict[str, list[int]] = {"tpe": [], "random": []}
-    for sampler in found:
-        for seed in SEEDS:
-            fresh = build_evaluator("cnn", opts)  # an empty cache: the search pays for each evaluation
-            res = run_search(fresh, budget, seed, sampler, None, f"bench-{sampler}-{seed}")
-            costs = [e.cost_usd_per_hour for e in res.evaluations if e.feasible]
-            found[sampler].append(min(costs) if costs else float("inf"))
-            distinct[sampler].append(len(res.evaluations))
-    tpe = statistics.median(found["tpe"]) / best
-    rnd = statistics.median(found["random"]) / best
     detail = (
         f"space {len(space)}, {len(feasible)} feasible, {at_best} within 1% of the optimum ${best:.3f}/h; "
-        f"budget {budget} trials; distinct evaluated tpe {statistics.median(distinct['tpe']):.0f}; "
         f"exhaustive took {exhaustive_s:.0f} s"
     )
-    record_ratio("plan: tpe median cost / exhaustive optimum", tpe, "<= 1.01", tpe <= 1.01, detail)
-    record_ratio(
-        "plan: random median cost / exhaustive optimum",
-        rnd,
-        "report",
-        True,
-        f"per seed tpe {[round(x / best, 3) for x in found['tpe']]} random {[round(x / best, 3) for x in found['random']]}",
-    )
-    record_ratio("plan: tpe / random median cost, same budget", tpe / rnd, "<= 1", tpe <= rnd)
-    assert max(distinct["tpe"]) <= len(space) // 20
+    for share, label in ((20, "5%"), (100, "1%")):
+        budget = len(space) // share
+        found: dict[str, list[float]] = {"tpe": [], "random": []}
+        distinct: dict[str, list[int]] = {"tpe": [], "random": []}
+        for sampler in found:
+            for seed in SEEDS:
+                fresh = build_evaluator("cnn", opts)  # an empty cache: the search pays for each evaluation
+                res = run_search(fresh, budget, seed, sampler, None, f"bench-{sampler}-{seed}-{share}")
+                costs = [e.cost_usd_per_hour for e in res.evaluations if e.feasible]
+                found[sampler].append(min(costs) / best if costs else float("inf"))
+                distinct[sampler].append(len(res.evaluations))
+        tpe = statistics.median(found["tpe"])
+        record_ratio(
+            f"plan {label} budget: tpe median cost / optimum",
+            tpe,
+            "<= 1.01" if share == 20 else "report",  # the target is at 5%; 1% shows where it stops
+            tpe <= 1.01 or share != 20,
+            f"{budget} trials, {statistics.median(distinct['tpe']):.0f} distinct; " + (detail if share == 20 else ""),
+        )
+        record_ratio(
+            f"plan {label} budget: tpe / random mean cost",
+            statistics.mean(found["tpe"]) / statistics.mean(found["random"]),
+            "<= 1" if share == 20 else "report",
+            statistics.mean(found["tpe"]) <= statistics.mean(found["random"]) or share != 20,
+            f"per seed tpe {[round(x, 3) for x in found['tpe']]} random {[round(x, 3) for x in found['random']]}",
+        )
+        assert max(distinct["tpe"]) <= budget
 
 
 def test_plan_whole_catalog_under_30s(tmp_path: Path, record_ratio) -> None:  # type: ignore[no-untyped-def]
     sla = _sla(tmp_path)
     t0 = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "optiserve.cli", "plan", "--sla", str(sla), "-o", str(tmp_path / "plan.json")],
+        [sys.executable, "-m", "optiserve", "plan", "--sla", str(sla), "-o", str(tmp_path / "plan.json")],
         check=True,
         capture_output=True,
     )

@@ -88,3 +88,32 @@ def test_one_thread_predicts_two(tmp_path: Path, record_ratio) -> None:  # type:
         f"{one.flops_per_s / 1e9:.0f}/{two.flops_per_s / 1e9:.0f} GFLOP/s, "
         f"{one.bytes_per_s / 1e9:.1f}/{two.bytes_per_s / 1e9:.1f} GB/s (measured here)",
     )
+
+
+def test_planner_path_one_thread_predicts_two(tmp_path: Path, record_ratio) -> None:  # type: ignore[no-untyped-def]
+    """The same check through what `optiserve plan` uses: catalog ceilings of the entry matched
+    to this machine (no micro-benchmark), fit on 1 thread, predicted at 2, per precision."""
+    from optiserve.estimate.catalog import load_catalog
+    from optiserve.estimate.targets import PRECISION_COST, CurveBuilder, cpu_ceiling, source_entry
+
+    prof = load_profile(REPO / "profiles" / "reference" / "cnn-int8")
+    (model,) = build_zoo(tmp_path, ["cnn"])
+    cat = load_catalog()
+    src, _ = source_entry(cat, prof.meta["hardware"], None)
+    builder = CurveBuilder(prof, model, cat, src)
+    for precision in builder.precisions:
+        fit = builder.fit(precision, 1)
+        two = cpu_ceiling(src, 2, PRECISION_COST[precision][1])
+        errs = []
+        for b in builder.batches(precision, 2):
+            pred, _ = fit.predict(builder.cost(b, precision), two)
+            meas = float(np.mean(builder.curve(src, precision, 2).service.samples[b]))
+            # curve() on the source itself is the measured samples scaled by 1 (same ceilings)
+            errs.append((pred - meas) / meas)
+        record_ratio(
+            f"transfer (planner path) cnn {precision} 1 -> 2 threads: mean |err|",
+            float(np.mean(np.abs(errs))),
+            "report",
+            True,
+            f"source {src.key}; per batch {[f'{e:+.0%}' for e in errs]}",
+        )

@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="The offline model zoo.")
 app.add_typer(models_app, name="models")
+catalog_app = typer.Typer(no_args_is_help=True, help="The hardware catalog: instance types, ceilings, prices.")
+app.add_typer(catalog_app, name="catalog")
 
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=180)
@@ -99,6 +101,57 @@ def models_build(
         raise OptiserveError(f"cannot write models to {out_dir}: {exc.strerror or exc}") from None
     for p in paths:
         out.print(f"{p}  ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+@catalog_app.command("list")
+@one_line_errors
+def catalog_list(
+    catalog: Annotated[Optional[list[Path]], typer.Option(help="extra catalog YAML (repeatable)")] = None,  # noqa: UP045
+    region: Annotated[Optional[list[str]], typer.Option(help="region names or geo tags (EU, US, AE)")] = None,  # noqa: UP045
+    gpu: Annotated[bool, typer.Option(help="accelerator instances only")] = False,
+) -> None:
+    """List instance types with their ceilings and cheapest on-demand price in the allowed regions."""
+    from optiserve.estimate.catalog import load_catalog
+
+    cat = load_catalog(catalog or ())
+    t = Table("instance", "vCPU", "GiB", "accelerator", "fp32 TFLOP/s", "GB/s", "$/h", "region", "as of")
+    for e in cat.entries:
+        acc = e.accelerator
+        if gpu and acc is None:
+            continue
+        offer = cat.offer(e, region or (), spot=False)
+        if offer is None:
+            continue
+        cpu = e.instance.cpu
+        tf = (
+            acc.fp32_tflops * acc.count
+            if acc
+            else cpu.fp32_flops_per_cycle_per_core * cpu.ghz * e.instance.vcpus / cpu.threads_per_core / 1e3
+        )
+        bw = acc.memory_bandwidth_gbs * acc.count if acc else cpu.memory_bandwidth_gbs
+        t.add_row(
+            escape(e.key),
+            str(e.instance.vcpus),
+            f"{e.instance.memory_gib:g}",
+            f"{acc.count} x {escape(acc.model)}" if acc else "",
+            f"{tf:.1f}",
+            f"{bw:.0f}",
+            f"{offer.usd_per_hour:.3f}",
+            offer.region,
+            offer.as_of.isoformat(),
+        )
+    out.print(t)
+    out.print(f"{t.row_count} of {len(cat.entries)} instance types; files: {', '.join(cat.files)}")
+
+
+@catalog_app.command("check")
+@one_line_errors
+def catalog_check(files: Annotated[list[Path], typer.Argument(help="catalog YAML files to validate")]) -> None:
+    """Validate catalog files (with the built-in regions): the first error names the entry and field."""
+    from optiserve.estimate.catalog import load_catalog
+
+    cat = load_catalog(files)
+    out.print(f"ok: {len(cat.entries)} instance types after adding {', '.join(map(str, files))}")
 
 
 @models_app.command("list")

@@ -90,3 +90,18 @@ def test_broken_files_name_the_entry_and_field(tmp_path: Path, old: str, new: st
 def test_missing_catalog_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read"):
         load_catalog([tmp_path / "nope.yaml"])
+
+
+def test_catalog_cli_lists_and_checks(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from optiserve.cli import app
+
+    res = CliRunner().invoke(app, ["catalog", "list", "--region", "EU", "--gpu"])
+    assert res.exit_code == 0 and "g4dn.xlarge" in res.output and "c5.xlarge" not in res.output
+    good = _write(tmp_path, GOOD)
+    res = CliRunner().invoke(app, ["catalog", "check", str(good)])
+    assert res.exit_code == 0 and "ok:" in res.output
+    good.write_text(GOOD.replace("ghz: 3.0", "ghz: 0"))
+    res = CliRunner().invoke(app, ["catalog", "check", str(good)])
+    assert res.exit_code == 2 and "instance 'box.large', field cpu.ghz" in res.output and "Traceback" not in res.output

@@ -49,3 +49,8 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         parse_sla("models: {}")
     with pytest.raises(SLAError, match="cannot read"):
         load_sla(tmp_path / "nope.yaml")
+
+
+def test_the_example_sla_is_valid() -> None:
+    sla, digest = load_sla(Path(__file__).resolve().parents[2] / "examples" / "sla.yaml")
+    assert "cnn" in sla.models and len(digest) == 64
