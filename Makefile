@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'kserve>=0.13'  # its generated models validate InferenceServices
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/optiserve predict profiles/demo-cnn --precision fp32 --threads 2 --max-batch 16 --max-delay-ms 5 \
 		--rate 150 --p99-ms 100
 	$(BIN)/optiserve plan --sla examples/sla.yaml -o profiles/demo-cnn/plan.json
+	$(BIN)/optiserve emit profiles/demo-cnn/plan.json --target all -o deploy --model cnn=models/cnn.onnx
 
 test: $(STAMP)
 	$(BIN)/ruff check optiserve tests benchmarks
@@ -29,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/pytest benchmarks -q -s --benchmark-columns=median,iqr,rounds
 
 clean:
-	rm -rf $(VENV) models .optiserve-cache
+	rm -rf $(VENV) models .optiserve-cache deploy

@@ -448,6 +448,117 @@ def _print_plan(result: dict[str, Any], output: Path) -> None:
 
 @app.command()
 @one_line_errors
+def emit(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="plan JSON written by optiserve plan")],
+    target: Annotated[str, typer.Option(help="k8s, kserve, triton or all (comma list)")] = "all",
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the files")] = Path("deploy"),
+    model: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="NAME=FILE: the model file, checked against the plan's digest (triton copies it)"),
+    ] = None,
+    model_uri: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            help="NAME=URI where the cluster fetches the model (oci://, pvc://, https://; s3:// gs:// for kserve)"
+        ),
+    ] = None,
+    image: Annotated[
+        str, typer.Option(help="server image (runs `optiserve serve`)")
+    ] = "ghcr.io/optiserve/optiserve:0.1.0",
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "default",
+    k8s_version: Annotated[str, typer.Option(help="cluster version whose schemas validate the objects")] = "1.35",
+    canary: Annotated[str, typer.Option(help="deployment (second Deployment), argo (Rollout) or none")] = "deployment",
+    canary_weight: Annotated[int, typer.Option(help="percent of traffic for the canary")] = 10,
+    canary_image: Annotated[Optional[str], typer.Option(help="image of the canary (default: --image)")] = None,  # noqa: UP045
+) -> None:
+    """Write validated Kubernetes, KServe and Triton files for a plan (nothing is written if any is invalid)."""
+    from optiserve.emit import TARGETS, EmitOptions
+    from optiserve.emit import emit as emit_files
+    from optiserve.errors import UsageError
+    from optiserve.plan.result import read_plan
+
+    def pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+        outp: dict[str, str] = {}
+        for item in items or []:
+            k, sep, v = item.partition("=")
+            if not sep or not k.strip() or not v.strip():
+                raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
+            outp[k.strip()] = v.strip()
+        return outp
+
+    targets = list(TARGETS) if target == "all" else [t.strip() for t in target.split(",") if t.strip()]
+    plan_doc = read_plan(plan_file)
+    opts = EmitOptions(
+        image=image,
+        namespace=namespace,
+        k8s_version=k8s_version,
+        model_uris=pairs(model_uri, "--model-uri"),
+        canary=canary,
+        canary_weight=canary_weight,
+        canary_image=canary_image,
+    )
+    files = {k: Path(v) for k, v in pairs(model, "--model").items()}
+    written = emit_files(plan_doc, targets, output, opts, files)
+    for w in written:
+        out.print(f"wrote {escape(str(w))}")
+    out.print(
+        f"{len(written)} files, validated: Kubernetes {k8s_version} schemas (strict), KServe SDK types, "
+        "Triton ModelConfig protobuf"
+    )
+
+
+@app.command()
+@one_line_errors
+def compare(
+    base: Annotated[Path, typer.Argument(help="baseline: a profile folder or a load-test JSON (--json)")],
+    new: Annotated[Path, typer.Argument(help="candidate: the same kind as BASE")],
+    metric: Annotated[str, typer.Option(help="p50, median, p90, p95, p99 or mean")] = "p99",
+    max_regression: Annotated[
+        str, typer.Option(help="fail when new/base exceeds 1 + this with confidence (5% or 0.05)")
+    ] = "5%",
+    confidence: Annotated[float, typer.Option(help="confidence of the bootstrap interval")] = 0.95,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples per config")] = 2000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="table, md or json")] = "table",
+) -> None:
+    """Regression gate: compare two runs config by config (bootstrap CI of the ratio); exit 1 on a regression."""
+    from optiserve.errors import UsageError
+    from optiserve.report.compare import compare as run_compare
+    from optiserve.report.compare import headline, to_dict, to_markdown, to_rows
+
+    if fmt not in ("table", "md", "json"):
+        raise UsageError(f"unknown --format {fmt!r}; valid: table, md, json")
+    text = max_regression.strip()
+    try:
+        threshold = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise UsageError(f"--max-regression {max_regression!r}: expected e.g. 5% or 0.05") from None
+    result = run_compare(base, new, metric, threshold, confidence, resamples, seed)
+    if fmt == "md":
+        print(to_markdown(result))
+    elif fmt == "json":
+        import json
+
+        print(json.dumps(to_dict(result), indent=2))
+    else:
+        t = Table("config", "n base/new", f"base {metric} ms", f"new {metric} ms", "new/base", "CI", "verdict")
+        for r in to_rows(result):
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+            ci = "-" if r["ci_low"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}"
+            verdict = f"[red]{r['verdict']} REGRESSED[/red]" if r["regressed"] else escape(str(r["verdict"]))
+            base_ms = "-" if r["base_ms"] is None else f"{r['base_ms']:.3f}"
+            new_ms = "-" if r["new_ms"] is None else f"{r['new_ms']:.3f}"
+            t.add_row(escape(r["config"]), f"{r['n_base']}/{r['n_new']}", base_ms, new_ms, ratio, ci, verdict)
+        out.print(t)
+        for w in result.warnings:
+            err.print(f"[yellow]![/yellow] {escape(w)}")
+        out.print(headline(result).replace("**", ""))
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@one_line_errors
 def serve(
     model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name")],
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8-dynamic, int8-static, int4")] = "fp32",
@@ -461,6 +572,10 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     name: Annotated[Optional[str], typer.Option(help="model name in URLs (default: file stem)")] = None,  # noqa: UP045
+    expect_sha256: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="refuse to start unless the model file has this SHA-256 (what emitted manifests pass)"),
+    ] = None,
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     import uvicorn
@@ -478,6 +593,15 @@ def serve(
     if any(p < 1 or p > max_batch for p in pref):
         raise UsageError(f"preferred batch sizes must lie in 1..{max_batch}")
     path = resolve_model(model)
+    if expect_sha256:
+        from optiserve.errors import ModelError
+        from optiserve.models.graph import file_sha256
+
+        got = file_sha256(path)
+        if got != expect_sha256.lower():
+            raise ModelError(
+                f"{path} has SHA-256 {got[:16]}..., not the expected {expect_sha256[:16]}...: refusing to serve"
+            )
     config = ServeConfig(
         name or path.stem, max_batch, max_delay_ms, instances, max_queue, int(max_body_mb * 2**20), pref
     )

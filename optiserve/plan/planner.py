@@ -27,7 +27,7 @@ from optiserve.estimate.targets import CurveBuilder, source_entry
 from optiserve.models.graph import file_sha256
 from optiserve.plan.evaluate import Evaluation, Evaluator
 from optiserve.plan.pack import shared_pools
-from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement
+from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
 from optiserve.plan.search import pareto, run_search, run_workers
 from optiserve.plan.sla import SLA, load_sla
 from optiserve.profile.store import load_profile
@@ -229,7 +229,7 @@ def make_plan(opts: PlanOptions, progress: Callable[[str, int, int], None] | Non
     pools = shared_pools(evaluators, chosen) if len(chosen) > 1 and len(chosen) == len(sla.models) else None
     feasible = len(chosen) == len(sla.models)
     total = pools["cost_usd_per_hour"] if pools and pools["cost_usd_per_hour"] < separate else separate
-    return {
+    plan: dict[str, Any] = {
         "schema_version": PLAN_SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "optiserve_version": __version__,
@@ -247,3 +247,5 @@ def make_plan(opts: PlanOptions, progress: Callable[[str, int, int], None] | Non
             "'not re-fetched' are list prices as known at that date.",
         ],
     }
+    plan["plan_id"] = plan_id(plan)
+    return plan

@@ -7,6 +7,7 @@ Every latency figure says whether it was measured or predicted, and from what.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -72,6 +73,19 @@ def placement(e: Evaluation) -> dict[str, Any]:
             "price_as_of": offer.as_of.isoformat() if offer else None,
         },
     }
+
+
+def plan_id(plan: dict[str, Any]) -> str:
+    """A short content id: the same decisions from the same inputs get the same id, whenever made."""
+    body = {k: v for k, v in plan.items() if k not in ("created", "plan_id")}
+    digest = hashlib.sha256(
+        json.dumps(
+            [body.get("inputs"), [(m["model"], m["chosen"]) for m in body.get("models", [])]],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    return digest.hexdigest()[:16]
 
 
 def write_plan(plan: dict[str, Any], path: Path) -> None:

@@ -1,0 +1,106 @@
+"""A Triton model repository for one planned model: ``NAME/config.pbtxt`` and ``NAME/1/model.onnx``.
+
+The config is built as Triton's own ``ModelConfig`` protobuf message and
+written with protobuf's text format, so it parses by construction; the knobs
+come from the plan (max batch, the preferred size, the queue delay in
+microseconds, instance count and kind, intra-op threads on CPUs, TensorRT and
+its precision mode on GPUs). The model file placed is the precision variant
+the plan chose, built by optiserve's variant builder (cached by content): a
+CPU int8 plan ships the quantised graph, a GPU fp16 plan ships fp32 and lets
+TensorRT build fp16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from optiserve._imports import optional_import
+from optiserve.emit.common import Deployable
+from optiserve.models.graph import load_onnx
+
+_ONNX_TO_TRITON = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+    onnx.TensorProto.STRING: "TYPE_STRING",
+}
+TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "bf16": "FP16", "int8-static": "INT8", "int8-dynamic": "INT8"}
+
+
+def _tensors(model: onnx.ModelProto, which: str) -> list[tuple[str, str, list[int]]]:
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for vi in getattr(model.graph, which):
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim][1:]  # batch dim is Triton's
+        out.append((vi.name, _ONNX_TO_TRITON.get(tt.elem_type, "TYPE_FP32"), dims))
+    return out
+
+
+def served_file(d: Deployable, model: Path) -> Path:
+    """The file Triton should load: the precision variant on CPUs, fp32 or the QDQ graph on GPUs."""
+    p = d.placement["precision"]
+    if p == "fp32" or (d.gpu and p in ("fp16", "bf16")):
+        return model
+    from optiserve.models.graph import inspect_model
+    from optiserve.models.inputs import make_inputs
+    from optiserve.types import Precision
+    from optiserve.variants.build import build_variant
+    from optiserve.variants.cache import VariantCache
+    from optiserve.variants.recipe import VariantRecipe
+
+    info = inspect_model(model)
+
+    def calibration() -> Any:
+        return (make_inputs(info, 8, seed=i) for i in range(4))
+
+    return build_variant(model, info.sha256, VariantRecipe(Precision.parse(p)), VariantCache(None), calibration).path
+
+
+def model_config(d: Deployable, served: Path) -> Any:
+    mc = optional_import("tritonclient.grpc.model_config_pb2", "emit")
+    p = d.placement
+    graph = load_onnx(served)
+    cfg = mc.ModelConfig(name=d.name, platform="onnxruntime_onnx", max_batch_size=int(p["max_batch"]))
+    for name, dtype, dims in _tensors(graph, "input"):
+        t = cfg.input.add()
+        t.name, t.data_type = name, getattr(mc, dtype)
+        t.dims.extend(dims)
+    for name, dtype, dims in _tensors(graph, "output"):
+        t = cfg.output.add()
+        t.name, t.data_type = name, getattr(mc, dtype)
+        t.dims.extend(dims)
+    cfg.dynamic_batching.preferred_batch_size.extend([int(p["max_batch"])])
+    cfg.dynamic_batching.max_queue_delay_microseconds = round(float(p["max_delay_ms"]) * 1000)
+    group = cfg.instance_group.add()
+    group.count = int(p["instances_per_pod"])
+    if d.gpu:
+        group.kind = mc.ModelInstanceGroup.KIND_GPU
+        acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add()
+        acc.name = "tensorrt"
+        acc.parameters["precision_mode"] = TRT_PRECISION.get(p["precision"], "FP32")
+        acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    else:
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        cfg.parameters["intra_op_thread_count"].string_value = str(p["threads_per_instance"] or 1)
+        cfg.parameters["inter_op_thread_count"].string_value = "1"
+    return cfg
+
+
+def config_text(d: Deployable, served: Path) -> str:
+    """The config in protobuf text format, provenance in comment lines at the top (the parser skips them)."""
+    text_format = optional_import("google.protobuf.text_format", "emit")
+    header = "".join(f"# {k}: {v}\n" for k, v in d.annotations().items())
+    return header + str(text_format.MessageToString(model_config(d, served)))
