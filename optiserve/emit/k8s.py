@@ -92,6 +92,7 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
             {"name": "OPTISERVE_CACHE", "value": "/cache"},
             {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"},
             {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the root filesystem is read-only
         ],
         "resources": {"requests": dict(limits), "limits": limits},
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},  # variant build + warm-up
