@@ -624,6 +624,16 @@ def loadtest(
     p99_target_ms: Annotated[Optional[float], typer.Option(help="judge p99 < this, with 95% confidence")] = None,  # noqa: UP045
     seed: Annotated[int, typer.Option(help="schedule seed")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here")] = None,  # noqa: UP045
+    predict_from: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="profile of the served model: also simulate this very schedule and record the prediction"),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="with --predict-from: the served precision")] = "fp32",
+    threads: Annotated[int, typer.Option(help="with --predict-from: the server's threads")] = 1,
+    max_batch: Annotated[int, typer.Option(help="with --predict-from: the server's --max-batch")] = 8,
+    max_delay_ms: Annotated[float, typer.Option(help="with --predict-from: the server's --max-delay-ms")] = 2.0,
+    instances: Annotated[int, typer.Option(help="with --predict-from: the server's --instances")] = 1,
+    frontend_ms: Annotated[float, typer.Option(help="with --predict-from: server CPU per request (measured)")] = 0.0,
 ) -> None:
     """Open-loop load test with Locust: latency counts from each request's scheduled time."""
     import json as _json
@@ -649,6 +659,21 @@ def loadtest(
             raise UsageError(f"{trace} is not a list of timestamps: {exc}") from None
     schedule = make_arrivals(arrival, rate, n, cv, seed, stamps)
     users = users or max(16, min(512, int(rate * 0.25) + 16))
+    predicted = None
+    if predict_from is not None:  # before the run: a bad profile must not waste a load test
+        from optiserve.estimate import BatchingPolicy, ServiceModel, simulate
+        from optiserve.profile.store import load_profile
+
+        service = ServiceModel.from_profile(load_profile(predict_from), None, precision, threads)
+        policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, frontend_ms / 1e3)
+        sim = simulate(np.asarray(schedule, dtype=np.float64), service, policy)
+        predicted = {
+            "p50_ms": sim.percentile_ms(0.5),
+            "p99_ms": sim.percentile_ms(0.99),
+            "source": f"queueing simulator on {predict_from} ({precision}, {threads} threads), same schedule",
+            "policy": {"max_batch": max_batch, "max_delay_ms": max_delay_ms, "instances": instances},
+            "frontend_ms": frontend_ms,
+        }
     try:
         result = run_loadtest(url, model, schedule, users)
     except OSError as exc:
@@ -659,6 +684,13 @@ def loadtest(
         f"p50 {s['p50_ms']:.2f}  p95 {s['p95_ms']:.2f}  p99 {s['p99_ms']:.2f}  p99.9 {s['p999_ms']:.2f} ms "
         f"(from scheduled send); late sends {s['late_fraction']:.1%}; errors {s['errors'] or 'none'}"
     )
+    if predicted is not None:
+        s["predicted"] = predicted
+        err_p99 = (predicted["p99_ms"] - s["p99_ms"]) / s["p99_ms"] if s["p99_ms"] else float("nan")
+        out.print(
+            f"PREDICTED for this schedule: p50 {predicted['p50_ms']:.2f}  p99 {predicted['p99_ms']:.2f} ms "
+            f"(p99 error {err_p99:+.0%} vs measured)"
+        )
     if not result.valid:
         out.print("[red]INVALID[/red]: the client fell behind its schedule (>1% late sends); add --users or a core")
     if p99_target_ms is not None:

@@ -125,3 +125,31 @@ def test_bad_serve_input(mlp_path: Path, tmp_path: Path) -> None:
     ]:
         proc = run_cli("serve", *args, cwd=tmp_path, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_loadtest_records_the_prediction_for_its_own_schedule(server: str, tmp_path: Path) -> None:
+    """--predict-from simulates the very schedule sent, so predicted and measured sit side by side."""
+    from optiserve.profile.stats import summarize
+    from optiserve.profile.store import ParquetStore
+    from optiserve.types import BenchConfig, Measurement, Precision, Status
+
+    store = ParquetStore(tmp_path / "prof")
+    store.create({"model": {"name": "mlp", "sha256": "0" * 64}, "hardware": {"id": "x"}})
+    for b in (1, 8):
+        ns = tuple(int(200_000 + 50_000 * b + i % 7 * 1000) for i in range(300))
+        store.append(
+            Measurement(
+                BenchConfig("onnxruntime-cpu", Precision.FP32, b, 1), Status.OK, stats=summarize(ns), samples_ns=ns
+            )
+        )
+    bad = run_cli("loadtest", server, "--model", "mlp", "--predict-from", str(tmp_path / "nope"), cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    out = tmp_path / "r.json"
+    run_cli(
+        "loadtest", server, "--model", "mlp", "--rate", "40", "--duration", "2", "--json", str(out),
+        "--predict-from", str(tmp_path / "prof"), "--max-batch", "8", "--max-delay-ms", "2",
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    r = json.loads(out.read_text())
+    p = r["predicted"]
+    assert 0 < p["p50_ms"] <= p["p99_ms"] and p["policy"]["max_batch"] == 8 and "same schedule" in p["source"]
