@@ -559,6 +559,46 @@ def compare(
 
 @app.command()
 @one_line_errors
+def report(
+    profiles: Annotated[list[Path], typer.Argument(metavar="PROFILE...", help="profile folders")],
+    plan_file: Annotated[Optional[Path], typer.Option("--plan", help="plan JSON from optiserve plan")] = None,  # noqa: UP045
+    loadtest: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(
+            help="result JSON from optiserve loadtest --json (repeatable; --predict-from adds the prediction)"
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="report folder")] = Path("reports/latest"),
+    title: Annotated[str, typer.Option(help="report title")] = "optiserve report",
+    fmt: Annotated[
+        str, typer.Option("--format", help="html (folder with index.html, PNGs, summary.md) or md")
+    ] = "html",
+) -> None:
+    """A self-contained HTML report with figures (and a Markdown summary for pull requests)."""
+    from optiserve.errors import UsageError
+    from optiserve.plan.result import read_plan
+    from optiserve.profile.store import load_profile
+    from optiserve.report.document import load_loadtest, render_markdown, write_report
+
+    if fmt not in ("html", "md"):
+        raise UsageError(f"unknown --format {fmt!r}; valid: html, md")
+    loaded = {}
+    for path in profiles:
+        name = path.name
+        while name in loaded:
+            name += "'"
+        loaded[name] = load_profile(path)
+    plan_doc = read_plan(plan_file) if plan_file else None
+    tests = [load_loadtest(p) for p in loadtest or []]
+    if fmt == "md":
+        print(render_markdown(title, loaded, plan_doc, tests), end="")
+        return
+    written = write_report(output, loaded, plan_doc, tests, title)
+    out.print(f"report: {escape(str(written[0]))} ({len(written) - 2} figures, summary.md beside it)")
+
+
+@app.command()
+@one_line_errors
 def serve(
     model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name")],
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8-dynamic, int8-static, int4")] = "fp32",
@@ -633,7 +673,12 @@ def loadtest(
     max_batch: Annotated[int, typer.Option(help="with --predict-from: the server's --max-batch")] = 8,
     max_delay_ms: Annotated[float, typer.Option(help="with --predict-from: the server's --max-delay-ms")] = 2.0,
     instances: Annotated[int, typer.Option(help="with --predict-from: the server's --instances")] = 1,
-    frontend_ms: Annotated[float, typer.Option(help="with --predict-from: server CPU per request (measured)")] = 0.0,
+    per_request_ms: Annotated[
+        float, typer.Option(help="with --predict-from: server CPU per request besides inference (calibrated)")
+    ] = 0.0,
+    overhead_ms: Annotated[
+        float, typer.Option(help="with --predict-from: client + network latency per request (calibrated at low load)")
+    ] = 0.0,
 ) -> None:
     """Open-loop load test with Locust: latency counts from each request's scheduled time."""
     import json as _json
@@ -664,15 +709,21 @@ def loadtest(
         from optiserve.estimate import BatchingPolicy, ServiceModel, simulate
         from optiserve.profile.store import load_profile
 
+        if per_request_ms < 0 or overhead_ms < 0:
+            raise UsageError("--per-request-ms and --overhead-ms must be >= 0")
         service = ServiceModel.from_profile(load_profile(predict_from), None, precision, threads)
-        policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, frontend_ms / 1e3)
+        # the server's own CPU per request shares the inference core: modelled per row, as the fidelity benchmark does
+        service = service.plus_per_item(per_request_ms / 1e3)
+        policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, 0.0, overhead_ms / 1e3)
         sim = simulate(np.asarray(schedule, dtype=np.float64), service, policy)
         predicted = {
             "p50_ms": sim.percentile_ms(0.5),
             "p99_ms": sim.percentile_ms(0.99),
             "source": f"queueing simulator on {predict_from} ({precision}, {threads} threads), same schedule",
             "policy": {"max_batch": max_batch, "max_delay_ms": max_delay_ms, "instances": instances},
-            "frontend_ms": frontend_ms,
+            "per_request_ms": per_request_ms,
+            "overhead_ms": overhead_ms,
+            "calibrated": bool(per_request_ms or overhead_ms),
         }
     try:
         result = run_loadtest(url, model, schedule, users)
