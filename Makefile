@@ -21,6 +21,7 @@ demo: $(STAMP)
 		--rate 150 --p99-ms 100
 	$(BIN)/optiserve plan --sla examples/sla.yaml -o profiles/demo-cnn/plan.json
 	$(BIN)/optiserve emit profiles/demo-cnn/plan.json --target all -o deploy --model cnn=models/cnn.onnx
+	$(BIN)/optiserve report profiles/demo-cnn --plan profiles/demo-cnn/plan.json -o reports/demo --title 'optiserve demo'
 
 test: $(STAMP)
 	$(BIN)/ruff check optiserve tests benchmarks

@@ -2,7 +2,9 @@
 
 A baseline is enqueued first (Triton Model Analyzer's habit): the profiled
 config itself, batch 1, no delay, on the cheapest usable CPU entry, so the
-study always has a sane point to improve on. Trials are multi-objective (cost
+study always has a sane point to improve on; then, when the budget allows, one
+capacity-minded seed per instance type (``seeds``), so no instance type goes
+untried. Trials are multi-objective (cost
 per hour, p99 at the target rate) with the constraint values the evaluator
 finds stored on each trial (``Trial.set_constraint``), so a resumed study (SQLite
 or any RDB URL) knows its past without re-simulating, and several worker
@@ -93,6 +95,42 @@ def baseline(ev: Evaluator) -> Candidate | None:
     return Candidate(min(cpus)[1], p, max(ev.builder.threads(p)), 1, min(ev.batches), 0.0)
 
 
+def seeds(ev: Evaluator) -> list[Candidate]:
+    """One capacity-minded candidate per usable instance type, tried before the sampler takes over.
+
+    The instance type is the costliest choice and a categorical one; a sampler
+    that never tried an entry cannot know it is cheap. Each seed uses the
+    fastest precision within the accuracy tolerance, the largest batch, the
+    most instances that fit the node, and a queue delay of about a tenth of the
+    p99 target: the config most likely to make that hardware cheap."""
+    b = ev.builder
+    best_p, best_tp = "fp32" if "fp32" in ev.precisions else ev.precisions[0], 0.0
+    for p in ev.precisions:
+        drop = b.accuracy_drop(p)
+        if drop is None or drop > ev.sla.max_accuracy_drop:
+            continue
+        for t in b.threads(p):
+            rows = b.batches(p, t)
+            if rows:
+                big = max(rows)
+                tp = big / b.curve(ev.entries[0][0], p, t).service.mean(big) if ev.entries else 0.0
+                if tp > best_tp:
+                    best_p, best_tp = p, tp
+    threads = max(b.threads(best_p))
+    delays = sorted(ev.space.max_delay_ms)
+    delay = max([d for d in delays if d <= ev.sla.p99_ms / 10] or delays[:1])
+    out = []
+    for entry, _ in ev.entries:
+        if entry.accelerator is None:
+            fits = [i for i in ev.space.instances if i * threads + 0.5 <= entry.instance.vcpus - 0.5] or [
+                min(ev.space.instances)
+            ]
+            out.append(Candidate(entry.key, best_p, threads, max(fits), max(ev.batches), delay))
+        else:
+            out.append(Candidate(entry.key, best_p, 0, max(ev.space.instances), max(ev.batches), delay))
+    return out
+
+
 def run_search(
     ev: Evaluator,
     trials: int,
@@ -118,8 +156,12 @@ def run_search(
     )
     seen: dict[Candidate, Evaluation] = {}
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if done == 0 and (base := baseline(ev)) is not None:
-        study.enqueue_trial({k: v for k, v in base.params().items() if not (k == "threads" and v == 0)})
+    if done == 0:
+        first = [c for c in [baseline(ev)] if c is not None]
+        if trials >= 2 * len(ev.entries) + len(first):
+            first += seeds(ev)
+        for c in first:
+            study.enqueue_trial({k: v for k, v in c.params().items() if not (k == "threads" and v == 0)})
     remaining = max(0, trials - done)
     callbacks: list[Any] = [optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))]
     if progress is not None:
