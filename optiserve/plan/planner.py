@@ -140,7 +140,10 @@ def plan_model(
     t0 = time.perf_counter()
     res = run_search(ev, opts.trials, opts.seed, opts.sampler, opts.storage, study, progress)
     search_s = time.perf_counter() - t0
-    feasible = sorted((e for e in res.evaluations if e.feasible), key=lambda e: e.cost_usd_per_hour)
+    # cheapest first; among equal costs the lower p99 (a tie in price is no reason to be slower)
+    feasible = sorted(
+        (e for e in res.evaluations if e.feasible), key=lambda e: (e.cost_usd_per_hour, e.at_target.p99_ms)
+    )
     verified = _verified(ev, feasible, opts, 1)
     chosen = verified[0] if verified else None
     alts: list[Evaluation] = []

@@ -48,7 +48,7 @@ class Figure_:
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     figures.close(fig)
     return buf.getvalue()
 

@@ -27,7 +27,7 @@ WIDE = (10.5, 4.6)  # room for a legend beside the axes
 def _label(name: str, m: Measurement) -> str:
     variant = dict(m.config.variant)
     extra = f" {variant['calibrator']}" if "calibrator" in variant else ""
-    pre = f" +{m.config.preprocess}" if m.config.preprocess else ""
+    pre = f" +{m.config.preprocess.split(':')[0]} pre-processing" if m.config.preprocess else ""
     return f"{name}: {m.config.precision.value}{extra} {m.config.threads}t{pre}"
 
 
@@ -238,7 +238,8 @@ def stage_breakdown(profiles: Mapping[str, Profile]) -> Figure | None:
                 rows.append((f"{_label(name, m)} b{m.config.batch_size}", stages))
     if not rows:
         return None
-    rows = rows[:24]
+    staged = [r for r in rows if len(r[1]) > 1]
+    rows = (staged or rows)[:24]  # where some configs have stages, those are the ones worth a bar
     fig, ax = plt.subplots(figsize=(SIZE[0], max(2.5, 0.32 * len(rows) + 1.2)))
     left = [0.0] * len(rows)
     for stage in STAGE_ORDER:
