@@ -575,9 +575,12 @@ def report(
     ] = "html",
 ) -> None:
     """A self-contained HTML report with figures (and a Markdown summary for pull requests)."""
+    from optiserve._imports import optional_import
     from optiserve.errors import UsageError
     from optiserve.plan.result import read_plan
     from optiserve.profile.store import load_profile
+
+    optional_import("matplotlib", "report")  # before anything is loaded: the install hint, not a traceback
     from optiserve.report.document import load_loadtest, render_markdown, write_report
 
     if fmt not in ("html", "md"):
