@@ -108,6 +108,29 @@ class Deployable:
         low = max(1, math.ceil(float(self.sla["rate"]) / per_pod))
         return min(low, peak), max(peak, math.ceil(float(self.sla["rate"]) * float(self.sla["peak_factor"]) / per_pod))
 
+    def node_selector(self) -> dict[str, str]:
+        """Well-known labels every managed Kubernetes sets: instance type, region, and the spot label."""
+        p = self.placement
+        selector = {
+            "node.kubernetes.io/instance-type": p["instance_type"],
+            "topology.kubernetes.io/region": p["region"],
+        }
+        if p.get("spot"):
+            key, value = SPOT_SELECTORS[p["provider"]]
+            selector[key] = value
+        return selector
+
+    def limits(self) -> dict[str, Any]:
+        """The pod's planned vCPUs and memory (and its GPU); requests equal these (Guaranteed QoS)."""
+        p = self.placement
+        out: dict[str, Any] = {
+            "cpu": f"{round(p['pod_vcpus'] * 1000)}m",
+            "memory": f"{math.ceil(p['pod_memory_gib'] * 1024)}Mi",
+        }
+        if self.gpu:
+            out["nvidia.com/gpu"] = 1
+        return out
+
     def server_args(self, model_path: str) -> list[str]:
         p = self.placement
         args = [

@@ -10,22 +10,13 @@ container that fetches it (https) and by the server itself (``--expect-sha256``)
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from optiserve.emit.common import SPOT_SELECTORS, Deployable, EmitOptions
+from optiserve.emit.common import Deployable, EmitOptions
 from optiserve.errors import UsageError
 
 MODEL_DIR = "/models"
 RUN_AS = 10001
-
-
-def _quantity_cpu(vcpus: float) -> str:
-    return f"{round(vcpus * 1000)}m"
-
-
-def _quantity_mem(gib: float) -> str:
-    return f"{math.ceil(gib * 1024)}Mi"
 
 
 def _model_source(d: Deployable, opts: EmitOptions) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
@@ -75,11 +66,8 @@ def _container_security() -> dict[str, Any]:
 
 
 def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image: str | None = None) -> dict[str, Any]:
-    p = d.placement
     volume, init, model_path = _model_source(d, opts)
-    limits: dict[str, Any] = {"cpu": _quantity_cpu(p["pod_vcpus"]), "memory": _quantity_mem(p["pod_memory_gib"])}
-    if d.gpu:
-        limits["nvidia.com/gpu"] = 1
+    limits = d.limits()
     probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}}
     container = {
         "name": "server",
@@ -110,13 +98,6 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    selector = {
-        "node.kubernetes.io/instance-type": p["instance_type"],
-        "topology.kubernetes.io/region": p["region"],
-    }
-    if p.get("spot"):
-        key, value = SPOT_SELECTORS[p["provider"]]
-        selector[key] = value
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": {
@@ -126,7 +107,7 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "nodeSelector": selector,
+        "nodeSelector": d.node_selector(),
         "containers": [container],
         "volumes": [volume, {"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
         "terminationGracePeriodSeconds": 30,

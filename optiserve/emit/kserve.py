@@ -10,29 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from optiserve.emit.common import SPOT_SELECTORS, Deployable, EmitOptions
-from optiserve.emit.k8s import _container_security, _quantity_cpu, _quantity_mem
+from optiserve.emit.common import Deployable, EmitOptions
+from optiserve.emit.k8s import _container_security
 
 
 def inference_service(d: Deployable, opts: EmitOptions) -> dict[str, Any]:
-    p = d.placement
     low, high = d.replica_bounds()
-    limits: dict[str, Any] = {"cpu": _quantity_cpu(p["pod_vcpus"]), "memory": _quantity_mem(p["pod_memory_gib"])}
-    if d.gpu:
-        limits["nvidia.com/gpu"] = 1
-    selector = {
-        "node.kubernetes.io/instance-type": p["instance_type"],
-        "topology.kubernetes.io/region": p["region"],
-    }
-    if p.get("spot"):
-        key, value = SPOT_SELECTORS[p["provider"]]
-        selector[key] = value
+    limits = d.limits()
     security = _container_security()
     security.pop("readOnlyRootFilesystem")  # Triton writes to its model cache under the container's root
     predictor: dict[str, Any] = {
         "minReplicas": low,
         "maxReplicas": high,
-        "nodeSelector": selector,
+        "nodeSelector": d.node_selector(),
         "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "model": {

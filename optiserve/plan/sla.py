@@ -24,9 +24,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from optiserve._validated_yaml import parse_validated
 from optiserve.errors import SLAError
 
 
@@ -116,25 +116,14 @@ class ResolvedSLA(_Strict):
         return self.rate * self.peak_factor
 
 
-def _where(loc: tuple[Any, ...]) -> str:
+def _where(data: Any, loc: tuple[Any, ...]) -> str:
     if len(loc) >= 2 and loc[0] == "models":
         return f"model {loc[1]!r}, field {'.'.join(str(x) for x in loc[2:]) or '(entry)'}"
     return "field " + ".".join(str(x) for x in loc)
 
 
 def parse_sla(text: str, label: str = "SLA") -> SLA:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SLAError(f"{label}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SLAError(f"{label}: expected a mapping with 'models'")
-    try:
-        return SLA.model_validate(data)
-    except ValidationError as exc:
-        errs = exc.errors()
-        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-        raise SLAError(f"{label}: {_where(tuple(errs[0]['loc']))}: {errs[0]['msg']}{more}") from None
+    return parse_validated(text, label, SLA, SLAError, _where, "'models'")
 
 
 def load_sla(path: Path) -> tuple[SLA, str]:

@@ -15,9 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
+from optiserve._validated_yaml import parse_validated
 from optiserve.errors import CatalogError, UnknownNameError
 from optiserve.estimate.catalog.schema import Accelerator, Cpu, Instance, Price, ProviderFile, Region, RegionsFile
 
@@ -107,19 +105,7 @@ def _where(data: Any, loc: tuple[int | str, ...]) -> str:
 
 
 def _parse(text: str, label: str, model: type[ProviderFile] | type[RegionsFile]) -> Any:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"catalog {label}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise CatalogError(f"catalog {label}: expected a mapping with 'provider' and 'instances'")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errs = exc.errors()
-        first = errs[0]
-        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-        raise CatalogError(f"catalog {label}: {_where(data, tuple(first['loc']))}: {first['msg']}{more}") from None
+    return parse_validated(text, f"catalog {label}", model, CatalogError, _where, "'provider' and 'instances'")
 
 
 def _builtin_texts() -> Iterable[tuple[str, str]]:
