@@ -682,6 +682,13 @@ def loadtest(
     overhead_ms: Annotated[
         float, typer.Option(help="with --predict-from: client + network latency per request (calibrated at low load)")
     ] = 0.0,
+    overhead_from: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="with --predict-from: a light-load --json result made with --predict-from; its measured "
+            "minus predicted latencies are the overhead distribution (instead of --overhead-ms)"
+        ),
+    ] = None,
 ) -> None:
     """Open-loop load test with Locust: latency counts from each request's scheduled time."""
     import json as _json
@@ -719,14 +726,19 @@ def loadtest(
         service = service.plus_per_item(per_request_ms / 1e3)
         policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, 0.0, overhead_ms / 1e3)
         sim = simulate(np.asarray(schedule, dtype=np.float64), service, policy)
+        sim_ms = sim.latency_s * 1e3
+        lat_ms = sim_ms
+        if overhead_from is not None:
+            lat_ms = sim_ms + np.random.default_rng(seed).choice(_measured_overheads(overhead_from), sim_ms.size)
         predicted = {
-            "p50_ms": sim.percentile_ms(0.5),
-            "p99_ms": sim.percentile_ms(0.99),
+            "p50_ms": float(np.quantile(lat_ms, 0.5)),
+            "p99_ms": float(np.quantile(lat_ms, 0.99)),
             "source": f"queueing simulator on {predict_from} ({precision}, {threads} threads), same schedule",
             "policy": {"max_batch": max_batch, "max_delay_ms": max_delay_ms, "instances": instances},
             "per_request_ms": per_request_ms,
             "overhead_ms": overhead_ms,
-            "calibrated": bool(per_request_ms or overhead_ms),
+            "overhead_from": str(overhead_from) if overhead_from else None,
+            "calibrated": bool(per_request_ms or overhead_ms or overhead_from),
         }
     try:
         result = run_loadtest(url, model, schedule, users)
@@ -754,9 +766,33 @@ def loadtest(
     if json_out:
         s["latency_ms"] = [round(float(x), 4) for x in result.latency_ms]
         s["index"] = [int(i) for i in result.index]
+        if predict_from is not None:  # per scheduled request, without any overhead: what --overhead-from subtracts
+            s["predicted_service_ms"] = [round(float(x), 4) for x in sim_ms]
         json_out.write_text(_json.dumps(s))
     if not result.valid or s.get("verdict") == "fail":
         raise typer.Exit(1)
+
+
+def _measured_overheads(path: Path) -> Any:
+    """Measured minus simulated latency per request of a light-load run: what the simulator does not model."""
+    import json as _json
+
+    import numpy as np
+
+    from optiserve.errors import UsageError
+
+    try:
+        data = _json.loads(path.read_text())
+        lat = np.asarray(data["latency_ms"], dtype=np.float64)
+        idx = np.asarray(data["index"], dtype=np.int64)
+        sim = np.asarray(data["predicted_service_ms"], dtype=np.float64)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{path} is not a loadtest --json result made with --predict-from") from None
+    if lat.size == 0 or idx.size != lat.size or (idx.size and idx.max() >= sim.size):
+        raise UsageError(f"{path} holds no usable latencies")
+    return lat - sim[idx]
 
 
 def main() -> None:

@@ -240,13 +240,13 @@ def render_html(
         )
     if loadtests:
         rows = "".join(
-            f"<tr><td class=l>{html.escape(r['file'])}</td><td>{r.get('target_rate', 0):g}</td>"
+            f"<tr><td class=l>{html.escape(r['file'])}</td><td>{r.get('target_rate', 0):.1f}</td>"
             f"<td>{r['p50_ms']:.2f}</td><td>{r['p99_ms']:.2f}</td>"
             f"<td>{r['predicted']['p99_ms']:.2f}</td>"
             f"<td>{(r['predicted']['p99_ms'] - r['p99_ms']) / r['p99_ms']:+.0%}</td>"
             f"<td>{'yes' if r.get('valid', True) else 'NO'}</td></tr>"
             if r.get("predicted")
-            else f"<tr><td class=l>{html.escape(r['file'])}</td><td>{r.get('target_rate', 0):g}</td>"
+            else f"<tr><td class=l>{html.escape(r['file'])}</td><td>{r.get('target_rate', 0):.1f}</td>"
             f"<td>{r['p50_ms']:.2f}</td><td>{r['p99_ms']:.2f}</td><td>-</td><td>-</td>"
             f"<td>{'yes' if r.get('valid', True) else 'NO'}</td></tr>"
             for r in loadtests
@@ -294,7 +294,7 @@ def render_markdown(
         err = (
             f", predicted {pred['p99_ms']:.1f} ms ({(pred['p99_ms'] - r['p99_ms']) / r['p99_ms']:+.0%})" if pred else ""
         )
-        lines.append(f"- load test at {r.get('target_rate', 0):g} req/s: p99 {r['p99_ms']:.1f} ms measured{err}"
+        lines.append(f"- load test at {r.get('target_rate', 0):.1f} req/s: p99 {r['p99_ms']:.1f} ms measured{err}"
                      + ("" if r.get("valid", True) else " — INVALID run"))  # fmt: skip
     n_warn = len(_warnings(profiles, plan, loadtests))
     if n_warn:

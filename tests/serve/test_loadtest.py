@@ -127,29 +127,50 @@ def test_bad_serve_input(mlp_path: Path, tmp_path: Path) -> None:
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_loadtest_records_the_prediction_for_its_own_schedule(server: str, tmp_path: Path) -> None:
-    """--predict-from simulates the very schedule sent, so predicted and measured sit side by side."""
+def _tiny_profile(folder: Path) -> Path:
+    """A two-row MLP profile written as optiserve writes one: enough for --predict-from."""
     from optiserve.profile.stats import summarize
     from optiserve.profile.store import ParquetStore
     from optiserve.types import BenchConfig, Measurement, Precision, Status
 
-    store = ParquetStore(tmp_path / "prof")
+    store = ParquetStore(folder)
     store.create({"model": {"name": "mlp", "sha256": "0" * 64}, "hardware": {"id": "x"}})
     for b in (1, 8):
         ns = tuple(int(200_000 + 50_000 * b + i % 7 * 1000) for i in range(300))
-        store.append(
-            Measurement(
-                BenchConfig("onnxruntime-cpu", Precision.FP32, b, 1), Status.OK, stats=summarize(ns), samples_ns=ns
-            )
-        )
+        cfg = BenchConfig("onnxruntime-cpu", Precision.FP32, b, 1)
+        store.append(Measurement(cfg, Status.OK, stats=summarize(ns), samples_ns=ns))
+    return folder
+
+
+def test_loadtest_records_the_prediction_for_its_own_schedule(server: str, tmp_path: Path) -> None:
+    """--predict-from simulates the very schedule sent; --overhead-from adds a light run's measured overheads."""
+    prof = _tiny_profile(tmp_path / "prof")
     bad = run_cli("loadtest", server, "--model", "mlp", "--predict-from", str(tmp_path / "nope"), cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    out = tmp_path / "r.json"
-    run_cli(
-        "loadtest", server, "--model", "mlp", "--rate", "40", "--duration", "2", "--json", str(out),
-        "--predict-from", str(tmp_path / "prof"), "--max-batch", "8", "--max-delay-ms", "2",
-        cwd=tmp_path, timeout=120,
-    )  # fmt: skip
-    r = json.loads(out.read_text())
+    common = (
+        "--model",
+        "mlp",
+        "--duration",
+        "2",
+        "--predict-from",
+        str(prof),
+        "--max-batch",
+        "8",
+        "--max-delay-ms",
+        "2",
+    )
+    light = tmp_path / "light.json"
+    run_cli("loadtest", server, *common, "--rate", "20", "--json", str(light), cwd=tmp_path, timeout=120)
+    r = json.loads(light.read_text())
     p = r["predicted"]
     assert 0 < p["p50_ms"] <= p["p99_ms"] and p["policy"]["max_batch"] == 8 and "same schedule" in p["source"]
+    assert len(r["predicted_service_ms"]) == r["scheduled"]
+    out = tmp_path / "r.json"
+    run_cli("loadtest", server, *common, "--rate", "40", "--json", str(out), "--overhead-from", str(light),
+            cwd=tmp_path, timeout=120)  # fmt: skip
+    calibrated = json.loads(out.read_text())["predicted"]
+    assert calibrated["calibrated"] and calibrated["p50_ms"] > 0
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"latency_ms": [1.0], "index": [0]}))
+    proc = run_cli("loadtest", server, *common, "--rate", "40", "--overhead-from", str(plain), cwd=tmp_path)
+    assert proc.returncode == 2 and "made with --predict-from" in proc.stderr + proc.stdout
