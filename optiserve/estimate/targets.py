@@ -140,6 +140,10 @@ class CurveBuilder:
     def batches(self, precision: str, threads: int) -> tuple[int, ...]:
         return tuple(sorted(self._rows.get((precision, threads), {})))
 
+    def measured_mean_s(self, precision: str, threads: int, batch: int) -> float:
+        """Mean measured seconds per call of one profiled row."""
+        return float(np.mean(self._rows[(precision, threads)][batch].samples_ns)) / 1e9
+
     def accuracy_drop(self, precision: str) -> float | None:
         drops = [m.accuracy.drop for rows in self._rows_for(precision) for m in rows.values() if m.accuracy]
         return max(drops) if drops else (0.0 if precision == "fp32" else None)

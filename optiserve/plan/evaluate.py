@@ -169,6 +169,10 @@ class Evaluator:
         self._cache[c] = ev
         return ev
 
+    def judged(self) -> list[Evaluation]:
+        """Every candidate judged so far (the search's, from the cache)."""
+        return list(self._cache.values())
+
     def verify(self, c: Candidate, requests: int, seed: int) -> Evaluation:
         """The same judgement with more requests and another random stream, band edges included."""
         return self._evaluate(self.normalise(c), poisson_arrivals(1.0, requests, seed), band_edges=True)

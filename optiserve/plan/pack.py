@@ -61,7 +61,7 @@ def shared_pools(evaluators: Mapping[str, Evaluator], chosen: Mapping[str, Evalu
     for entry in catalog.entries:
         members: dict[str, Evaluation] = {}
         for name, ev in evaluators.items():
-            on_t = [e for c, e in ev._cache.items() if c.instance == entry.key and e.feasible]
+            on_t = [e for e in ev.judged() if e.candidate.instance == entry.key and e.feasible]
             if on_t:
                 members[name] = min(on_t, key=lambda e: (e.cost_usd_per_hour, e.at_peak.p99_ms))
         if len(members) < 2:

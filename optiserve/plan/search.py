@@ -113,7 +113,7 @@ def seeds(ev: Evaluator) -> list[Candidate]:
             rows = b.batches(p, t)
             if rows:
                 big = max(rows)
-                tp = big / b.curve(ev.entries[0][0], p, t).service.mean(big) if ev.entries else 0.0
+                tp = big / b.measured_mean_s(p, t, big)  # measured here: the ranking transfers to any CPU
                 if tp > best_tp:
                     best_p, best_tp = p, tp
     threads = max(b.threads(best_p))
