@@ -437,6 +437,20 @@ def _print_plan(result: dict[str, Any], output: Path) -> None:
         )
     if result["feasible"]:
         out.print(f"total: ${result['total_cost_usd_per_hour']:.3f}/h (latency PREDICTED; see provenance in the plan)")
+    import datetime as _dt
+
+    dates = [
+        _dt.date.fromisoformat(m["chosen"]["provenance"]["price_as_of"])
+        for m in result["models"]
+        if m.get("chosen") and m["chosen"]["provenance"].get("price_as_of")
+    ]
+    if dates:
+        age = (_dt.date.today() - min(dates)).days
+        if age > 90:  # cloud list prices move; a plan on old prices should say so where it is read
+            err.print(
+                f"[yellow]![/yellow] the chosen prices are {age} days old (as of {min(dates).isoformat()}): "
+                "check them, or pass current ones with --catalog"
+            )
     for m in result["models"]:
         s = m["search"]
         out.print(

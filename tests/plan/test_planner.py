@@ -144,3 +144,13 @@ def test_plan_cli_bad_input(tmp_path: Path, cnn: Path, args: list[str], message:
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert np.isfinite(res.exit_code)
+
+
+def test_plan_cli_writes_the_plan_and_warns_about_old_prices(tmp_path: Path, cnn: Path) -> None:
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(
+        app, ["plan", "--sla", str(_sla(tmp_path, cnn, ONE)), "--trials", "12", "--requests", "2000", "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    plan = json.loads(out.read_text())
+    assert plan["feasible"] and plan["plan_id"] and "days old" in res.output and "PREDICTED" in res.output
