@@ -35,7 +35,9 @@ def test_warm_up_gives_up_at_its_budget() -> None:
 
 
 def test_measure_stops_when_ci_is_tight() -> None:
-    samples, reason = measure(lambda: None, TimingPolicy(budget_s=30, min_samples=200), 1e-6)
+    # a loose target: a no-op's p99 on a busy shared machine can wander by tens of percent between windows,
+    # and this test is about the stopping rule, not about how quiet the CI machine is
+    samples, reason = measure(lambda: None, TimingPolicy(budget_s=30, min_samples=200, target_ci=0.5), 1e-6)
     assert reason == "ci-reached"
     assert len(samples) >= 200
     assert samples.dtype.kind == "i" and (samples > 0).all()
