@@ -789,19 +789,16 @@ def loadtest(
 
 def _measured_overheads(path: Path) -> Any:
     """Measured minus simulated latency per request of a light-load run: what the simulator does not model."""
-    import json as _json
-
     import numpy as np
 
+    from optiserve._files import read_json
     from optiserve.errors import UsageError
 
+    data = read_json(path, "load-test result")
     try:
-        data = _json.loads(path.read_text())
         lat = np.asarray(data["latency_ms"], dtype=np.float64)
         idx = np.asarray(data["index"], dtype=np.int64)
         sim = np.asarray(data["predicted_service_ms"], dtype=np.float64)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"{path} is not a loadtest --json result made with --predict-from") from None
     if lat.size == 0 or idx.size != lat.size or (idx.size and idx.max() >= sim.size):

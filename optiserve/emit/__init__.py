@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from optiserve._files import atomic_write
 from optiserve.emit.common import Deployable, EmitOptions, deployables
 from optiserve.emit.validate import validate_object, validate_triton_config
 from optiserve.errors import UsageError
@@ -97,10 +96,7 @@ def emit(
         dest = out / rel
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".emit-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, dest)
+            atomic_write(dest, lambda tmp, data=data: Path(tmp).write_bytes(data))  # type: ignore[misc]
         except OSError as exc:
             raise UsageError(f"cannot write {dest}: {exc.strerror}") from None
         written.append(dest)

@@ -149,8 +149,7 @@ def plan_model(
     alts: list[Evaluation] = []
     if chosen is not None:
         seen_types = {chosen.candidate.instance}
-        rest = [e for e in feasible if e.candidate.instance not in seen_types]
-        for e in rest:
+        for e in feasible:
             if e.candidate.instance in seen_types:
                 continue
             v = _verified(ev, [e], opts, 1)

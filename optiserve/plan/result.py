@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from optiserve._files import atomic_write, read_json
 from optiserve.errors import UsageError
 from optiserve.plan.evaluate import Evaluation, LoadPoint
 
@@ -91,24 +90,16 @@ def plan_id(plan: dict[str, Any]) -> str:
 def write_plan(plan: dict[str, Any], path: Path) -> None:
     """Atomically: a plan is never half written."""
     path = Path(path)
+    text = json.dumps(plan, indent=2, sort_keys=False, default=str) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plan-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(plan, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     except OSError as exc:
         raise UsageError(f"cannot write the plan to {path}: {exc.strerror}") from None
 
 
 def read_plan(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read plan {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"plan {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    data = read_json(path, "plan")
     if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise UsageError(f"plan {path}: not an optiserve plan of schema version {PLAN_SCHEMA_VERSION}")
     return data

@@ -15,14 +15,13 @@ Contract of a ``ResultStore`` (checked by ``optiserve.testing.store_conformance`
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from optiserve._files import atomic_write
 from optiserve.errors import StoreError
 from optiserve.types import (
     SCHEMA_VERSION,
@@ -96,19 +95,6 @@ _SCHEMA = pa.schema(
 )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def resolve_profile_dir(path: Path | str) -> Path:
     """Accept the folder or either of its files."""
     p = Path(path)
@@ -158,11 +144,11 @@ class ParquetStore:
         self.create(meta)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
-        _atomic_write(self.sidecar, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
+        atomic_write(self.sidecar, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
 
     def _write_rows(self) -> None:
         table = pa.Table.from_pylist(self._rows or [], schema=_SCHEMA)
-        _atomic_write(self.parquet, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(self.parquet, lambda tmp: pq.write_table(table, tmp))
 
     def read_meta(self) -> dict[str, Any]:
         if not self.exists():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import re
 from collections import Counter
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from optiserve import __version__
+from optiserve._files import read_json
 from optiserve.errors import UsageError
 from optiserve.report import figures
 from optiserve.types import Profile, Status
@@ -54,12 +54,7 @@ def _png(fig: Any) -> bytes:
 
 
 def load_loadtest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read load-test result {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"load-test result {path} is not JSON: {exc.msg}") from None
+    data = read_json(path, "load-test result")
     if not isinstance(data, dict) or "p99_ms" not in data:
         raise UsageError(f"{path} is not an `optiserve loadtest --json` result (no p99_ms)")
     data.pop("latency_ms", None)
