@@ -98,6 +98,88 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class TensorLayout:
+    """One model input as every layer sees it: dtype, resolved shape, batch axis.
+
+    ``shape`` is the concrete shape at batch 1 (every dynamic dim resolved);
+    ``batch_axis`` is None for inputs that are never batched (scalars such as a
+    sample rate, or constants): those are passed as given, never tiled or split."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    batch_axis: int | None
+
+    def at(self, batch: int) -> tuple[int, ...]:
+        """The shape of this input in a call of ``batch`` rows."""
+        if self.batch_axis is None:
+            return self.shape
+        s = list(self.shape)
+        s[self.batch_axis] = batch
+        return tuple(s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "batch_axis": self.batch_axis}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorLayout:
+        axis = d.get("batch_axis")
+        return cls(
+            str(d["name"]), str(d["dtype"]), tuple(int(x) for x in d["shape"]), None if axis is None else int(axis)
+        )
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """Every input's layout plus what the model allows as a batch.
+
+    ``fixed_batch`` is set when the graph fixes the batch dim (1 for many exported
+    detectors): then that is the only batch size the model can run. ``output_axes``
+    holds the batch axis of each output (None: not batched, e.g. a pooled state)."""
+
+    inputs: tuple[TensorLayout, ...]
+    fixed_batch: int | None = None
+    output_axes: tuple[tuple[str, int | None], ...] = ()
+
+    def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return {t.name: t.at(batch) for t in self.inputs}
+
+    def allows(self, batch: int) -> bool:
+        return self.fixed_batch is None or batch == self.fixed_batch
+
+    @property
+    def batched(self) -> tuple[TensorLayout, ...]:
+        return tuple(t for t in self.inputs if t.batch_axis is not None)
+
+    def get(self, name: str) -> TensorLayout:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def output_axis(self, name: str, default: int | None = 0) -> int | None:
+        return dict(self.output_axes).get(name, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [t.to_dict() for t in self.inputs],
+            "fixed_batch": self.fixed_batch,
+            "output_axes": dict(self.output_axes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputLayout:
+        fixed = d.get("fixed_batch")
+        return cls(
+            inputs=tuple(TensorLayout.from_dict(t) for t in d.get("inputs") or ()),
+            fixed_batch=None if fixed is None else int(fixed),
+            output_axes=tuple(
+                (str(k), None if v is None else int(v)) for k, v in dict(d.get("output_axes") or {}).items()
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class LatencyStats:
     """Summary of per-call latencies in milliseconds, with the p99's confidence interval."""
 

@@ -13,6 +13,9 @@ from onnx import helper
 from optiserve.errors import ModelError
 
 Dim = int | str | None  # fixed size, symbolic name, or unknown
+# dim_param spellings exporters use for "unknown": never a shared name, so two of
+# them in one graph are two independent dims, not one tied dim.
+ANONYMOUS_DIMS = frozenset({"?", "-1", "None", "unk", "unknown"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ModelInfo:
     opset: int
     op_counts: tuple[tuple[str, int], ...]
     gather_bounds: tuple[tuple[str, int], ...]  # input name -> table size it indexes
+    output_specs: tuple[InputSpec, ...] = ()  # outputs with their declared dims (dtype as for inputs)
 
     @property
     def family(self) -> str:
@@ -61,12 +65,45 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def external_data_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
+    """Files beside the model that hold its external-data tensors (sorted, unique)."""
+    names: set[str] = set()
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                tensors.append(a.t)
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    names.add(kv.value)
+    return [folder / n for n in sorted(names)]
+
+
+def model_sha256(path: Path, model: onnx.ModelProto | None = None) -> str:
+    """Digest of the model file, and of its external-data files when it has any:
+    two models that differ only in their weights never share a digest."""
+    path = Path(path)
+    model = model if model is not None else load_onnx(path)
+    extra = external_data_files(model, path.parent)
+    if not extra:
+        return file_sha256(path)
+    h = hashlib.sha256(file_sha256(path).encode())
+    for f in extra:
+        if not f.exists():
+            raise ModelError(f"{path} keeps weights in {f.name}, which is missing beside it")
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
 def _dims(value_info: onnx.ValueInfoProto) -> tuple[Dim, ...]:
     out: list[Dim] = []
     for d in value_info.type.tensor_type.shape.dim:
         if d.HasField("dim_value") and d.dim_value > 0:
             out.append(int(d.dim_value))
-        elif d.HasField("dim_param") and d.dim_param:
+        elif d.HasField("dim_param") and d.dim_param and d.dim_param.strip() not in ANONYMOUS_DIMS:
             out.append(d.dim_param)
         else:
             out.append(None)
@@ -117,12 +154,20 @@ def inspect_model(path: Path) -> ModelInfo:
             if table:
                 bounds[node.input[1]] = min(bounds.get(node.input[1], table[0]), table[0])
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    out_specs = []
+    for vi in g.output:
+        try:
+            odt = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+        except Exception:
+            odt = "object"
+        out_specs.append(InputSpec(vi.name, odt, _dims(vi)))
     return ModelInfo(
         path=path,
-        sha256=file_sha256(path),
+        sha256=model_sha256(path, model),
         inputs=tuple(inputs),
         outputs=tuple(o.name for o in g.output),
         opset=opset,
         op_counts=tuple(sorted(counts.items())),
         gather_bounds=tuple(sorted(bounds.items())),
+        output_specs=tuple(out_specs),
     )

@@ -1,73 +1,36 @@
-"""Inputs for a model at a batch size: synthesised from the graph, or from a user .npz.
+"""Inputs for a model at a batch size: synthesised from the layout, or from a user .npz.
 
-Dims other than the batch must be known: fixed in the graph or given with
-``--shape``. A missing one is an error that names the dim and how to set it.
+Every dim but the batch must be known: fixed in the graph or given with
+``--shape`` (see ``models.layout``). Inputs without a batch axis (scalars,
+constants) are passed as given, never tiled.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from optiserve.errors import ModelError, UsageError
 from optiserve.models.graph import InputSpec, ModelInfo
+from optiserve.models.layout import infer_batch_axes, infer_layout, parse_shape_overrides
+from optiserve.types import InputLayout, TensorLayout
 
-_SHAPE_RE = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d+(?:\s*[x,]\s*\d+)*)\s*$")
-
-
-def parse_shape_overrides(items: list[str] | tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """Parse ``NAME=DIMS`` items. NAME is a symbolic dim (``seq=128``) or an input
-    name whose per-item shape follows (``pixels=3x224x224``, batch excluded)."""
-    out: dict[str, tuple[int, ...]] = {}
-    for item in items:
-        m = _SHAPE_RE.match(item)
-        if not m:
-            raise UsageError(f"malformed --shape {item!r}: expected NAME=DIMS, e.g. seq=128 or pixels=3x224x224")
-        dims = tuple(int(d) for d in re.split(r"[x,]", m.group(2).replace(" ", "")))
-        if any(d <= 0 for d in dims):
-            raise UsageError(f"malformed --shape {item!r}: dims must be positive")
-        out[m.group(1)] = dims
-    return out
+__all__ = ["load_npz", "make_inputs", "parse_shape_overrides", "resolve_shape", "take_rows"]
 
 
-def resolve_shape(spec: InputSpec, batch: int, overrides: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
-    """Concrete shape of one input at ``batch``; raises naming the first unknown dim."""
-    if spec.name in overrides:
-        item = overrides[spec.name]
-        if len(item) != len(spec.dims) - 1:
-            raise UsageError(
-                f"--shape {spec.name}=... gives {len(item)} dims but input {spec.name!r} has "
-                f"{len(spec.dims) - 1} besides the batch"
-            )
-        return (batch, *item)
-    shape: list[int] = []
-    for i, d in enumerate(spec.dims):
-        if i == 0 and not isinstance(d, int):
-            shape.append(batch)
-        elif isinstance(d, int):
-            if i == 0 and d != batch:
-                raise ModelError(
-                    f"input {spec.name!r} has a fixed batch of {d}; batch size {batch} "
-                    "needs a model with a dynamic first dim"
-                )
-            shape.append(d)
-        elif isinstance(d, str) and d in overrides and len(overrides[d]) == 1:
-            shape.append(overrides[d][0])
-        else:
-            name = d if isinstance(d, str) else "?"
-            hint = f"--shape {d}=N or " if isinstance(d, str) else ""
-            raise ModelError(
-                f"input {spec.name!r} has dynamic dim {name!r} at position {i}: pass {hint}--shape {spec.name}=DIMS"
-            )
-    return tuple(shape)
+def resolve_shape(spec: InputSpec, batch: int, overrides: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """Concrete shape of one input at ``batch`` (layout inferred from this input alone)."""
+    info = ModelInfo(Path(spec.name), "", (spec,), (), 0, (), ())
+    t = infer_layout(info, {k: v for k, v in overrides.items() if k == spec.name or k in spec.dims}).inputs[0]
+    return t.at(batch)
 
 
-def _synth(spec: InputSpec, shape: tuple[int, ...], info: ModelInfo, rng: np.random.Generator) -> np.ndarray:
-    dtype = np.dtype(spec.dtype)
+def _synth(t: TensorLayout, shape: tuple[int, ...], info: ModelInfo, rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(t.dtype)
     bounds = dict(info.gather_bounds)
-    lname = spec.name.lower()
+    lname = t.name.lower()
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
@@ -75,9 +38,9 @@ def _synth(spec: InputSpec, shape: tuple[int, ...], info: ModelInfo, rng: np.ran
     if dtype.kind in "iu":
         if "mask" in lname:
             return np.ones(shape, dtype=dtype)
-        high = bounds.get(spec.name, 2)
+        high = bounds.get(t.name, 2)
         return rng.integers(0, high, size=shape).astype(dtype)
-    raise ModelError(f"cannot synthesise input {spec.name!r} of dtype {dtype}")
+    raise ModelError(f"cannot synthesise input {t.name!r} of dtype {dtype}")
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -91,39 +54,81 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise UsageError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
 
 
-def _tile_to_batch(name: str, arr: np.ndarray, batch: int, shape: tuple[int, ...]) -> np.ndarray:
-    if arr.ndim != len(shape):
-        raise UsageError(f"inputs file: {name!r} has {arr.ndim} dims, the model wants {len(shape)}")
-    if arr.shape[1:] != shape[1:]:
-        raise UsageError(f"inputs file: {name!r} has item shape {arr.shape[1:]}, the model wants {shape[1:]}")
-    reps = -(-batch // arr.shape[0])
-    return np.concatenate([arr] * reps, axis=0)[:batch]
+def samples_in(npz: Mapping[str, np.ndarray], layout: InputLayout) -> int:
+    """How many samples a user file holds: rows along the batch axis of its batched inputs."""
+    counts = [
+        npz[t.name].shape[t.batch_axis] for t in layout.batched if t.name in npz and npz[t.name].ndim > t.batch_axis
+    ]
+    return min(counts) if counts else 1
+
+
+def take_rows(npz: Mapping[str, np.ndarray], layout: InputLayout, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows ``index`` of every batched input; unbatched inputs as given."""
+    out: dict[str, np.ndarray] = {}
+    for t in layout.inputs:
+        if t.name not in npz:
+            continue
+        arr = npz[t.name]
+        out[t.name] = arr if t.batch_axis is None else np.take(arr, index, axis=t.batch_axis)
+    return out
+
+
+def _from_user(t: TensorLayout, arr: np.ndarray, batch: int) -> np.ndarray:
+    want = t.at(batch)
+    if arr.ndim != len(want):
+        raise UsageError(f"inputs file: {t.name!r} has {arr.ndim} dims, the model wants {len(want)}")
+    if t.batch_axis is None:
+        if arr.shape != want:
+            raise UsageError(f"inputs file: {t.name!r} has shape {arr.shape}, the model wants {want}")
+        return arr.astype(t.dtype, copy=False)
+    item = tuple(d for i, d in enumerate(arr.shape) if i != t.batch_axis)
+    want_item = tuple(d for i, d in enumerate(want) if i != t.batch_axis)
+    if item != want_item:
+        raise UsageError(f"inputs file: {t.name!r} has item shape {item}, the model wants {want_item}")
+    n = arr.shape[t.batch_axis]
+    if n == 0:
+        raise UsageError(f"inputs file: {t.name!r} holds no samples")
+    idx = np.arange(batch) % n
+    return np.take(arr, idx, axis=t.batch_axis).astype(t.dtype, copy=False)
 
 
 def make_inputs(
     info: ModelInfo,
     batch: int,
-    overrides: dict[str, tuple[int, ...]] | None = None,
-    npz: dict[str, np.ndarray] | None = None,
+    overrides: Mapping[str, tuple[int, ...]] | None = None,
+    npz: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
+    layout: InputLayout | None = None,
 ) -> dict[str, np.ndarray]:
-    """Feeds for one call at ``batch``: user samples cycled to the batch, else synthetic."""
-    overrides = overrides or {}
+    """Feeds for one call at ``batch``: user samples cycled to the batch, else synthetic.
+    ``layout`` (else inferred from ``overrides``) says where the batch goes."""
+    layout = layout or infer_layout(info, overrides or {})
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     if npz is not None:
-        missing = [s.name for s in info.inputs if s.name not in npz]
+        missing = [t.name for t in layout.inputs if t.name not in npz]
         if missing:
             raise UsageError(f"inputs file lacks {', '.join(missing)}; it has {', '.join(npz) or 'nothing'}")
-    for spec in info.inputs:
+    for t in layout.inputs:
         if npz is not None:
-            arr = npz[spec.name]
-            fixed = tuple(
-                d if isinstance(d, int) else arr.shape[i] if i < arr.ndim else -1 for i, d in enumerate(spec.dims)
-            )
-            shape = (batch, *fixed[1:])
-            feeds[spec.name] = _tile_to_batch(spec.name, arr, batch, shape).astype(spec.dtype)
+            feeds[t.name] = _from_user(t, np.asarray(npz[t.name]), batch)
         else:
-            shape = resolve_shape(spec, batch, overrides)
-            feeds[spec.name] = _synth(spec, shape, info, rng)
+            feeds[t.name] = _synth(t, t.at(batch), info, rng)
     return feeds
+
+
+def user_shapes(
+    info: ModelInfo, npz: Mapping[str, np.ndarray], batch_axes: Mapping[str, int | None] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Item shapes a user file fixes for inputs whose dims the graph leaves open,
+    as ``--shape INPUT=...`` entries (the batch axis left out)."""
+    axes = infer_batch_axes(info, batch_axes)
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in info.inputs:
+        if spec.name not in npz:
+            continue
+        arr = np.asarray(npz[spec.name])
+        if arr.ndim != len(spec.dims) or all(isinstance(d, int) for d in spec.dims):
+            continue
+        out[spec.name] = tuple(d for i, d in enumerate(arr.shape) if i != axes[spec.name])
+    return out
