@@ -633,6 +633,14 @@ def serve(
         Optional[str],  # noqa: UP045
         typer.Option(help="refuse to start unless the model file has this SHA-256 (what emitted manifests pass)"),
     ] = None,
+    shape: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="dims the graph leaves open, as for profile: NAME=N or INPUT=D1,D2,.. (repeatable)"),
+    ] = None,
+    batch_axis: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="batch axis of an input, INPUT=AXIS or INPUT=none (default: inferred; repeatable)"),
+    ] = None,
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     import uvicorn
@@ -650,11 +658,19 @@ def serve(
     if any(p < 1 or p > max_batch for p in pref):
         raise UsageError(f"preferred batch sizes must lie in 1..{max_batch}")
     path = resolve_model(model)
+    from optiserve.models.graph import inspect_model
+    from optiserve.models.layout import infer_layout, parse_batch_axes, parse_shape_overrides
+
+    info = inspect_model(path)
+    layout = infer_layout(info, parse_shape_overrides(shape or []), parse_batch_axes(batch_axis or []))
+    if layout.fixed_batch is not None and max_batch != layout.fixed_batch:
+        err.print(f"the model fixes its batch at {layout.fixed_batch}: serving with --max-batch {layout.fixed_batch}")
+        max_batch = layout.fixed_batch
+        pref = tuple(p for p in pref if p <= max_batch)
     if expect_sha256:
         from optiserve.errors import ModelError
-        from optiserve.models.graph import file_sha256
 
-        got = file_sha256(path)
+        got = info.sha256
         if got != expect_sha256.lower():
             raise ModelError(
                 f"{path} has SHA-256 {got[:16]}..., not the expected {expect_sha256[:16]}...: refusing to serve"
@@ -662,7 +678,7 @@ def serve(
     config = ServeConfig(
         name or path.stem, max_batch, max_delay_ms, instances, max_queue, int(max_body_mb * 2**20), pref
     )
-    web = app_for_model(path, precision, threads, config)
+    web = app_for_model(path, precision, threads, config, layout=layout)
     err.print(f"serving {config.name} on http://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
 
@@ -702,6 +718,10 @@ def loadtest(
             help="with --predict-from: a light-load --json result made with --predict-from; its measured "
             "minus predicted latencies are the overhead distribution (instead of --overhead-ms)"
         ),
+    ] = None,
+    inputs: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help=".npz of real inputs keyed by input name (as for profile): the first sample is sent"),
     ] = None,
 ) -> None:
     """Open-loop load test with Locust: latency counts from each request's scheduled time."""
@@ -754,8 +774,13 @@ def loadtest(
             "overhead_from": str(overhead_from) if overhead_from else None,
             "calibrated": bool(per_request_ms or overhead_ms or overhead_from),
         }
+    samples = None
+    if inputs is not None:
+        from optiserve.models.inputs import load_npz
+
+        samples = load_npz(inputs)
     try:
-        result = run_loadtest(url, model, schedule, users)
+        result = run_loadtest(url, model, schedule, users, samples=samples)
     except OSError as exc:
         raise UsageError(f"cannot reach {url}: {exc}") from None
     s = result.summary()

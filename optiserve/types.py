@@ -206,9 +206,19 @@ class LatencyStats:
 class AccuracyReport:
     """A variant's outputs against the fp32 reference on the same inputs.
 
-    ``drop`` is the figure ``--max-accuracy-drop`` bounds; ``drop_metric`` says
-    which it is (accuracy, top1-disagreement or relative-l2). ``synthetic`` is
-    true when inputs or calibration data were synthetic, not the user's."""
+    ``drop`` is the figure ``--max-accuracy-drop`` bounds: the worst of
+    ``checks``, every gated figure of every output (a task metric where the
+    output's task is known, else the relative L2 of its worst group) and of
+    any user metric. ``drop_metric`` names it (accuracy, top1-disagreement,
+    relative-l2, step-disagreement, detection-disagreement, detection-iou-loss,
+    mismatch and shape-mismatch for non-float or reshaped outputs, or the
+    user's module:function); ``output``/``worst_output`` and
+    ``worst_group`` (numpy-style, ``[:, :, 4]``) say where it was. The overall
+    figures span every float output (cosine: the worst output's mean);
+    ``per_output`` has each one's figures and groups. Profiles
+    written before these fields judged the first float output only: they read
+    back with the defaults. ``synthetic`` is true when inputs or calibration
+    data were synthetic, not the user's."""
 
     samples: int
     output: int
@@ -221,6 +231,11 @@ class AccuracyReport:
     drop: float
     drop_metric: str
     synthetic: bool
+    worst_output: str = ""
+    worst_group: str = ""
+    group_error: float | None = None  # the worst group's relative L2 over all outputs, gated or not
+    checks: dict[str, float] = field(default_factory=dict)  # "output:metric" (or the user's metric) -> drop
+    per_output: dict[str, dict[str, Any]] = field(default_factory=dict)  # output name -> its figures (JSON)
 
 
 @dataclass(frozen=True)
@@ -285,7 +300,8 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
     )
     a = m.accuracy
     for f in fields(AccuracyReport):
-        row[f"acc_{f.name}"] = getattr(a, f.name) if a else None
+        value = getattr(a, f.name) if a else None
+        row[f"acc_{f.name}"] = json.dumps(value, sort_keys=True) if f.name in _ACC_JSON and a else value
     row["within_tolerance"] = m.within_tolerance
     row["variant_key"] = m.variant.get("key")
     row["variant_method"] = m.variant.get("method")
@@ -293,6 +309,21 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
     row["variant_cache_hit"] = m.variant.get("cache_hit")
     row["stages"] = json.dumps(m.stages, sort_keys=True)
     return row
+
+
+_ACC_JSON = ("checks", "per_output")  # dict fields, stored as JSON text
+_ACC_LATER = ("worst_output", "worst_group", "group_error", *_ACC_JSON)  # absent from older profiles
+
+
+def _accuracy_from_row(row: dict[str, Any]) -> AccuracyReport:
+    """Columns a profile lacks (written before them) take the field's default."""
+    values: dict[str, Any] = {}
+    for f in fields(AccuracyReport):
+        value = row.get(f"acc_{f.name}")
+        if value is None and f.name in _ACC_LATER:
+            continue
+        values[f.name] = json.loads(value) if f.name in _ACC_JSON and isinstance(value, str) else value
+    return AccuracyReport(**values)
 
 
 def measurement_from_row(row: dict[str, Any]) -> Measurement:
@@ -329,11 +360,7 @@ def measurement_from_row(row: dict[str, Any]) -> Measurement:
         stop_reason=row.get("stop_reason") or "",
         warnings=tuple(row.get("warnings") or ()),
         samples_ns=tuple(int(x) for x in (row.get("samples_ns") or ())),
-        accuracy=(
-            AccuracyReport(**{f.name: row[f"acc_{f.name}"] for f in fields(AccuracyReport)})
-            if row.get("acc_drop_metric")
-            else None
-        ),
+        accuracy=_accuracy_from_row(row) if row.get("acc_drop_metric") else None,
         within_tolerance=row.get("within_tolerance"),
         variant={
             k: row[f"variant_{k}"]

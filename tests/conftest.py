@@ -120,3 +120,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def build_stateful(seq: str | int = "seq") -> onnx.ModelProto:
+    """A VAD-shaped graph: audio ``x[batch, seq]``, a state ``state[2, batch, 4]`` whose
+    batch is axis 1, and a 0-d sample rate ``sr``; ``y = sum(x) * sr``, ``stateN = 2 * state``."""
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1),
+        helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["s", "srf"], ["y"]),
+        helper.make_node("Mul", ["state", "two"], ["stateN"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stateful",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 4]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", 4]),
+        ],
+        [axes, two],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def stateful_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("stateful") / "stateful.onnx"
+    save_atomic(build_stateful(), path)
+    return path

@@ -14,6 +14,7 @@ from typing import Any
 
 from optiserve import __version__
 from optiserve.errors import UsageError
+from optiserve.types import InputLayout
 
 ANNOTATION = "optiserve.io"
 SPOT_SELECTORS = {
@@ -64,6 +65,7 @@ class Deployable:
     profile_id: str
     plan_id: str
     model_uri: str
+    layout: InputLayout | None = None  # what the profile ran: the server is sized and warmed the same
 
     @property
     def name(self) -> str:
@@ -155,7 +157,19 @@ class Deployable:
         ]
         if p["threads_per_instance"]:
             args[4:4] = ["--threads", str(p["threads_per_instance"])]
-        return args
+        return args + self.layout_args()
+
+    def layout_args(self) -> list[str]:
+        """``--shape``/``--batch-axis`` flags that give ``serve`` the profile's resolved shapes."""
+        if self.layout is None:
+            return []
+        out: list[str] = []
+        for t in self.layout.inputs:
+            item = [d for i, d in enumerate(t.shape) if i != t.batch_axis]
+            if item:
+                out += ["--shape", f"{t.name}={','.join(map(str, item))}"]
+            out += ["--batch-axis", f"{t.name}={'none' if t.batch_axis is None else t.batch_axis}"]
+        return out
 
 
 def deployables(plan: Mapping[str, Any], model_uris: Mapping[str, str]) -> list[Deployable]:
@@ -180,6 +194,7 @@ def deployables(plan: Mapping[str, Any], model_uris: Mapping[str, str]) -> list[
                 profile_id=str(prof.get("parquet_sha256") or "")[:16],
                 plan_id=str(plan.get("plan_id", "")),
                 model_uri=uri,
+                layout=InputLayout.from_dict(prof["layout"]) if prof.get("layout") else None,
             )
         )
     unknown = sorted(set(model_uris) - {d.model for d in out})

@@ -37,16 +37,37 @@ _ONNX_TO_TRITON = {
 TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "bf16": "FP16", "int8-static": "INT8", "int8-dynamic": "INT8"}
 
 
-def _tensors(model: onnx.ModelProto, which: str) -> list[tuple[str, str, list[int]]]:
+def _tensors(
+    model: onnx.ModelProto, which: str, axes: dict[str, int | None] | None
+) -> list[tuple[str, str, list[int]]]:
+    """(name, Triton type, dims): without the batch axis when Triton batches (``axes``
+    given), else every dim (-1 where the graph leaves it open)."""
     inits = {i.name for i in model.graph.initializer}
     out = []
     for vi in getattr(model.graph, which):
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim][1:]  # batch dim is Triton's
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        if axes is not None:
+            axis = axes.get(vi.name, 0)
+            dims = [d for i, d in enumerate(dims) if i != axis]
         out.append((vi.name, _ONNX_TO_TRITON.get(tt.elem_type, "TYPE_FP32"), dims))
     return out
+
+
+def triton_batches(d: Deployable) -> bool:
+    """Triton's batching puts the batch first in every input and output: only a model
+    whose layout is like that (no state batched on axis 1, no scalars, no fixed batch)
+    gets ``max_batch_size`` > 0; any other is served with full shapes and no batching."""
+    lay = d.layout
+    if lay is None:
+        return True
+    return (
+        lay.fixed_batch is None
+        and all(t.batch_axis == 0 for t in lay.inputs)
+        and all(a == 0 for _, a in lay.output_axes)
+    )
 
 
 def served_file(d: Deployable, model: Path) -> Path:
@@ -62,28 +83,65 @@ def served_file(d: Deployable, model: Path) -> Path:
     from optiserve.variants.recipe import VariantRecipe
 
     info = inspect_model(model)
+    layout = d.layout
+    rows = (layout.fixed_batch if layout else None) or 8
 
     def calibration() -> Any:
-        return (make_inputs(info, 8, seed=i) for i in range(4))
+        return (make_inputs(info, rows, seed=i, layout=layout) for i in range(4))
 
     return build_variant(model, info.sha256, VariantRecipe(Precision.parse(p)), VariantCache(None), calibration).path
+
+
+def model_files(served: Path) -> dict[str, Path]:
+    """What goes in ``NAME/1/``: the graph as ``model.onnx`` and every external-data file
+    it names, under the name it names it by (ONNX Runtime looks for them beside the graph,
+    so a model past 2 GB, or its variant's ``KEY.onnx.data``, ships whole)."""
+    from optiserve.errors import ModelError
+    from optiserve.models.graph import external_data_files
+
+    served = Path(served)
+    out = {"model.onnx": served}
+    for f in external_data_files(load_onnx(served), served.parent):
+        rel = f.relative_to(served.parent) if f.is_relative_to(served.parent) else f
+        if rel.is_absolute() or ".." in rel.parts or rel.as_posix() == "model.onnx":
+            raise ModelError(f"{served.name} names external data {rel.as_posix()!r}, which cannot ship beside it")
+        if not f.is_file():
+            raise ModelError(f"{served.name} keeps weights in {rel.as_posix()}, which is missing beside it")
+        out[rel.as_posix()] = f
+    return out
 
 
 def model_config(d: Deployable, served: Path) -> Any:
     mc = optional_import("tritonclient.grpc.model_config_pb2", "emit")
     p = d.placement
     graph = load_onnx(served)
-    cfg = mc.ModelConfig(name=d.name, platform="onnxruntime_onnx", max_batch_size=int(p["max_batch"]))
-    for name, dtype, dims in _tensors(graph, "input"):
+    batching = triton_batches(d)
+    cfg = mc.ModelConfig(
+        name=d.name, platform="onnxruntime_onnx", max_batch_size=int(p["max_batch"]) if batching else 0
+    )
+    axes = None
+    if batching:
+        axes = {t.name: t.batch_axis for t in d.layout.inputs} if d.layout else {}
+        axes.update(dict(d.layout.output_axes) if d.layout else {})
+    for name, dtype, dims in _tensors(graph, "input", axes):
         t = cfg.input.add()
         t.name, t.data_type = name, getattr(mc, dtype)
-        t.dims.extend(dims)
-    for name, dtype, dims in _tensors(graph, "output"):
+        if dims:
+            t.dims.extend(dims)
+        else:  # a scalar: Triton wants one dim, reshaped away
+            t.dims.extend([1])
+            t.reshape.SetInParent()
+    for name, dtype, dims in _tensors(graph, "output", axes):
         t = cfg.output.add()
         t.name, t.data_type = name, getattr(mc, dtype)
-        t.dims.extend(dims)
-    cfg.dynamic_batching.preferred_batch_size.extend([int(p["max_batch"])])
-    cfg.dynamic_batching.max_queue_delay_microseconds = round(float(p["max_delay_ms"]) * 1000)
+        if dims:
+            t.dims.extend(dims)
+        else:
+            t.dims.extend([1])
+            t.reshape.SetInParent()
+    if batching:
+        cfg.dynamic_batching.preferred_batch_size.extend([int(p["max_batch"])])
+        cfg.dynamic_batching.max_queue_delay_microseconds = round(float(p["max_delay_ms"]) * 1000)
     group = cfg.instance_group.add()
     group.count = int(p["instances_per_pod"])
     if d.gpu:

@@ -34,10 +34,10 @@ import numpy as np
 
 from optiserve.errors import CatalogError, UsageError
 from optiserve.estimate.catalog import Catalog, Entry
-from optiserve.estimate.graph_cost import GraphCost, graph_cost
+from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
-from optiserve.types import Measurement, Profile
+from optiserve.types import AccuracyReport, InputLayout, Measurement, Profile
 
 # precision -> (element size key for bytes, compute class for ceilings)
 PRECISION_COST: dict[str, tuple[str, str]] = {
@@ -126,6 +126,7 @@ class CurveBuilder:
         if not self._rows:
             raise UsageError("the profile has no measured rows with samples")
         self._costs: dict[tuple[int, str], GraphCost] = {}
+        self._layout: InputLayout | None = None  # read with the first cost: how the profile fed the model
         self._fits: dict[tuple[str, int], TransferFit] = {}
         self._curves: dict[tuple[str, str, int, int], Curve] = {}
 
@@ -145,8 +146,15 @@ class CurveBuilder:
         return float(np.mean(self._rows[(precision, threads)][batch].samples_ns)) / 1e9
 
     def accuracy_drop(self, precision: str) -> float | None:
-        drops = [m.accuracy.drop for rows in self._rows_for(precision) for m in rows.values() if m.accuracy]
-        return max(drops) if drops else (0.0 if precision == "fp32" else None)
+        """The worst drop of any row of this precision: every output, group, task and
+        user metric the profile judged (None: never judged, so never accepted)."""
+        worst = self.accuracy_report(precision)
+        return worst.drop if worst else (0.0 if precision == "fp32" else None)
+
+    def accuracy_report(self, precision: str) -> AccuracyReport | None:
+        """The accuracy report of this precision's worst row (the one that sets the drop)."""
+        reports = [m.accuracy for rows in self._rows_for(precision) for m in rows.values() if m.accuracy]
+        return max(reports, key=lambda a: a.drop) if reports else None
 
     def _rows_for(self, precision: str) -> list[dict[int, Measurement]]:
         return [rows for (p, _), rows in self._rows.items() if p == precision]
@@ -154,7 +162,9 @@ class CurveBuilder:
     def cost(self, batch: int, precision: str) -> GraphCost:
         key = (batch, PRECISION_COST[precision][0])
         if key not in self._costs:
-            self._costs[key] = graph_cost(self.model, batch, key[1])
+            if not self._costs:
+                self._layout = profile_layout(self.profile.meta, self.model)
+            self._costs[key] = graph_cost(self.model, batch, key[1], self._layout)
         return self._costs[key]
 
     def fit(self, precision: str, threads: int) -> TransferFit:

@@ -57,7 +57,9 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 def samples_in(npz: Mapping[str, np.ndarray], layout: InputLayout) -> int:
     """How many samples a user file holds: rows along the batch axis of its batched inputs."""
     counts = [
-        npz[t.name].shape[t.batch_axis] for t in layout.batched if t.name in npz and npz[t.name].ndim > t.batch_axis
+        npz[t.name].shape[t.batch_axis]
+        for t in layout.batched
+        if t.batch_axis is not None and t.name in npz and npz[t.name].ndim > t.batch_axis
     ]
     return min(counts) if counts else 1
 
@@ -89,7 +91,8 @@ def _from_user(t: TensorLayout, arr: np.ndarray, batch: int) -> np.ndarray:
     if n == 0:
         raise UsageError(f"inputs file: {t.name!r} holds no samples")
     idx = np.arange(batch) % n
-    return np.take(arr, idx, axis=t.batch_axis).astype(t.dtype, copy=False)
+    out: np.ndarray = np.take(arr, idx, axis=t.batch_axis).astype(t.dtype, copy=False)
+    return out
 
 
 def make_inputs(
@@ -128,7 +131,9 @@ def user_shapes(
         if spec.name not in npz:
             continue
         arr = np.asarray(npz[spec.name])
-        if arr.ndim != len(spec.dims) or all(isinstance(d, int) for d in spec.dims):
+        if arr.ndim != len(spec.dims):
+            raise UsageError(f"inputs file: {spec.name!r} has {arr.ndim} dims, the model wants {len(spec.dims)}")
+        if all(isinstance(d, int) for d in spec.dims):
             continue
         out[spec.name] = tuple(d for i, d in enumerate(arr.shape) if i != axes[spec.name])
     return out

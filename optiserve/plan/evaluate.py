@@ -125,6 +125,27 @@ class Evaluator:
     def precisions(self) -> tuple[str, ...]:
         return self.builder.precisions
 
+    def accuracy_gate(self) -> list[dict[str, Any]]:
+        """Per precision: its worst measured drop against the SLA's tolerance, and why
+        it is refused (the ``accuracy`` constraint every candidate of it then misses)."""
+        limit = self.sla.max_accuracy_drop
+        out = []
+        for p in self.precisions:
+            drop, a = self.builder.accuracy_drop(p), self.builder.accuracy_report(p)
+            ok = drop is not None and drop <= limit
+            if drop is None or a is None:
+                why = "accepted: fp32 is the reference" if ok else "refused: no accuracy measured for it"
+            else:
+                where = f" at {a.worst_output}{a.worst_group}" if a.worst_output else ""
+                verdict, cmp = ("accepted", "<=") if ok else ("refused", ">")
+                why = f"{verdict}: {a.drop_metric} {drop:.4g}{where} {cmp} {limit:g}"
+                if a.synthetic:
+                    why += " (synthetic inputs)"
+                if not a.checks and p != "fp32":
+                    why += "; profiled before every output was judged (first output only): re-profile"
+            out.append({"precision": p, "accuracy_drop": drop, "accepted": ok, "reason": why})
+        return out
+
     @property
     def threads(self) -> tuple[int, ...]:
         return tuple(sorted({t for p in self.precisions for t in self.builder.threads(p)}))

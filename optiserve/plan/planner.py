@@ -24,7 +24,7 @@ from optiserve import __version__
 from optiserve.errors import SLAError, UsageError
 from optiserve.estimate.catalog import Catalog, load_catalog
 from optiserve.estimate.targets import CurveBuilder, source_entry
-from optiserve.models.graph import file_sha256
+from optiserve.models.graph import file_sha256, model_sha256
 from optiserve.plan.evaluate import Evaluation, Evaluator
 from optiserve.plan.pack import shared_pools
 from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
@@ -77,7 +77,7 @@ def build_evaluator(name: str, opts: PlanOptions, catalog: Catalog | None = None
     if not model.is_file():
         raise SLAError(f"model {name!r}: the ONNX file {str(model) or '?'} is not there; give 'model:' in the SLA")
     want = meta_model.get("sha256")
-    if want and file_sha256(model) != want:
+    if want and model_sha256(model) != want:
         raise SLAError(f"model {name!r}: {model} is not the model the profile measured (sha256 differs)")
     source, explicit = source_entry(catalog, profile.meta.get("hardware", {}), opts.measured_on)
     builder = CurveBuilder(profile, model, catalog, source, measured_on_source=explicit)
@@ -103,6 +103,7 @@ def _inputs(opts: PlanOptions, sla_sha: str, sla: SLA, catalog: Catalog) -> dict
                 "parquet_sha256": file_sha256(pq) if pq.is_file() else None,
                 "model_sha256": meta.get("model", {}).get("sha256"),
                 "hardware_id": meta.get("hardware", {}).get("id"),
+                "layout": meta.get("layout"),  # shapes and batch axes the profile ran: serve gets the same
             }
         )
     cat_hash = hashlib.sha256(
@@ -188,6 +189,7 @@ def plan_model(
         ],
         "closest_miss": None,
         "excluded_instance_types": [{"instance_type": k, "reason": why} for k, why in ev.excluded],
+        "accuracy_gate": ev.accuracy_gate(),  # which precisions the tolerance lets in, and why not
         "search": {
             "sampler": res.sampler,
             "seed": opts.seed,

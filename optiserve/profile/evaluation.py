@@ -8,17 +8,18 @@ calibration seed, so a variant is never judged on the data it was calibrated on.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from optiserve.errors import UsageError
 from optiserve.models.graph import ModelInfo
-from optiserve.models.inputs import make_inputs
+from optiserve.models.inputs import make_inputs, samples_in, take_rows
 from optiserve.runtimes.base import Runtime, Session
-from optiserve.types import AccuracyReport, BenchConfig, Precision
+from optiserve.types import AccuracyReport, BenchConfig, InputLayout, Precision
 from optiserve.variants.accuracy import compare_outputs
+from optiserve.variants.metrics import parse_metric
 
 EVAL_SEED_OFFSET = 1_000_003  # calibration uses seed + i; evaluation never overlaps it
 
@@ -42,28 +43,35 @@ def eval_batches(
     info: ModelInfo,
     batch: int,
     samples: int,
-    overrides: Mapping[str, tuple[int, ...]],
+    layout: InputLayout,
     npz: Mapping[str, np.ndarray] | None,
     labels: np.ndarray | None,
     seed: int,
 ) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
     """Whole batches covering at least ``samples`` items, and their labels. Item i is
-    the same whatever the batch size, so every config of a variant is judged alike."""
+    the same whatever the batch size, so every config of a variant is judged alike.
+    Items are stacked along each input's batch axis; unbatched inputs are passed as given."""
     n_batches = math.ceil(samples / batch)
     total = n_batches * batch
     if npz is None:
-        items = [make_inputs(info, 1, dict(overrides), seed=seed + EVAL_SEED_OFFSET + i) for i in range(total)]
-        feeds = [
-            {k: np.concatenate([it[k] for it in items[b * batch : (b + 1) * batch]]) for k in items[0]}
-            for b in range(n_batches)
-        ]
+        items = [make_inputs(info, 1, seed=seed + EVAL_SEED_OFFSET + i, layout=layout) for i in range(total)]
+        feeds = []
+        for b in range(n_batches):
+            part = items[b * batch : (b + 1) * batch]
+            feed: dict[str, np.ndarray] = {}
+            for t in layout.inputs:
+                if t.batch_axis is None:
+                    feed[t.name] = part[0][t.name]
+                else:
+                    feed[t.name] = np.concatenate([it[t.name] for it in part], axis=t.batch_axis)
+            feeds.append(feed)
         return feeds, None
-    n_user = min(len(v) for v in npz.values())
+    n_user = samples_in(npz, layout)
     idx = np.arange(total) % n_user
     feeds = []
     for i in range(n_batches):
-        part = {k: v[idx[i * batch : (i + 1) * batch]] for k, v in npz.items()}
-        feeds.append(make_inputs(info, batch, dict(overrides), npz=part))
+        rows = take_rows(npz, layout, idx[i * batch : (i + 1) * batch])
+        feeds.append(make_inputs(info, batch, npz=rows, layout=layout))
     if labels is not None and len(labels) < n_user:
         raise UsageError(f"labels file has {len(labels)} labels for {n_user} input samples")
     return feeds, (labels[idx] if labels is not None else None)
@@ -83,9 +91,16 @@ def evaluate(
     labels: np.ndarray | None,
     synthetic: bool,
     dtypes: Mapping[str, str] | None = None,
+    output_axes: Sequence[tuple[str, int | None]] | None = None,
+    metric: str | None = None,
 ) -> AccuracyReport:
     """Compare ``session`` with an fp32 session of the same runtime on ``batches``
-    (cast to ``dtypes`` for the variant, as given for the reference)."""
+    (cast to ``dtypes`` for the variant, as given for the reference), every output
+    joined along its batch axis (``output_axes``, as ``InputLayout.output_axes``;
+    a missing name is axis 0); an unbatched output's calls are stacked on a new
+    axis 0. ``metric`` is the ``--metric`` spec (None: task metrics chosen from
+    each output's shape)."""
+    spec = parse_metric(metric)  # a bad spec fails before anything runs
     if config.precision is Precision.FP32:
         reference: Session = session
     else:
@@ -94,6 +109,18 @@ def evaluate(
     var_out = [session.run(as_dtypes(f, dtypes or {})) for f in batches]
     if reference is not session:
         reference.close()
-    ref = [np.concatenate([o[i] for o in ref_out]) for i in range(len(ref_out[0]))]
-    var = [np.concatenate([o[i] for o in var_out]) for i in range(len(var_out[0]))]
-    return compare_outputs(ref, var, labels=labels, synthetic=synthetic)
+    names = list(session.output_names) or [f"output{i}" for i in range(len(ref_out[0]))]
+    given = dict(output_axes or ())
+    joined: list[tuple[str, int | None]] = []
+    ref, var = [], []
+    for i, name in enumerate(names):
+        axis = given.get(name, 0)
+        if axis is None or ref_out[0][i].ndim == 0:
+            ref.append(np.stack([o[i] for o in ref_out]))
+            var.append(np.stack([o[i] for o in var_out]))
+            axis = 0
+        else:
+            ref.append(np.concatenate([o[i] for o in ref_out], axis=axis))
+            var.append(np.concatenate([o[i] for o in var_out], axis=axis))
+        joined.append((name, axis))
+    return compare_outputs(ref, var, labels=labels, synthetic=synthetic, output_axes=joined, metric=spec)

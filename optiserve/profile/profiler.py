@@ -11,16 +11,17 @@ from typing import Any
 
 from optiserve.errors import StoreError, UsageError
 from optiserve.models.graph import ModelInfo, inspect_model
-from optiserve.models.inputs import load_npz, make_inputs, parse_shape_overrides, resolve_shape
+from optiserve.models.inputs import load_npz, make_inputs, samples_in, user_shapes
+from optiserve.models.layout import infer_layout, parse_batch_axes, parse_shape_overrides
 from optiserve.profile.evaluation import load_labels
 from optiserve.profile.hardware import fingerprint, library_versions, now_iso
 from optiserve.profile.pipeline import StageSpec
 from optiserve.profile.runner import run_isolated
 from optiserve.profile.store import ParquetStore
-from optiserve.profile.sweep import AUTO, AUTO_CHOICE, SweepSpec
+from optiserve.profile.sweep import AUTO, AUTO_CHOICE, AUTO_FALLBACK, SweepSpec
 from optiserve.profile.timing import TimingPolicy
 from optiserve.runtimes.registry import get_runtime
-from optiserve.types import BenchConfig, Measurement, Profile, Status
+from optiserve.types import BenchConfig, InputLayout, Measurement, Profile, Status
 
 
 @dataclass(frozen=True)
@@ -30,46 +31,44 @@ class SweepPlan:
     info: ModelInfo
     configs: tuple[BenchConfig, ...]
     todo: tuple[BenchConfig, ...]
-    overrides: dict[str, tuple[int, ...]]  # resolved --shape and --inputs item shapes
+    layout: InputLayout  # batch axis per input and every dim resolved: what each worker runs
 
 
 Progress = Callable[[str, BenchConfig, Measurement | None], None]
 
 
-def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> dict[str, tuple[int, ...]]:
-    overrides = parse_shape_overrides(spec.shape)
-    known = {i.name for i in info.inputs} | {d for i in info.inputs for d in i.dims if isinstance(d, str)}
-    unknown = [k for k in overrides if k not in known]
-    if unknown:
-        raise UsageError(
-            f"--shape names {', '.join(unknown)}, which the model does not have; it has {', '.join(sorted(known))}"
-        )
+def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> InputLayout:
+    """The input layout with every user file checked against it (keys, item shapes, scalars)."""
+    shapes = parse_shape_overrides(spec.shape)
+    axes = parse_batch_axes(spec.batch_axis)
     npz = load_npz(spec.inputs) if spec.inputs is not None else None
     if npz is not None:
-        for s in info.inputs:
-            if s.name in npz:
-                overrides.setdefault(s.name, tuple(npz[s.name].shape[1:]))
-        make_inputs(info, 1, overrides, {k: v[:1] for k, v in npz.items()})  # keys and item shapes
+        for name, item in user_shapes(info, npz, axes).items():
+            shapes.setdefault(name, item)
+    layout = infer_layout(info, shapes, axes)  # raises naming a missing dynamic dim
+    if npz is not None:
+        make_inputs(info, 1, npz=npz, layout=layout)  # keys and item shapes
     if spec.calibration is not None:
-        calib = load_npz(spec.calibration)
-        make_inputs(info, 1, overrides, {k: v[:1] for k, v in calib.items()})
+        make_inputs(info, 1, npz=load_npz(spec.calibration), layout=layout)
     if spec.labels is not None:
         if npz is None:
             raise UsageError("--labels needs --inputs: labels name the classes of those samples")
         labels = load_labels(spec.labels)
-        n = min(len(v) for v in npz.values())
+        n = samples_in(npz, layout)
         if len(labels) < n:
             raise UsageError(f"--labels has {len(labels)} labels for {n} samples in --inputs")
-    for spec_in in info.inputs:
-        resolve_shape(spec_in, 1, overrides)  # raises naming a missing dynamic dim
+    if spec.metric:
+        from optiserve.variants.metrics import load_metric
+
+        load_metric(spec.metric)
     if spec.preprocess:
         stage = StageSpec.parse(spec.preprocess)
         stage.image_input(info)
         stage.preprocessor()
-    return overrides
+    return layout
 
 
-def metadata(info: ModelInfo, spec: SweepSpec, configs: list[BenchConfig]) -> dict[str, Any]:
+def metadata(info: ModelInfo, spec: SweepSpec, configs: list[BenchConfig], layout: InputLayout) -> dict[str, Any]:
     versions = library_versions()
     for name in spec.runtimes():
         rt = get_runtime(name)
@@ -85,6 +84,8 @@ def metadata(info: ModelInfo, spec: SweepSpec, configs: list[BenchConfig]) -> di
             "inputs": [asdict(i) for i in info.inputs],
             "outputs": list(info.outputs),
         },
+        "layout": layout.to_dict(),
+        "batch_note": spec.batches(layout)[1],
         "hardware": fingerprint(),
         "versions": versions,
         "created": now_iso(),
@@ -107,8 +108,8 @@ def _auto_note(info: ModelInfo, spec: SweepSpec) -> str | None:
 def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwrite: bool) -> SweepPlan:
     """Every check that can fail before measuring starts, so bad input costs nothing."""
     info = inspect_model(model)
-    overrides = _validate_inputs(info, spec)
-    configs = spec.configs(info.family)
+    layout = _validate_inputs(info, spec)
+    configs = spec.configs(info.family, layout)
     store = ParquetStore(out)
     if store.exists() and not (resume or overwrite):
         raise StoreError(
@@ -132,7 +133,7 @@ def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwri
     else:
         store.check_writable()
         todo = tuple(configs)
-    return SweepPlan(info, tuple(configs), todo, overrides)
+    return SweepPlan(info, tuple(configs), todo, layout)
 
 
 def run_sweep(
@@ -153,42 +154,81 @@ def run_sweep(
             sweep=spec.model_dump(mode="json"),
             planned_configs=len(plan.configs),
             precision_auto=_auto_note(plan.info, spec),
+            layout=plan.layout.to_dict(),
+            batch_note=spec.batches(plan.layout)[1],
         )
     elif overwrite:
-        store.overwrite(metadata(plan.info, spec, list(plan.configs)))
+        store.overwrite(metadata(plan.info, spec, list(plan.configs), plan.layout))
     else:
-        store.create(metadata(plan.info, spec, list(plan.configs)))
+        store.create(metadata(plan.info, spec, list(plan.configs), plan.layout))
     policy = TimingPolicy(
         budget_s=spec.budget,
         warmup_max_s=spec.warmup,
         target_ci=spec.target_ci,
         min_samples=spec.min_samples,
     )
-    for config in plan.todo:
-        if progress:
-            progress("start", config, None)
-        job = {
-            "model": str(Path(model).resolve()),
-            "config": config.to_dict(),
-            "policy": asdict(policy),
-            "shapes": {k: list(v) for k, v in plan.overrides.items()},
-            "inputs": str(Path(spec.inputs).resolve()) if spec.inputs else None,
-            "seed": spec.seed,
-            "memory_limit_mb": spec.memory_limit_mb,
-            "calibration": str(Path(spec.calibration).resolve()) if spec.calibration else None,
-            "labels": str(Path(spec.labels).resolve()) if spec.labels else None,
-            "eval_samples": spec.eval_samples,
-            "cache_dir": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None,
-            "max_accuracy_drop": spec.max_accuracy_drop,
-        }
-        t0 = time.perf_counter()
-        m = run_isolated(job, spec.config_timeout())
-        if m.status is Status.FAILED and not m.wall_time_s:
-            m = replace(m, wall_time_s=time.perf_counter() - t0)
-        store.append(m)  # on disk before the next config starts
-        if progress:
-            progress("done", config, m)
+    def measure_all(configs: tuple[BenchConfig, ...]) -> None:
+        for config in configs:
+            if progress:
+                progress("start", config, None)
+            job = {
+                "model": str(Path(model).resolve()),
+                "config": config.to_dict(),
+                "policy": asdict(policy),
+                "layout": plan.layout.to_dict(),
+                "inputs": str(Path(spec.inputs).resolve()) if spec.inputs else None,
+                "seed": spec.seed,
+                "memory_limit_mb": spec.memory_limit_mb,
+                "calibration": str(Path(spec.calibration).resolve()) if spec.calibration else None,
+                "labels": str(Path(spec.labels).resolve()) if spec.labels else None,
+                "eval_samples": spec.eval_samples,
+                "cache_dir": str(Path(spec.cache_dir).resolve()) if spec.cache_dir else None,
+                "max_accuracy_drop": spec.max_accuracy_drop,
+                "metric": spec.metric,
+                "build_timeout": spec.build_timeout,
+            }
+            t0 = time.perf_counter()
+            m = run_isolated(job, spec.config_timeout())
+            if m.status is Status.FAILED and not m.wall_time_s:
+                m = replace(m, wall_time_s=time.perf_counter() - t0)
+            store.append(m)  # on disk before the next config starts
+            if progress:
+                progress("done", config, m)
+
+    measure_all(plan.todo)
+    configs = list(plan.configs)
+    if AUTO in spec.precision:
+        configs += _auto_fallback(plan, spec, store, measure_all)
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
-    store.update_meta(updated=now_iso(), complete=all(c.key in done for c in plan.configs))
+    store.update_meta(updated=now_iso(), complete=all(c.key in done for c in configs), planned_configs=len(configs))
     return store.load()
+
+
+def _auto_fallback(
+    plan: SweepPlan,
+    spec: SweepSpec,
+    store: ParquetStore,
+    measure_all: Callable[[tuple[BenchConfig, ...]], None],
+) -> list[BenchConfig]:
+    """When ``--precision auto``'s choice failed to build on every config, sweep the
+    family's next choice instead, and say so in the profile's note."""
+    family = plan.info.family
+    current = AUTO_CHOICE[family][0]
+    note = _auto_note(plan.info, spec) or ""
+    added: list[BenchConfig] = []
+    for fallback in AUTO_FALLBACK.get(family, ()):
+        rows = [m for m in store.load().measurements if m.config.precision is current]
+        if not rows or any(m.status is Status.OK for m in rows):
+            break
+        if not all(m.extra.get("failed_stage") == "build" for m in rows):
+            break
+        done = {m.config.key for m in store.load().measurements}
+        fresh = spec.model_copy(update={"precision": [fallback.value]}).configs(family, plan.layout)
+        todo = tuple(c for c in fresh if c.key not in done)
+        note += f"; {current} failed to build ({rows[0].error}): fell back to {fallback}"
+        store.update_meta(precision_auto=note)
+        measure_all(todo)
+        added.extend(fresh)
+        current = fallback
+    return added

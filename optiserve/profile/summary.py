@@ -6,13 +6,25 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from optiserve.types import Measurement, Precision, Profile, Status
+from optiserve.types import InputLayout, Measurement, Precision, Profile, Status
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
     if x is None:
         return "-"
     return f"{x:.{digits}g}" if x < 100 else f"{x:.0f}"
+
+
+def layout_line(layout: dict[str, object]) -> str:
+    """``inputs: x[N,3,48,192] state[2,N,128] sr (scalar, not batched)``: where the batch goes."""
+    parts = []
+    for t in InputLayout.from_dict(layout).inputs:
+        if not t.shape:
+            parts.append(f"{t.name} (scalar, not batched)")
+            continue
+        dims = ["N" if i == t.batch_axis else str(d) for i, d in enumerate(t.shape)]
+        parts.append(f"{t.name}[{','.join(dims)}]" + ("" if t.batch_axis is not None else " (not batched)"))
+    return "inputs: " + " ".join(parts)
 
 
 def header(profile: Profile) -> Text:
@@ -25,6 +37,10 @@ def header(profile: Profile) -> Text:
     ]
     if profile.meta.get("precision_auto"):
         lines.append(str(profile.meta["precision_auto"]))
+    if profile.meta.get("layout"):
+        lines.append(layout_line(profile.meta["layout"]))
+    if profile.meta.get("batch_note"):
+        lines.append(str(profile.meta["batch_note"]))
     if any(m.accuracy and m.accuracy.synthetic for m in profile.measurements):
         lines.append("accuracy figures are SYNTHETIC (no --inputs / --calibration data): drift, not task accuracy")
     built = [m for m in profile.measurements if m.variant]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from optiserve.errors import UsageError
 from optiserve.runtimes.registry import check_options, get_runtime
-from optiserve.types import BenchConfig, Precision
+from optiserve.types import BenchConfig, InputLayout, Precision
 from optiserve.variants.recipe import CALIBRATORS, SYNTHETIC, VariantRecipe, file_digest
 
 AUTO = "auto"
@@ -42,6 +42,15 @@ AUTO_CHOICE: dict[str, tuple[Precision, str]] = {
 }
 
 
+# What auto sweeps instead when its choice cannot be built for a model (in order).
+AUTO_FALLBACK: dict[str, tuple[Precision, ...]] = {
+    "cnn": (Precision.INT8_DYNAMIC, Precision.FP16),
+    "transformer": (Precision.INT8_STATIC, Precision.FP16),
+    "mlp": (Precision.INT8_DYNAMIC, Precision.FP16),
+    "other": (),
+}
+
+
 def _default_threads() -> list[int]:
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return sorted({1, n})
@@ -59,7 +68,12 @@ class SweepSpec(BaseModel):
     batch: list[int] = Field([1, 2, 4, 8, 16], description="batch sizes to sweep (comma list)")
     threads: list[int] = Field(default_factory=_default_threads, description="intra-op thread counts (comma list)")
     option: list[str] = Field([], description="runtime knobs to sweep, KEY=V1|V2 (comma list)")
-    shape: list[str] = Field([], description="dims the graph leaves open, NAME=DIMS (comma list)")
+    shape: list[str] = Field(
+        [], description="dims the graph leaves open: NAME=N for a named dim, INPUT=D1,D2,.. for every dim but the batch"
+    )
+    batch_axis: list[str] = Field(
+        [], description="which axis of an input is the batch, INPUT=AXIS or INPUT=none (default: inferred)"
+    )
     inputs: Path | None = Field(None, description=".npz of real inputs keyed by input name")
     budget: float = Field(10.0, gt=0, description="seconds of measuring per config")
     warmup: float = Field(5.0, gt=0, description="most seconds of warm-up per config")
@@ -74,6 +88,8 @@ class SweepSpec(BaseModel):
     labels: Path | None = Field(None, description=".npy of class labels for --inputs: real accuracy")
     eval_samples: int = Field(32, ge=1, description="samples compared against the fp32 reference")
     max_accuracy_drop: float | None = Field(None, ge=0, description="mark rows whose accuracy drop exceeds this")
+    metric: str | None = Field(None, description="task metric hook module:function, judged with the built-in ones")
+    build_timeout: float = Field(600.0, gt=0, description="most seconds to build one precision variant")
     fp16_keep_io: bool = Field(True, description="fp16 variants keep fp32 inputs and outputs")
     int4_block_size: int = Field(32, ge=16, description="int4 quantisation block size")
     cache_dir: Path | None = Field(None, description="variant cache (default: ~/.cache/optiserve)")
@@ -166,9 +182,24 @@ class SweepSpec(BaseModel):
             for c in calibrators
         ]
 
-    def configs(self, family: str = "other") -> list[BenchConfig]:
+    def batches(self, layout: InputLayout | None = None) -> tuple[list[int], str | None]:
+        """The batch sizes the model can take, and why others were dropped (said once)."""
+        if layout is None or layout.fixed_batch is None:
+            return list(self.batch), None
+        fixed = layout.fixed_batch
+        kept = [b for b in self.batch if b == fixed] or [fixed]
+        dropped = [b for b in self.batch if b != fixed]
+        if not dropped:
+            return kept, None
+        return kept, (
+            f"the model fixes its batch at {fixed}: batch {','.join(map(str, dropped))} skipped "
+            f"(re-export it with a dynamic batch dim to sweep larger batches)"
+        )
+
+    def configs(self, family: str = "other", layout: InputLayout | None = None) -> list[BenchConfig]:
         """The cross product, ordered so cheap configs come first within a runtime."""
         grid = self.option_grid()
+        batches, _ = self.batches(layout)
         out = []
         for name in self.runtimes():
             rt = get_runtime(name)
@@ -179,7 +210,7 @@ class SweepSpec(BaseModel):
                 for prec in self.precisions(family):
                     for recipe in self.recipes(prec):
                         variant = tuple(sorted(recipe.identity().items()))
-                        for threads, batch in itertools.product(self.threads, self.batch):
+                        for threads, batch in itertools.product(self.threads, batches):
                             out.append(BenchConfig(name, prec, batch, threads, chosen, variant, self.preprocess or ""))
         return out
 
@@ -188,7 +219,15 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
 
 
-def _split(value: Any) -> Any:
+# Items that hold commas themselves (x=3,48,192): a comma starts a new item only before NAME=
+_ITEM_LISTS = ("shape", "batch_axis")
+
+
+def _split(value: Any, key: str = "") -> Any:
+    if key in _ITEM_LISTS and isinstance(value, str | list):
+        from optiserve.models.layout import split_items
+
+        return split_items(value)
     if isinstance(value, str):
         return [s.strip() for s in value.split(",") if s.strip()]
     return value
@@ -216,7 +255,7 @@ def build_spec(file: Path | None = None, overrides: dict[str, Any] | None = None
             data[key] = value
     for key, field in SweepSpec.model_fields.items():
         if key in data and _is_list(field.annotation):
-            data[key] = _split(data[key])
+            data[key] = _split(data[key], key)
     try:
         return SweepSpec(**data)
     except ValidationError as exc:

@@ -22,8 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from optiserve._reasons import one_line
 from optiserve.errors import OptiserveError
-from optiserve.types import BenchConfig, Measurement, Precision, Status, measurement_row
+from optiserve.types import BenchConfig, InputLayout, Measurement, Precision, Status, measurement_row
+
+
+def stage_of(stage: str) -> dict[str, Any]:
+    """Where a failed config stopped (input, build, run): lets auto fall back on build failures."""
+    return {"failed_stage": stage}
 
 
 def _inject_fault(config: BenchConfig) -> None:
@@ -51,24 +57,39 @@ def _peak_rss_mb() -> float:
 
 
 def _calibration_source(
-    job: dict[str, Any], info: Any, overrides: dict[str, tuple[int, ...]], recipe: Any
+    job: dict[str, Any], info: Any, layout: InputLayout, recipe: Any
 ) -> Callable[[], Iterable[dict[str, Any]]]:
-    """Calibration batches of 8: the user's .npz when given, else seeded synthetic inputs."""
-    from optiserve.models.inputs import load_npz, make_inputs
+    """Calibration batches the model accepts (8 rows, or its fixed batch): the user's
+    .npz when given, else seeded synthetic inputs."""
+    import numpy as np
+
+    from optiserve.models.inputs import load_npz, make_inputs, samples_in, take_rows
 
     samples, seed = int(recipe.calibration_samples), int(recipe.seed)
+    rows = layout.fixed_batch or (8 if layout.batched else 1)
 
     def source() -> Iterable[dict[str, Any]]:
         if job.get("calibration"):
             data = load_npz(Path(job["calibration"]))
-            n = min(len(v) for v in data.values())
-            for i in range(0, n, 8):
-                yield make_inputs(info, min(8, n - i), overrides, {k: v[i : i + 8] for k, v in data.items()})
+            n = samples_in(data, layout)
+            step = rows if layout.fixed_batch else min(rows, n)
+            for i in range(0, n, step):
+                idx = np.arange(i, i + step) % n
+                yield make_inputs(info, step, npz=take_rows(data, layout, idx), layout=layout)
         else:
-            for i in range(math.ceil(samples / 8)):
-                yield make_inputs(info, min(8, samples - 8 * i), overrides, seed=seed + i)
+            for i in range(math.ceil(samples / rows)):
+                size = rows if layout.fixed_batch else min(rows, samples - rows * i)
+                yield make_inputs(info, size, seed=seed + i, layout=layout)
 
     return source
+
+
+def _layout(job: dict[str, Any], info: Any) -> InputLayout:
+    from optiserve.models.layout import infer_layout
+
+    if job.get("layout"):
+        return InputLayout.from_dict(job["layout"])
+    return infer_layout(info, {k: tuple(v) for k, v in (job.get("shapes") or {}).items()})
 
 
 def measure_config(job: dict[str, Any]) -> Measurement:
@@ -103,25 +124,32 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         stage = StageSpec.parse(config.preprocess) if config.preprocess else None
         image_input = stage.image_input(info) if stage else ""
         npz = load_npz(Path(job["inputs"])) if job.get("inputs") else None
-        overrides = {k: tuple(v) for k, v in job.get("shapes", {}).items()}
+        layout = _layout(job, info)
+        if not layout.allows(config.batch_size):
+            why = f"the model fixes its batch at {layout.fixed_batch}"
+            return Measurement(config, Status.FAILED, error=why, extra=stage_of("input"))
         run_path = model
         if config.precision in runtime.variant_precisions:
             recipe = VariantRecipe.from_identity(config.precision, dict(config.variant))
-            built = build_variant(
-                model,
-                info.sha256,
-                recipe,
-                VariantCache(job.get("cache_dir")),
-                _calibration_source(job, info, overrides, recipe),
-            )
+            try:
+                built = build_variant(
+                    model,
+                    info.sha256,
+                    recipe,
+                    VariantCache(job.get("cache_dir")),
+                    _calibration_source(job, info, layout, recipe),
+                    time_limit_s=float(job.get("build_timeout") or 600.0),
+                )
+            except Exception as exc:
+                return Measurement(config, Status.FAILED, error=one_line(exc), extra=stage_of("build"))
             run_path, variant = built.path, built.as_dict()
         # a variant may take other input types than the model (fp16 without fp32 I/O)
         dtypes = {i.name: i.dtype for i in (inspect_model(run_path) if run_path != model else info).inputs}
-        feeds = as_dtypes(make_inputs(info, config.batch_size, overrides, npz, seed=job.get("seed", 0)), dtypes)
+        feeds = as_dtypes(make_inputs(info, config.batch_size, npz=npz, seed=job.get("seed", 0), layout=layout), dtypes)
         _inject_fault(config)
         base_rss = _rss_mb()
         t0 = time.perf_counter()
-        session = runtime.load(run_path, config.precision, config.threads, dict(config.options))
+        session = runtime.load(run_path, config.precision, config.threads, dict(config.options), layout=layout)
         load_time = time.perf_counter() - t0
         run = session.run
 
@@ -144,7 +172,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         peak = _peak_rss_mb()
         labels = load_labels(Path(job["labels"])) if job.get("labels") else None
         batches, batch_labels = eval_batches(
-            info, config.batch_size, int(job.get("eval_samples", 32)), overrides, npz, labels, int(job.get("seed", 0))
+            info, config.batch_size, int(job.get("eval_samples", 32)), layout, npz, labels, int(job.get("seed", 0))
         )
         synthetic = npz is None or (
             config.precision is Precision.INT8_STATIC and dict(config.variant).get("calibration") == "synthetic"
@@ -156,11 +184,10 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     except OptiserveError as exc:
         return Measurement(config, Status.FAILED, error=str(exc), variant=variant)
     except Exception as exc:  # the back end's own failure: record it, the sweep goes on
-        text = str(exc).strip().splitlines()
-        msg = f"{type(exc).__name__}: {text[0] if text else ''}"
+        msg = one_line(exc)
         if "alloc" in msg.lower() or "memory" in msg.lower():
             msg = f"out of memory? {msg}"
-        return Measurement(config, Status.FAILED, error=msg[:500], variant=variant)
+        return Measurement(config, Status.FAILED, error=msg, variant=variant, extra=stage_of("run"))
     stats = summarize(samples)
     warnings = stability_warnings(
         stats,

@@ -20,8 +20,12 @@ Contract (checked by ``optiserve.testing.runtime_conformance``):
   ``load`` receives the variant's path. For any other supported precision
   ``load`` receives the fp32 model and applies the precision itself (as
   TensorRT does with builder flags).
-- ``load(model, precision, threads, options)`` returns a ready ``Session``;
-  it is what the profiler times as the cold start.
+- ``load(model, precision, threads, options, layout=None)`` returns a ready
+  ``Session``; it is what the profiler times as the cold start. ``layout`` is
+  the input layout the profiler feeds (batch axis per input, other dims
+  resolved): back ends that fix shapes ahead of time (TensorRT's optimisation
+  profiles) build from it, inferring it from the model when it is None; the
+  others ignore it.
 - ``Session.run(feeds)`` runs one batch and returns the outputs as NumPy
   arrays in the graph's output order. It must be safe to call repeatedly with
   the same feeds and must not copy or validate more than the back end needs
@@ -36,7 +40,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from optiserve.types import Precision
+from optiserve.types import InputLayout, Precision
 
 
 @runtime_checkable
@@ -86,4 +90,12 @@ class Runtime(Protocol):
 
     def versions(self) -> dict[str, str]: ...
 
-    def load(self, model: Path, precision: Precision, threads: int, options: Mapping[str, str]) -> Session: ...
+    def load(
+        self,
+        model: Path,
+        precision: Precision,
+        threads: int,
+        options: Mapping[str, str],
+        *,
+        layout: InputLayout | None = None,
+    ) -> Session: ...

@@ -9,8 +9,15 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from optiserve.errors import UsageError
+from optiserve.types import InputLayout
+
+if TYPE_CHECKING:
+    from optiserve.models.graph import ModelInfo
 
 
 def gpu_names() -> list[str]:
@@ -51,17 +58,32 @@ class StagedSession(Protocol):
 
 
 def profile_shapes(
-    dims: dict[str, tuple[int | str | None, ...]], batches: list[int]
+    layout: InputLayout, batches: Sequence[int], static: Collection[str] = ()
 ) -> dict[str, tuple[tuple[int, ...], ...]]:
     """TensorRT optimisation profile (min, opt, max) per input covering ``batches``.
-    Only the batch may be dynamic; other dims must be fixed in the graph."""
-    lo, hi = min(batches), max(batches)
-    opt = sorted(batches)[len(batches) // 2]
-    out: dict[str, tuple[tuple[int, ...], ...]] = {}
-    for name, d in dims.items():
-        rest = d[1:]
-        if not all(isinstance(x, int) for x in rest):
-            raise ValueError(f"input {name!r} has dynamic dims besides the batch: {list(d)}")
-        tail = tuple(int(x) for x in rest)  # type: ignore[arg-type]
-        out[name] = ((lo, *tail), (opt, *tail), (hi, *tail))
-    return out
+
+    Only the batch axis of a batched input varies (``state[2, batch, 128]`` on axis 1);
+    every other dim is the layout's resolved size and unbatched inputs are fixed. A
+    model that fixes its batch gets that batch alone. Inputs named in ``static`` (fully
+    fixed in the graph) get no entry: TensorRT needs profiles only for dynamic inputs,
+    and a 0-d int input (a sample rate) would be read as a shape tensor."""
+    sizes = [layout.fixed_batch] if layout.fixed_batch is not None else sorted(batches)
+    if not sizes:
+        raise UsageError("an optimisation profile needs at least one batch size")
+    lo, opt, hi = sizes[0], sizes[len(sizes) // 2], sizes[-1]
+    return {t.name: (t.at(lo), t.at(opt), t.at(hi)) for t in layout.inputs if t.name not in static}
+
+
+def static_inputs(info: ModelInfo) -> frozenset[str]:
+    """Inputs whose every dim the graph fixes: they need no optimisation profile."""
+    return frozenset(i.name for i in info.inputs if all(isinstance(d, int) for d in i.dims))
+
+
+def gpu_layout(info: ModelInfo, layout: InputLayout | None) -> InputLayout:
+    """The layout the profiler passed, else the one the model implies (a runtime
+    loaded outside a sweep); raises one line naming a dim that is still unknown."""
+    if layout is not None:
+        return layout
+    from optiserve.models.layout import infer_layout
+
+    return infer_layout(info)

@@ -10,7 +10,7 @@ import numpy as np
 
 from optiserve.errors import ModelError, UsageError
 from optiserve.runtimes.base import NamedIO
-from optiserve.types import Precision
+from optiserve.types import InputLayout, Precision
 
 _GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -95,7 +95,15 @@ class OnnxRuntimeCPU:
         so.log_severity_level = 3
         return so
 
-    def load(self, model: Path, precision: Precision, threads: int, options: Mapping[str, str]) -> OrtSession:
+    def load(
+        self,
+        model: Path,
+        precision: Precision,
+        threads: int,
+        options: Mapping[str, str],
+        *,
+        layout: InputLayout | None = None,  # ONNX Runtime on the CPU takes any shape per call
+    ) -> OrtSession:
         import onnxruntime as ort
 
         if not self.supports(precision):

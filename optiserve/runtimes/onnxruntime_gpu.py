@@ -19,8 +19,16 @@ import numpy as np
 
 from optiserve.errors import ModelError, UsageError
 from optiserve.runtimes.base import NamedIO
-from optiserve.runtimes.gpu import engine_dir, engine_key, gpu_names, no_gpu_reason, profile_shapes
-from optiserve.types import Precision
+from optiserve.runtimes.gpu import (
+    engine_dir,
+    engine_key,
+    gpu_layout,
+    gpu_names,
+    no_gpu_reason,
+    profile_shapes,
+    static_inputs,
+)
+from optiserve.types import InputLayout, Precision
 
 
 class IoBoundSession(NamedIO):
@@ -110,10 +118,20 @@ class _OrtGpuBase:
 
         return {"onnxruntime": ort.__version__}
 
-    def provider_options(self, model: Path, precision: Precision, options: Mapping[str, str]) -> dict[str, Any]:
+    def provider_options(
+        self, model: Path, precision: Precision, options: Mapping[str, str], layout: InputLayout | None = None
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
-    def load(self, model: Path, precision: Precision, threads: int, options: Mapping[str, str]) -> IoBoundSession:
+    def load(
+        self,
+        model: Path,
+        precision: Precision,
+        threads: int,
+        options: Mapping[str, str],
+        *,
+        layout: InputLayout | None = None,
+    ) -> IoBoundSession:
         import onnxruntime as ort
 
         if not self.supports(precision):
@@ -122,7 +140,7 @@ class _OrtGpuBase:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3
-        providers = [(self.provider, self.provider_options(model, precision, opts)), "CPUExecutionProvider"]
+        providers = [(self.provider, self.provider_options(model, precision, opts, layout)), "CPUExecutionProvider"]
         try:
             sess = ort.InferenceSession(str(model), so, providers=providers)
         except Exception as exc:
@@ -141,8 +159,10 @@ class OnnxRuntimeCUDA(_OrtGpuBase):
     defaults: Mapping[str, str] = {"device_id": "0", "cuda_graph": "off"}
     variant_precisions = frozenset({Precision.FP16, Precision.INT8_STATIC})
 
-    def provider_options(self, model: Path, precision: Precision, options: Mapping[str, str]) -> dict[str, Any]:
-        return {
+    def provider_options(
+        self, model: Path, precision: Precision, options: Mapping[str, str], layout: InputLayout | None = None
+    ) -> dict[str, Any]:
+        return {  # CUDA takes any shape per call: the layout matters only to TensorRT's profiles
             "device_id": int(options["device_id"]),
             "enable_cuda_graph": "1" if options["cuda_graph"] == "on" else "0",
         }
@@ -161,13 +181,16 @@ class OnnxRuntimeTensorRT(_OrtGpuBase):
     def __init__(self, cache_root: Path | None = None) -> None:
         self.cache_root = cache_root
 
-    def provider_options(self, model: Path, precision: Precision, options: Mapping[str, str]) -> dict[str, Any]:
+    def provider_options(
+        self, model: Path, precision: Precision, options: Mapping[str, str], layout: InputLayout | None = None
+    ) -> dict[str, Any]:
+        """Provider options, the optimisation profile from ``layout`` (else the model's own)."""
         from optiserve.models.graph import inspect_model
         from optiserve.variants.cache import default_cache_dir
 
         info = inspect_model(model)
         batches = sorted({1, int(options["max_batch"])})
-        shapes = profile_shapes({i.name: i.dims for i in info.inputs}, batches)
+        shapes = profile_shapes(gpu_layout(info, layout), batches, static_inputs(info))
         key = engine_key(
             model=info.sha256, precision=precision.value, gpu=gpu_names()[:1], ort=self.versions(), shapes=shapes
         )
@@ -176,6 +199,15 @@ class OnnxRuntimeTensorRT(_OrtGpuBase):
         def fmt(k: int) -> str:
             return ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in shapes.items())
 
+        profile = (
+            {
+                "trt_profile_min_shapes": fmt(0),
+                "trt_profile_opt_shapes": fmt(1),
+                "trt_profile_max_shapes": fmt(2),
+            }
+            if shapes
+            else {}  # every input fixed: the engine needs no profile
+        )
         return {
             "device_id": int(options["device_id"]),
             "trt_fp16_enable": precision is Precision.FP16,
@@ -185,7 +217,5 @@ class OnnxRuntimeTensorRT(_OrtGpuBase):
             "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache),
-            "trt_profile_min_shapes": fmt(0),
-            "trt_profile_opt_shapes": fmt(1),
-            "trt_profile_max_shapes": fmt(2),
+            **profile,
         }

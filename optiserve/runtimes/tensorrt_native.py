@@ -22,8 +22,16 @@ import numpy as np
 from optiserve._imports import missing_reason, optional_import
 from optiserve.errors import ModelError, UsageError
 from optiserve.runtimes.base import NamedIO
-from optiserve.runtimes.gpu import engine_dir, engine_key, gpu_names, no_gpu_reason, profile_shapes
-from optiserve.types import Precision
+from optiserve.runtimes.gpu import (
+    engine_dir,
+    engine_key,
+    gpu_layout,
+    gpu_names,
+    no_gpu_reason,
+    profile_shapes,
+    static_inputs,
+)
+from optiserve.types import InputLayout, Precision
 
 
 def builder_settings(
@@ -114,7 +122,15 @@ class TensorRTRuntime:
         trt = optional_import("tensorrt", "gpu")
         return {"tensorrt": str(trt.__version__)}
 
-    def load(self, model: Path, precision: Precision, threads: int, options: Mapping[str, str]) -> TensorRTSession:
+    def load(
+        self,
+        model: Path,
+        precision: Precision,
+        threads: int,
+        options: Mapping[str, str],
+        *,
+        layout: InputLayout | None = None,
+    ) -> TensorRTSession:
         from optiserve.models.graph import inspect_model
         from optiserve.variants.cache import default_cache_dir
 
@@ -125,10 +141,7 @@ class TensorRTRuntime:
         opts = {**self.defaults, **options}
         cupy.cuda.Device(int(opts["device_id"])).use()
         info = inspect_model(model)
-        try:
-            shapes = profile_shapes({i.name: i.dims for i in info.inputs}, sorted({1, int(opts["max_batch"])}))
-        except ValueError as exc:
-            raise ModelError(str(exc)) from None
+        shapes = profile_shapes(gpu_layout(info, layout), sorted({1, int(opts["max_batch"])}), static_inputs(info))
         settings = builder_settings(precision, shapes, int(opts["workspace_mb"]))
         key = engine_key(
             model=info.sha256,
@@ -164,10 +177,11 @@ class TensorRTRuntime:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_bytes"])
         for flag in settings["flags"]:
             config.set_flag(getattr(trt.BuilderFlag, flag))
-        profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in settings["profile"].items():
-            profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(profile)
+        if settings["profile"]:  # a graph with every input fixed takes no profile
+            profile = builder.create_optimization_profile()
+            for name, (lo, opt, hi) in settings["profile"].items():
+                profile.set_shape(name, lo, opt, hi)
+            config.add_optimization_profile(profile)
         cache = config.create_timing_cache(timing.read_bytes() if timing.exists() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
         serialized = builder.build_serialized_network(network, config)

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,10 @@ from starlette.routing import Route
 
 from optiserve.models.graph import InputSpec
 from optiserve.models.inputs import make_inputs
+from optiserve.models.layout import probe_output_axes
 from optiserve.serve.batcher import DynamicBatcher, QueueFull
 from optiserve.serve.protocol import RequestError, infer_response, model_metadata, parse_infer_request
+from optiserve.types import InputLayout
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ def create_app(
     output_names: Sequence[str],
     config: ServeConfig,
     warmup_feeds: Callable[[int], dict[str, np.ndarray]],
+    layout: InputLayout | None = None,
 ) -> Starlette:
+    """``layout`` says where each input's batch axis is (default: axis 0 of every input)."""
     registry = CollectorRegistry()
     requests = Counter("optiserve_requests", "Inference requests by HTTP status", ["status"], registry=registry)
     latency = Histogram(
@@ -89,13 +93,27 @@ def create_app(
             config.max_queue,
             config.preferred,
             on_batch,
+            input_axes={t.name: t.batch_axis for t in layout.inputs} if layout is not None else None,
         )
         loop = asyncio.get_running_loop()
+        shapes: dict[int, list[tuple[int, ...]]] = {}
         outs: list[np.ndarray] = []
-        for b in range(1, config.max_batch + 1):  # warm every batch size before saying ready
+        sizes = [layout.fixed_batch] if layout is not None and layout.fixed_batch else range(1, config.max_batch + 1)
+        for b in sizes:  # warm every batch size before saying ready
             for _ in range(2):
                 outs = await loop.run_in_executor(None, run, warmup_feeds(b))
-        state["outputs"] = [(n, o.dtype.name, [-1, *o.shape[1:]]) for n, o in zip(output_names, outs, strict=True)]
+            shapes[b] = [tuple(o.shape) for o in outs]
+        if 1 in shapes and 2 in shapes:  # the axis each output grows along, seen for real
+            axes = [a for _, a in probe_output_axes(output_names, shapes[1], shapes[2])]
+        elif layout is not None:
+            axes = [layout.output_axis(n) for n in output_names]
+        else:
+            axes = [0] * len(output_names)
+        batcher.set_output_axes(axes)
+        state["outputs"] = [
+            (n, o.dtype.name, [-1 if i == a else d for i, d in enumerate(o.shape)])
+            for n, o, a in zip(output_names, outs, axes, strict=True)
+        ]
         batcher.start()
         gc.collect()
         gc.freeze()  # model and runtime objects out of the collector's way: shorter pauses under load
@@ -120,8 +138,8 @@ def create_app(
             return JSONResponse({"error": f"unknown model {request.path_params['name']!r}"}, status_code=404)
         if not state["ready"]:
             return JSONResponse({"error": "model is warming up"}, status_code=503)
-        meta = model_metadata(config.name, inputs, state["outputs"])
-        meta["parameters"] = state["batcher"].describe()
+        meta = model_metadata(config.name, inputs, state["outputs"], layout)
+        meta.setdefault("parameters", {}).update(state["batcher"].describe())
         return JSONResponse(meta)
 
     async def model_ready(request: Request) -> Response:
@@ -147,7 +165,7 @@ def create_app(
             if header is not None and not header.isdigit():
                 raise RequestError(400, f"Inference-Header-Content-Length must be a byte count, got {header!r}")
             length = int(header) if header is not None else None
-            rid, tensors, rows = parse_infer_request(body, inputs, config.max_batch, length)
+            rid, tensors, rows = parse_infer_request(body, inputs, config.max_batch, length, layout)
         except RequestError as exc:
             return error(exc.status, str(exc))
         parsed = time.perf_counter()
@@ -182,12 +200,19 @@ def create_app(
 
 
 def app_for_model(
-    model_path: Any, precision: str, threads: int, config: ServeConfig, cache_dir: Any = None
+    model_path: Any,
+    precision: str,
+    threads: int,
+    config: ServeConfig,
+    cache_dir: Any = None,
+    layout: InputLayout | None = None,
 ) -> Starlette:
-    """Load ``model_path`` at ``precision`` on ONNX Runtime CPU (variants from the cache) and serve it."""
+    """Load ``model_path`` at ``precision`` on ONNX Runtime CPU (variants from the cache) and serve it,
+    sized and warmed for ``layout`` (inferred from the graph when not given)."""
     from pathlib import Path
 
     from optiserve.models.graph import inspect_model
+    from optiserve.models.layout import infer_layout
     from optiserve.runtimes.registry import get_runtime
     from optiserve.types import Precision
     from optiserve.variants.build import build_variant
@@ -196,17 +221,29 @@ def app_for_model(
 
     path = Path(model_path)
     info = inspect_model(path)
+    layout = layout or infer_layout(info)
     prec = Precision.parse(precision)
     runtime = get_runtime("onnxruntime-cpu")
     run_path = path
     if prec in runtime.variant_precisions:
+        rows = layout.fixed_batch or 8
 
         def calibration() -> Any:
-            return (make_inputs(info, 8, seed=i) for i in range(4))
+            return (make_inputs(info, rows, seed=i, layout=layout) for i in range(4))
 
         run_path = build_variant(path, info.sha256, VariantRecipe(prec), VariantCache(cache_dir), calibration).path
     session = runtime.load(run_path, prec, threads, {})
     served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
+    served_layout = InputLayout(
+        tuple(replace(t, dtype=s.dtype) for t, s in zip(layout.inputs, served.inputs, strict=True)),
+        layout.fixed_batch,
+        layout.output_axes,
+    )
     return create_app(
-        session.run, served.inputs, session.output_names, config, lambda b: make_inputs(served, b, seed=b)
+        session.run,
+        served.inputs,
+        session.output_names,
+        config,
+        lambda b: make_inputs(served, b, seed=b, layout=served_layout),
+        served_layout,
     )

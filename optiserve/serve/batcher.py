@@ -6,13 +6,18 @@ the oldest has waited ``max_delay`` — whichever comes first — and tops up wi
 whatever is already waiting, up to ``max_batch`` rows. The batch runs on a
 thread pool of ``instances`` workers (ONNX Runtime releases the GIL). The queue
 is bounded: a full queue is the caller's cue to answer 503.
+
+Requests are stacked along each input's batch axis (not always axis 0: a state
+``[2, batch, 128]`` stacks on axis 1) and only with requests they can share a
+call with: the same sizes on every other dim and the same unbatched inputs
+(scalars such as a sample rate). Outputs are split back along their own axis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +35,7 @@ class Pending:
     rows: int
     arrived: float
     future: asyncio.Future[list[np.ndarray]] = field(repr=False)
+    group: bytes = b""  # requests batch together only within one group
 
 
 @dataclass
@@ -50,9 +56,14 @@ class DynamicBatcher:
         max_queue: int,
         preferred: Sequence[int] = (),
         on_batch: Callable[[int, float], None] | None = None,
+        input_axes: Mapping[str, int | None] | None = None,
+        output_axes: Sequence[int | None] | None = None,
     ) -> None:
         self._run = run
         self._names = list(input_names)
+        self._in_axes: dict[str, int | None] = {n: 0 for n in self._names}
+        self._in_axes.update(input_axes or {})
+        self._out_axes = list(output_axes) if output_axes is not None else None
         self.max_batch = max_batch
         self.max_delay = max_delay_s
         self.target = max(preferred) if preferred else max_batch
@@ -82,8 +93,24 @@ class DynamicBatcher:
         if self.depth >= self.max_queue:
             raise QueueFull(f"queue full ({self.max_queue} requests waiting)")
         fut: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Pending(feeds, rows, time.perf_counter(), fut))
+        self._queue.put_nowait(Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds)))
         return await fut
+
+    def group_of(self, feeds: Mapping[str, np.ndarray]) -> bytes:
+        """What must be equal for two requests to share a call: every dim but the
+        batch axis of batched inputs, and the whole of unbatched ones."""
+        parts: list[bytes] = []
+        for n in self._names:
+            x = feeds[n]
+            axis = self._in_axes.get(n)
+            if axis is None:
+                parts.append(repr((x.dtype.str, x.shape)).encode() + np.ascontiguousarray(x).tobytes())
+            else:
+                parts.append(repr(tuple(d for i, d in enumerate(x.shape) if i != axis)).encode())
+        return b"|".join(parts)
+
+    def set_output_axes(self, axes: Sequence[int | None]) -> None:
+        self._out_axes = list(axes)
 
     async def _next(self, timeout: float | None) -> Pending | None:
         if self._carry is not None:
@@ -109,7 +136,7 @@ class DynamicBatcher:
                 item = await self._next(wait if self.max_delay > 0 else 0.0)
                 if item is None:
                     break
-                if rows + item.rows > self.max_batch:
+                if item.group != first.group or rows + item.rows > self.max_batch:
                     self._carry = item
                     break
                 batch.append(item)
@@ -123,7 +150,7 @@ class DynamicBatcher:
             batch = [p for p in batch if not p.future.cancelled()]
             if not batch:
                 continue
-            feeds = {n: np.concatenate([p.feeds[n] for p in batch]) for n in self._names}
+            feeds = self._stack(batch)
             t0 = time.perf_counter()
             try:
                 outs = await loop.run_in_executor(self._pool, self._run, feeds)
@@ -136,11 +163,24 @@ class DynamicBatcher:
             if self._on_batch:
                 self._on_batch(rows, time.perf_counter() - t0)
             at = 0
+            axes = self._out_axes or [0] * len(outs)
             for p in batch:
-                part = [o[at : at + p.rows] for o in outs]
+                part = [
+                    o if a is None or len(batch) == 1 else np.take(o, range(at, at + p.rows), axis=a)
+                    for o, a in zip(outs, axes, strict=False)
+                ]
                 at += p.rows
                 if not p.future.done():
                     p.future.set_result(part)
+
+    def _stack(self, batch: list[Pending]) -> dict[str, np.ndarray]:
+        if len(batch) == 1:
+            return batch[0].feeds
+        out: dict[str, np.ndarray] = {}
+        for n in self._names:
+            axis = self._in_axes.get(n)
+            out[n] = batch[0].feeds[n] if axis is None else np.concatenate([p.feeds[n] for p in batch], axis=axis)
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ import gc
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -76,25 +77,52 @@ def wait_until_ready(url: str, timeout_s: float = 60.0) -> bool:
     return False
 
 
+def _synthetic(datatype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    dtype = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}.get(datatype)
+    if dtype is not None:
+        return rng.standard_normal(shape).astype(dtype)
+    ints = {"INT64": np.int64, "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
+    return rng.integers(0, 2, shape).astype(ints.get(datatype, np.int64))
+
+
 def payload_for(
-    url: str, model: str, timeout: float = 10.0, seed: int = 0, binary: bool | None = None
+    url: str,
+    model: str,
+    timeout: float = 10.0,
+    seed: int = 0,
+    binary: bool | None = None,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """One-row request (body, headers) built from the server's own model metadata.
+    """One-row request (body, headers) built from the server's own model metadata:
+    each input at the shape the server was sized for (its advertised layout: batch
+    axis per input, dynamic dims resolved; unbatched inputs such as scalars as they
+    are), filled from ``samples`` (a user's .npz, first row) when given, else synthetic.
     Large inputs (or ``binary=True``) use the binary tensor extension: JSON has to
     print and parse every float, which for an image costs more than inference."""
     import urllib.request
 
     with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=timeout) as r:
         meta = json.loads(r.read())
+    layout = {t["name"]: t for t in ((meta.get("parameters") or {}).get("layout") or {}).get("inputs", [])}
     rng = np.random.default_rng(seed)
     arrays = []
     for i in meta["inputs"]:
-        shape = [1, *[d if d > 0 else 1 for d in i["shape"][1:]]]
-        dtype = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}.get(i["datatype"])
-        if dtype is not None:
-            arr = rng.standard_normal(shape).astype(dtype)
+        t = layout.get(i["name"])
+        if t is not None:
+            shape, axis = list(t["shape"]), t["batch_axis"]
+        else:  # a server without a layout: batch on axis 0, open dims at 1
+            shape, axis = [1, *[d if d > 0 else 1 for d in i["shape"][1:]]], 0
+        if samples is not None and i["name"] in samples:
+            given = np.asarray(samples[i["name"]])
+            arr = given if axis is None else np.take(given, [0], axis=axis)
+            if list(arr.shape) != shape and t is not None and axis is not None:
+                shape = list(arr.shape)  # a user sample may take another size on an open dim
+            if list(arr.shape) != shape:
+                raise UsageError(f"--inputs: {i['name']!r} has shape {list(arr.shape)}; the server takes {shape}")
+        elif samples is not None:
+            raise UsageError(f"--inputs lacks {i['name']!r}; it has {', '.join(samples) or 'nothing'}")
         else:
-            arr = rng.integers(0, 2, shape).astype({"INT64": np.int64, "INT32": np.int32}.get(i["datatype"], np.int64))
+            arr = _synthetic(i["datatype"], shape, rng)
         arrays.append((i, shape, arr))
     if binary is None:
         binary = sum(a.size for _, _, a in arrays) > 4096
@@ -120,6 +148,7 @@ def run_loadtest(
     users: int,
     late_ms: float = 5.0,
     timeout_s: float = 30.0,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> LoadResult:
     """Send one request at each scheduled time (seconds from start) and collect latencies."""
     parsed = urlparse(url)
@@ -127,7 +156,7 @@ def run_loadtest(
         raise UsageError(f"not an http(s) URL: {url!r}")
     if schedule_s.size == 0 or schedule_s.size > MAX_REQUESTS:
         raise UsageError(f"a load test sends between 1 and {MAX_REQUESTS} requests, not {schedule_s.size}")
-    body, headers = payload_for(url, model)
+    body, headers = payload_for(url, model, samples=samples)
 
     import gevent
     from locust import FastHttpUser, constant, task

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from optiserve.models.graph import InputSpec
+from optiserve.types import InputLayout
 
 DATATYPES = {
     "BOOL": np.bool_,
@@ -46,9 +47,14 @@ def oip_datatype(dtype: str) -> str:
 
 
 def model_metadata(
-    name: str, inputs: Sequence[InputSpec], outputs: Sequence[tuple[str, str, list[int]]]
+    name: str,
+    inputs: Sequence[InputSpec],
+    outputs: Sequence[tuple[str, str, list[int]]],
+    layout: InputLayout | None = None,
 ) -> dict[str, Any]:
-    return {
+    """OIP model metadata: -1 for every dim the graph leaves open; the resolved layout
+    (shapes this server was sized and warmed for, batch axis per input) under ``parameters``."""
+    meta: dict[str, Any] = {
         "name": name,
         "versions": ["1"],
         "platform": "onnxruntime_onnx",
@@ -62,12 +68,23 @@ def model_metadata(
         ],
         "outputs": [{"name": n, "datatype": oip_datatype(dt), "shape": shape} for n, dt, shape in outputs],
     }
+    if layout is not None:
+        meta["parameters"] = {"layout": layout.to_dict()}
+    return meta
 
 
 def parse_infer_request(
-    body: bytes, inputs: Sequence[InputSpec], max_rows: int, header_length: int | None = None
+    body: bytes,
+    inputs: Sequence[InputSpec],
+    max_rows: int,
+    header_length: int | None = None,
+    layout: InputLayout | None = None,
 ) -> tuple[str | None, list[Tensor], int]:
     """(request id, input tensors in the model's order, rows in the batch).
+
+    Rows count along each input's batch axis (``layout``; axis 0 when not given);
+    inputs without one (scalars) are taken as sent and do not count. Dims the
+    graph fixes must match; dims it leaves open may take any size.
 
     ``header_length`` (from ``Inference-Header-Content-Length``) selects Triton's
     binary tensor extension: a JSON header of that many bytes, then each input
@@ -81,6 +98,8 @@ def parse_infer_request(
         req = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise RequestError(400, "request must be a JSON object with an 'inputs' list")
     given: dict[str, Mapping[str, Any]] = {}
@@ -92,22 +111,25 @@ def parse_infer_request(
     if set(given) != want:
         missing, extra = sorted(want - set(given)), sorted(set(given) - want)
         raise RequestError(400, f"inputs must be exactly {sorted(want)}; missing {missing}, unexpected {extra}")
+    axes = {t.name: t.batch_axis for t in layout.inputs} if layout is not None else {}
     tensors, rows, offset = [], None, 0
     for spec in inputs:
         t = given[spec.name]
+        axis = axes.get(spec.name, 0 if spec.dims else None)
         datatype = t.get("datatype")
         expected = oip_datatype(spec.dtype)
         if datatype != expected:
             raise RequestError(400, f"input {spec.name!r} has datatype {datatype!r}; the model takes {expected}")
         shape = t.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise RequestError(400, f"input {spec.name!r} needs a shape: a list of non-negative integers")
         if len(shape) != len(spec.dims) or any(
-            isinstance(d, int) and d != s for d, s in zip(spec.dims[1:], shape[1:], strict=True)
+            isinstance(d, int) and d != s for i, (d, s) in enumerate(zip(spec.dims, shape, strict=True)) if i != axis
         ):
-            raise RequestError(400, f"input {spec.name!r} has shape {shape}; the model takes {list(spec.dims)}")
-        if isinstance(spec.dims[0], int) and shape[0] != spec.dims[0]:
-            raise RequestError(400, f"input {spec.name!r} has batch {shape[0]}; the model takes {spec.dims[0]}")
+            shown = ["?" if d is None else d for d in spec.dims]
+            raise RequestError(400, f"input {spec.name!r} has shape {shape}; the model takes {shown}")
+        if axis is not None and isinstance(spec.dims[axis], int) and shape[axis] != spec.dims[axis]:
+            raise RequestError(400, f"input {spec.name!r} has batch {shape[axis]}; the model takes {spec.dims[axis]}")
         size = (t.get("parameters") or {}).get("binary_data_size")
         arr: np.ndarray
         if size is not None:
@@ -121,19 +143,25 @@ def parse_infer_request(
         else:
             data = t.get("data")
             if not isinstance(data, list):
-                raise RequestError(400, f"input {spec.name!r} needs 'data' as a (flat or nested) list")
+                if shape == [] and isinstance(data, int | float | bool):
+                    data = [data]
+                else:
+                    raise RequestError(400, f"input {spec.name!r} needs 'data' as a (flat or nested) list")
             try:
                 arr = np.asarray(data, dtype=DATATYPES[expected])
-            except (ValueError, TypeError, OverflowError):
+            except (ValueError, TypeError, OverflowError, RecursionError):
                 raise RequestError(400, f"input {spec.name!r} holds values that are not {expected}") from None
         if arr.size != math.prod(shape):
             raise RequestError(400, f"input {spec.name!r} has {arr.size} values for shape {shape}")
         arr = arr.reshape(shape)
-        if rows is not None and shape[0] != rows:
-            raise RequestError(400, "all inputs must have the same batch size")
-        rows = shape[0]
+        if axis is not None:
+            if rows is not None and shape[axis] != rows:
+                raise RequestError(400, "all batched inputs must have the same batch size")
+            rows = shape[axis]
         tensors.append(Tensor(spec.name, arr))
-    if not rows or rows < 1:
+    if rows is None:
+        rows = 1  # nothing batched: the request is one call as sent
+    if rows < 1:
         raise RequestError(400, "a request needs at least one row")
     if rows > max_rows:
         raise RequestError(400, f"a request of {rows} rows exceeds the server's max batch of {max_rows}")

@@ -60,6 +60,11 @@ class VariantRecipe:
         return d
 
     @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VariantRecipe:
+        """Inverse of ``to_dict``: how a recipe reaches the build process."""
+        return cls(**{**d, "precision": Precision.parse(str(d["precision"]))})
+
+    @classmethod
     def from_identity(cls, precision: Precision, identity: dict[str, str]) -> VariantRecipe:
         kw: dict[str, Any] = {"precision": precision}
         for k, v in identity.items():

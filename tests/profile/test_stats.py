@@ -64,11 +64,13 @@ def test_foreign_load_ignores_our_own_work() -> None:
 
 def test_eval_items_do_not_depend_on_the_batch_size(mlp_path) -> None:  # type: ignore[no-untyped-def]
     from optiserve.models.graph import inspect_model
+    from optiserve.models.layout import infer_layout
     from optiserve.profile.evaluation import eval_batches
 
     info = inspect_model(mlp_path)
-    one, _ = eval_batches(info, 1, 8, {}, None, None, seed=0)
-    four, _ = eval_batches(info, 4, 8, {}, None, None, seed=0)
+    layout = infer_layout(info)
+    one, _ = eval_batches(info, 1, 8, layout, None, None, seed=0)
+    four, _ = eval_batches(info, 4, 8, layout, None, None, seed=0)
     np.testing.assert_array_equal(
         np.concatenate([f["features"] for f in one]), np.concatenate([f["features"] for f in four])
     )
