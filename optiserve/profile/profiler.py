@@ -58,9 +58,9 @@ def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> InputLayout:
         if len(labels) < n:
             raise UsageError(f"--labels has {len(labels)} labels for {n} samples in --inputs")
     if spec.metric:
-        from optiserve.variants.metrics import load_metric
+        from optiserve.variants.metrics import parse_metric
 
-        load_metric(spec.metric)
+        parse_metric(spec.metric)
     if spec.preprocess:
         stage = StageSpec.parse(spec.preprocess)
         stage.image_input(info)

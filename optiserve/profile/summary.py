@@ -121,9 +121,12 @@ def _drift(m: Measurement) -> Text:
     a = m.accuracy
     if a is None:
         return Text("-")
-    unit = {"accuracy": "acc", "top1-disagreement": "top1", "relative-l2": "relL2"}[a.drop_metric]
+    units = {"accuracy": "acc", "top1-disagreement": "top1", "relative-l2": "relL2", "step-disagreement": "steps"}
+    unit = units.get(a.drop_metric, a.drop_metric)
     value = f"{a.drop:.1%} {unit}" if a.drop_metric != "relative-l2" else ""
     value += f"{' ' if value else ''}relL2 {a.rel_l2_error:.1e}"
+    if a.worst_group and m.within_tolerance is False:
+        value += f" at {a.worst_output}{a.worst_group}"
     style = "red" if m.within_tolerance is False else ""
     return Text(value + (" X" if m.within_tolerance is False else ""), style=style)
 

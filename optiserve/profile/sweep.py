@@ -88,7 +88,9 @@ class SweepSpec(BaseModel):
     labels: Path | None = Field(None, description=".npy of class labels for --inputs: real accuracy")
     eval_samples: int = Field(32, ge=1, description="samples compared against the fp32 reference")
     max_accuracy_drop: float | None = Field(None, ge=0, description="mark rows whose accuracy drop exceeds this")
-    metric: str | None = Field(None, description="task metric hook module:function, judged with the built-in ones")
+    metric: str | None = Field(
+        None, description="task metrics: auto, none, classes, sequence, detection or module:function (comma list)"
+    )
     build_timeout: float = Field(600.0, gt=0, description="most seconds to build one precision variant")
     fp16_keep_io: bool = Field(True, description="fp16 variants keep fp32 inputs and outputs")
     int4_block_size: int = Field(32, ge=16, description="int4 quantisation block size")

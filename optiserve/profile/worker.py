@@ -177,7 +177,18 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         synthetic = npz is None or (
             config.precision is Precision.INT8_STATIC and dict(config.variant).get("calibration") == "synthetic"
         )
-        accuracy = evaluate(runtime, model, session, config, batches, batch_labels, synthetic, dtypes)
+        accuracy = evaluate(
+            runtime,
+            model,
+            session,
+            config,
+            batches,
+            batch_labels,
+            synthetic,
+            dtypes,
+            output_axes=layout.output_axes,
+            metric=job.get("metric"),
+        )
         session.close()
     except MemoryError:
         return Measurement(config, Status.FAILED, error="out of memory (MemoryError)", variant=variant)
@@ -199,7 +210,8 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     limit = job.get("max_accuracy_drop")
     within = None if limit is None else bool(accuracy.drop <= float(limit))
     if within is False:
-        warnings.append(f"accuracy drop {accuracy.drop:.4g} ({accuracy.drop_metric}) exceeds {limit}")
+        where = f" at {accuracy.worst_output}{accuracy.worst_group}" if accuracy.worst_output else ""
+        warnings.append(f"accuracy drop {accuracy.drop:.4g} ({accuracy.drop_metric}{where}) exceeds {limit}")
     return Measurement(
         config=config,
         status=Status.OK,

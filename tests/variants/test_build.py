@@ -1,10 +1,15 @@
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import psutil
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from optiserve.errors import UnknownNameError, VariantError
 from optiserve.models.builders import build_encoder
@@ -17,6 +22,7 @@ from optiserve.variants.accuracy import compare_outputs
 from optiserve.variants.build import build_variant
 from optiserve.variants.cache import VariantCache
 from optiserve.variants.recipe import VariantRecipe
+from tests.variants.helpers import slow_to_calibrate
 
 
 def _calibration(path: Path) -> build_mod.CalibrationSource:
@@ -103,3 +109,166 @@ def test_failures_are_variant_errors(mlp_path: Path, tmp_path: Path) -> None:
     assert VariantCache(tmp_path).entries() == []
     with pytest.raises(UnknownNameError, match="entropy"):
         VariantRecipe(Precision.INT8_STATIC, calibrator="kl")
+
+
+def _builder_processes() -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "optiserve.variants.build" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_build_past_its_time_limit_is_stopped_and_leaves_nothing(mlp_path: Path, tmp_path: Path) -> None:
+    info = inspect_model(mlp_path)
+    cache = VariantCache(tmp_path)
+    recipe = VariantRecipe(Precision.FP16)
+    # a child interpreter cannot even start in 50 ms: this build is always stopped
+    with pytest.raises(VariantError, match=r"^building fp16 stopped after 0\.05 s \(time limit\)$"):
+        build_variant(mlp_path, info.sha256, recipe, cache, _calibration(mlp_path), time_limit_s=0.05)
+    assert list(cache.dir.iterdir()) == [] and cache.entries() == []  # no scratch, no half entry
+    assert _builder_processes() == []  # killed, not left running
+    v = build_variant(mlp_path, info.sha256, recipe, cache, _calibration(mlp_path), time_limit_s=300)
+    assert (
+        not v.cache_hit
+        and v.files == (v.path,)
+        and [p.name for p in cache.dir.iterdir()] == sorted([v.path.name, f"{v.key}.json"])
+    )
+    slow = slow_to_calibrate(tmp_path / "chain.onnx")  # many seconds to calibrate: stopped mid-build
+    slow_sha = inspect_model(slow).sha256
+    with pytest.raises(VariantError, match=r"^building int8-static stopped after 2 s \(time limit\)$"):
+        build_variant(slow, slow_sha, VariantRecipe(Precision.INT8_STATIC), cache, _calibration(slow), time_limit_s=2)
+    assert _builder_processes() == [] and not [p for p in cache.dir.iterdir() if p.name.startswith(".")]
+    with pytest.raises(VariantError, match="must be positive"):
+        build_variant(mlp_path, info.sha256, VariantRecipe(Precision.INT8_DYNAMIC), cache, _calibration(mlp_path), 0)
+
+
+def test_builds_write_nothing_outside_the_cache(
+    mlp_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT's quantisation tools write augmented models, pre-processed copies and their data
+    files into the working directory or the system temp folder unless told otherwise."""
+    model_dir, cwd, tmp = tmp_path / "model", tmp_path / "cwd", tmp_path / "tmp"
+    for d in (model_dir, cwd, tmp):
+        d.mkdir()
+    src = model_dir / "m.onnx"
+    shutil.copyfile(mlp_path, src)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    cache = VariantCache(tmp_path / "cache")
+    info = inspect_model(src)
+    for precision in (Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC):
+        build_variant(src, info.sha256, VariantRecipe(precision), cache, _calibration(src))
+    assert sorted(os.listdir(cwd)) == [] and sorted(os.listdir(tmp)) == []
+    assert sorted(os.listdir(model_dir)) == ["m.onnx"]
+    assert [p.name for p in cache.dir.iterdir() if p.name.startswith(".")] == []  # scratch gone
+    assert len(cache.entries()) == 3
+
+
+def _model_with_local_function(path: Path) -> None:
+    """An opset-11 Conv model calling a model-local function: onnx's version converter
+    drops model-local functions, so its opset-13 upgrade does not load."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    fn = helper.make_function(
+        "local", "MyRelu", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])], [helper.make_opsetid("", 11)]
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("MyRelu", ["c"], ["y"], domain="local"),
+        ],
+        "fn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [w],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 11), helper.make_opsetid("local", 1)], functions=[fn]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _upgrade_loads(src: Path, dst: Path) -> bool:
+    try:
+        onnx.save(onnx.version_converter.convert_version(onnx.load(str(src)), 13), str(dst))
+        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
+
+
+def test_int8_static_below_opset_13_is_upgraded_or_falls_back_to_per_tensor(tmp_path: Path) -> None:
+    src = tmp_path / "fn.onnx"
+    _model_with_local_function(src)
+    info = inspect_model(src)
+    v = build_variant(src, info.sha256, VariantRecipe(Precision.INT8_STATIC), VariantCache(tmp_path), _calibration(src))
+    if _upgrade_loads(src, tmp_path / "up.onnx"):  # a later onnx may keep the functions
+        assert "opset 11 upgraded to 13" in v.method and "per-channel" in v.method
+    else:
+        assert "per-tensor s8 weights" in v.method and "opset 11, upgrade failed:" in v.method, v.method
+        assert "MyRelu" in v.method and "\n" not in v.method and "/tmp" not in v.method
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(v.path)).graph.node}
+    assert _drift(src, v.path) < 0.1
+
+
+def test_fp16_keeps_constants_beyond_its_range_in_fp32(tmp_path: Path) -> None:
+    """A BatchNormalization variance of 1e8 (real: PP-OCRv4 det) cannot be fp16; its node stays fp32."""
+    rng = np.random.default_rng(0)
+    c = 8
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((c, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.ones(c, np.float32) * 1e4, "scale"),
+        numpy_helper.from_array(np.zeros(c, np.float32), "bias"),
+        numpy_helper.from_array(np.zeros(c, np.float32), "mean"),
+    ]
+    var = helper.make_node("Constant", [], ["var"], value=numpy_helper.from_array(np.full(c, 1e8, np.float32), "v"))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+            var,
+            helper.make_node("BatchNormalization", ["h", "scale", "bias", "mean", "var"], ["y"]),
+        ],
+        "bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", c, 8, 8])],
+        inits,
+    )
+    src = tmp_path / "bn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    info = inspect_model(src)
+    v = build_variant(src, info.sha256, VariantRecipe(Precision.FP16), VariantCache(tmp_path), _calibration(src))
+    assert "kept fp32" in v.method
+    assert _drift(src, v.path) < 0.01
+
+
+def test_fp16_retypes_the_models_own_cast_to_float(tmp_path: Path) -> None:
+    """``Cast(to=float)`` of an int input feeding fp16 math: the converter types its output
+    fp16 but leaves ``to=float``; the variant must still load and agree."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["f", "w"], ["y"]),
+        ],
+        "cast",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [w],
+    )
+    src = tmp_path / "cast.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    info = inspect_model(src)
+    v = build_variant(src, info.sha256, VariantRecipe(Precision.FP16), VariantCache(tmp_path), _calibration(src))
+    cast = next(n for n in onnx.load(str(v.path)).graph.node if n.input[:1] == ["ids"])
+    assert cast.attribute[0].i == TensorProto.FLOAT16
+    feeds = {"ids": np.arange(8, dtype=np.int64).reshape(2, 4) % 5}
+    ref = ort.InferenceSession(str(src)).run(None, feeds)[0]
+    out = ort.InferenceSession(str(v.path)).run(None, feeds)[0]
+    assert np.allclose(ref, out, rtol=1e-2, atol=1e-2)
