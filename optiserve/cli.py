@@ -641,6 +641,10 @@ def serve(
         Optional[list[str]],  # noqa: UP045
         typer.Option(help="batch axis of an input, INPUT=AXIS or INPUT=none (default: inferred; repeatable)"),
     ] = None,
+    custom_ops: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="custom-op shared library registered in the session (repeatable)"),
+    ] = None,
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     import uvicorn
@@ -660,6 +664,9 @@ def serve(
     path = resolve_model(model)
     from optiserve.models.graph import inspect_model
     from optiserve.models.layout import infer_layout, parse_batch_axes, parse_shape_overrides
+    from optiserve.runtimes import custom_ops as ops
+
+    ops.use(custom_ops or ())
 
     info = inspect_model(path)
     layout = infer_layout(info, parse_shape_overrides(shape or []), parse_batch_axes(batch_axis or []))

@@ -20,6 +20,7 @@ from optiserve.profile.runner import run_isolated
 from optiserve.profile.store import ParquetStore
 from optiserve.profile.sweep import AUTO, AUTO_CHOICE, AUTO_FALLBACK, SweepSpec
 from optiserve.profile.timing import TimingPolicy
+from optiserve.runtimes import custom_ops
 from optiserve.runtimes.registry import get_runtime
 from optiserve.types import BenchConfig, InputLayout, Measurement, Profile, Status
 
@@ -61,6 +62,7 @@ def _validate_inputs(info: ModelInfo, spec: SweepSpec) -> InputLayout:
         from optiserve.variants.metrics import parse_metric
 
         parse_metric(spec.metric)
+    custom_ops.check(spec.custom_ops)
     if spec.preprocess:
         stage = StageSpec.parse(spec.preprocess)
         stage.image_input(info)
@@ -167,6 +169,7 @@ def run_sweep(
         target_ci=spec.target_ci,
         min_samples=spec.min_samples,
     )
+
     def measure_all(configs: tuple[BenchConfig, ...]) -> None:
         for config in configs:
             if progress:
@@ -186,6 +189,7 @@ def run_sweep(
                 "max_accuracy_drop": spec.max_accuracy_drop,
                 "metric": spec.metric,
                 "build_timeout": spec.build_timeout,
+                "custom_ops": list(custom_ops.check(spec.custom_ops)),
             }
             t0 = time.perf_counter()
             m = run_isolated(job, spec.config_timeout())

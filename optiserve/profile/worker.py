@@ -102,6 +102,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     from optiserve.profile.pipeline import Pipeline, StageSpec
     from optiserve.profile.stats import stability_warnings, summarize
     from optiserve.profile.timing import TimingPolicy, measure, warm_up
+    from optiserve.runtimes import custom_ops
     from optiserve.runtimes.gpu import StagedSession
     from optiserve.runtimes.registry import get_runtime
     from optiserve.variants.build import build_variant
@@ -113,6 +114,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     started = time.perf_counter()
     variant: dict[str, Any] = {}
     try:
+        custom_ops.use(job.get("custom_ops") or ())
         runtime = get_runtime(config.runtime)
         reason = runtime.available()
         if reason:

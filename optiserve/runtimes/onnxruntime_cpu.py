@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from optiserve.errors import ModelError, UsageError
+from optiserve.runtimes import custom_ops
 from optiserve.runtimes.base import NamedIO
 from optiserve.types import InputLayout, Precision
 
@@ -93,6 +94,7 @@ class OnnxRuntimeCPU:
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         so.log_severity_level = 3
+        custom_ops.register(so)
         return so
 
     def load(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from optiserve.errors import ModelError, UsageError
+from optiserve.runtimes import custom_ops
 from optiserve.runtimes.base import NamedIO
 from optiserve.runtimes.gpu import (
     engine_dir,
@@ -140,6 +141,7 @@ class _OrtGpuBase:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3
+        custom_ops.register(so)
         providers = [(self.provider, self.provider_options(model, precision, opts, layout)), "CPUExecutionProvider"]
         try:
             sess = ort.InferenceSession(str(model), so, providers=providers)

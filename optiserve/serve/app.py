@@ -222,6 +222,10 @@ def app_for_model(
     path = Path(model_path)
     info = inspect_model(path)
     layout = layout or infer_layout(info)
+    if layout.fixed_batch is not None and config.max_batch != layout.fixed_batch:
+        # a graph with a fixed batch runs at that batch only: one request per call
+        fixed = layout.fixed_batch
+        config = replace(config, max_batch=fixed, preferred=tuple(p for p in config.preferred if p <= fixed))
     prec = Precision.parse(precision)
     runtime = get_runtime("onnxruntime-cpu")
     run_path = path
