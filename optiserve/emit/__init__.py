@@ -16,7 +16,7 @@ from optiserve._files import atomic_write
 from optiserve.emit.common import Deployable, EmitOptions, deployables
 from optiserve.emit.validate import validate_object, validate_triton_config
 from optiserve.errors import UsageError
-from optiserve.models.graph import file_sha256
+from optiserve.models.graph import model_sha256
 
 TARGETS = ("k8s", "kserve", "triton")
 __all__ = ["TARGETS", "EmitOptions", "emit", "render"]
@@ -37,7 +37,7 @@ def _check_model_files(ds: Sequence[Deployable], model_files: Mapping[str, Path]
             continue
         if not Path(f).is_file():
             raise UsageError(f"model file not found: {f}")
-        got = file_sha256(Path(f))
+        got = model_sha256(Path(f))
         if got != d.model_sha256:
             raise UsageError(
                 f"{f} is not the model the plan was made for "
@@ -73,7 +73,8 @@ def render(
                 raise UsageError(f"--target triton puts the model file in the repository: give --model {d.model}=FILE")
             served = triton.served_file(d, Path(f))
             files[f"triton/{d.name}/config.pbtxt"] = triton.config_text(d, served).encode()
-            files[f"triton/{d.name}/1/model.onnx"] = Path(served).read_bytes()
+            for rel, src in triton.model_files(Path(served)).items():  # the graph and its external data
+                files[f"triton/{d.name}/1/{rel}"] = src.read_bytes()
     return files, objects
 
 

@@ -256,6 +256,8 @@ def _fp16(src: Path, dst: Path, recipe: VariantRecipe, calibration: CalibrationS
     _save(converted, dst, external)
     io = "fp32 inputs/outputs kept" if recipe.fp16_keep_io else "fp16 inputs/outputs"
     notes = [io]
+    if fixed:
+        notes.append(f"{fixed} Cast(to=float) retargeted to fp16")
     if blocked:
         notes.append(f"{len(blocked)} node(s) kept fp32 for constants beyond fp16 range")
     return f"onnxconverter-common float16, {', '.join(notes)}"
@@ -452,16 +454,13 @@ def _run_child(
     job_path.write_text(json.dumps(job))
     tmp = work / "tmp"
     tmp.mkdir(exist_ok=True)
-    package_root = str(Path(__file__).resolve().parents[2])  # optiserve importable from a bare checkout too
-    env = {
-        **os.environ,
-        "TMPDIR": str(tmp),
-        "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
-    }
-    code = "import sys; from optiserve.variants.build import _child; _child(sys.argv[1])"
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    # appended, not prepended: an installed optiserve wins, a bare checkout still imports
+    root = str(Path(__file__).resolve().parents[2])
+    code = f"import sys; sys.path.append({root!r}); from optiserve.variants.build import _child; _child(sys.argv[1])"
     with (work / "build.log").open("wb") as log:  # the tools' warnings stay out of the user's terminal
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(job_path)],
+            [sys.executable, "-P", "-c", code, str(job_path)],  # -P: the scratch folder is not on sys.path
             cwd=work,  # tools that write into the working directory write here
             env=env,
             stdin=subprocess.DEVNULL,
