@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps 'kserve>=0.13'  # its generated models validate InferenceServices
+	$(BIN)/pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3 ddddocr==1.6.1  # real models for tests/real_models: only their ONNX files are used
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -645,6 +645,13 @@ def serve(
         Optional[list[Path]],  # noqa: UP045
         typer.Option(help="custom-op shared library registered in the session (repeatable)"),
     ] = None,
+    calibration: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="int8-static: the .npz the profile calibrated on, so the profiled variant is served"),
+    ] = None,
+    calibrator: Annotated[
+        str, typer.Option(help="int8-static: minmax, entropy or percentile (as profiled)")
+    ] = "minmax",
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     import uvicorn
@@ -685,7 +692,9 @@ def serve(
     config = ServeConfig(
         name or path.stem, max_batch, max_delay_ms, instances, max_queue, int(max_body_mb * 2**20), pref
     )
-    web = app_for_model(path, precision, threads, config, layout=layout)
+    if calibration is not None and not calibration.is_file():
+        raise UsageError(f"calibration file not found: {calibration}")
+    web = app_for_model(path, precision, threads, config, layout=layout, calibration=calibration, calibrator=calibrator)
     err.print(f"serving {config.name} on http://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
 

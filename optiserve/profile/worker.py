@@ -12,12 +12,10 @@ tested for real without a buggy model.
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,34 +54,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _calibration_source(
-    job: dict[str, Any], info: Any, layout: InputLayout, recipe: Any
-) -> Callable[[], Iterable[dict[str, Any]]]:
-    """Calibration batches the model accepts (8 rows, or its fixed batch): the user's
-    .npz when given, else seeded synthetic inputs."""
-    import numpy as np
-
-    from optiserve.models.inputs import load_npz, make_inputs, samples_in, take_rows
-
-    samples, seed = int(recipe.calibration_samples), int(recipe.seed)
-    rows = layout.fixed_batch or (8 if layout.batched else 1)
-
-    def source() -> Iterable[dict[str, Any]]:
-        if job.get("calibration"):
-            data = load_npz(Path(job["calibration"]))
-            n = samples_in(data, layout)
-            step = rows if layout.fixed_batch else min(rows, n)
-            for i in range(0, n, step):
-                idx = np.arange(i, i + step) % n
-                yield make_inputs(info, step, npz=take_rows(data, layout, idx), layout=layout)
-        else:
-            for i in range(math.ceil(samples / rows)):
-                size = rows if layout.fixed_batch else min(rows, samples - rows * i)
-                yield make_inputs(info, size, seed=seed + i, layout=layout)
-
-    return source
-
-
 def _layout(job: dict[str, Any], info: Any) -> InputLayout:
     from optiserve.models.layout import infer_layout
 
@@ -107,6 +77,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     from optiserve.runtimes.registry import get_runtime
     from optiserve.variants.build import build_variant
     from optiserve.variants.cache import VariantCache
+    from optiserve.variants.calibration import calibration_source
     from optiserve.variants.recipe import VariantRecipe
 
     config = BenchConfig.from_dict(job["config"])
@@ -139,7 +110,9 @@ def measure_config(job: dict[str, Any]) -> Measurement:
                     info.sha256,
                     recipe,
                     VariantCache(job.get("cache_dir")),
-                    _calibration_source(job, info, layout, recipe),
+                    calibration_source(
+                        info, layout, recipe, Path(job["calibration"]) if job.get("calibration") else None
+                    ),
                     time_limit_s=float(job.get("build_timeout") or 600.0),
                 )
             except Exception as exc:

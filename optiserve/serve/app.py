@@ -206,9 +206,13 @@ def app_for_model(
     config: ServeConfig,
     cache_dir: Any = None,
     layout: InputLayout | None = None,
+    calibration: Any = None,
+    calibrator: str = "minmax",
 ) -> Starlette:
-    """Load ``model_path`` at ``precision`` on ONNX Runtime CPU (variants from the cache) and serve it,
-    sized and warmed for ``layout`` (inferred from the graph when not given)."""
+    """Load ``model_path`` at ``precision`` on ONNX Runtime CPU and serve it, sized and warmed
+    for ``layout`` (inferred from the graph when not given). A precision variant is the one
+    ``optiserve profile`` builds for the same settings (``calibration`` file, calibrator):
+    same recipe, same batches, same cache key, so the bytes served are the bytes measured."""
     from pathlib import Path
 
     from optiserve.models.graph import inspect_model
@@ -217,7 +221,7 @@ def app_for_model(
     from optiserve.types import Precision
     from optiserve.variants.build import build_variant
     from optiserve.variants.cache import VariantCache
-    from optiserve.variants.recipe import VariantRecipe
+    from optiserve.variants.calibration import calibration_source, recipe_for
 
     path = Path(model_path)
     info = inspect_model(path)
@@ -230,12 +234,10 @@ def app_for_model(
     runtime = get_runtime("onnxruntime-cpu")
     run_path = path
     if prec in runtime.variant_precisions:
-        rows = layout.fixed_batch or 8
-
-        def calibration() -> Any:
-            return (make_inputs(info, rows, seed=i, layout=layout) for i in range(4))
-
-        run_path = build_variant(path, info.sha256, VariantRecipe(prec), VariantCache(cache_dir), calibration).path
+        calib = Path(calibration) if calibration is not None else None
+        recipe = recipe_for(prec, calib, calibrator)
+        source = calibration_source(info, layout, recipe, calib)
+        run_path = build_variant(path, info.sha256, recipe, VariantCache(cache_dir), source).path
     session = runtime.load(run_path, prec, threads, {})
     served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
     served_layout = InputLayout(
