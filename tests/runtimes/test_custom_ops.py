@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,18 @@ from optiserve.profile.store import load_profile
 from optiserve.types import Status
 from tests.conftest import profile_cli
 
-extensions = pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions (dev extra) not installed")
+
+def _extensions_library() -> str:
+    """onnxruntime-extensions' custom-op library, found without importing the package: its import
+    sets PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python in os.environ, which every later subprocess
+    of the test session would inherit (Locust's gevent then fails on pure-Python protobuf objects)."""
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("onnxruntime-extensions (dev extra) is not installed")
+    libs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("_extensions_pydll*.so"))
+    if not libs:
+        pytest.skip("onnxruntime-extensions has no custom-op library for this platform")
+    return str(libs[0])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +47,7 @@ def inverse_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_profile_with_and_without_the_library(inverse_model: Path, tmp_path: Path) -> None:
-    lib = extensions.get_library_path()
+    lib = _extensions_library()
     proc = profile_cli(inverse_model, tmp_path / "with", "--batch", "1", "--custom-ops", lib, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (m,) = load_profile(tmp_path / "with").measurements
@@ -54,7 +66,7 @@ def test_server_registers_the_library(inverse_model: Path) -> None:
     from optiserve.runtimes import custom_ops
     from optiserve.serve.app import ServeConfig, app_for_model
 
-    custom_ops.use([extensions.get_library_path()])
+    custom_ops.use([_extensions_library()])
     try:
         app = app_for_model(inverse_model, "fp32", 1, ServeConfig("inv", max_batch=1))
         with TestClient(app) as c:

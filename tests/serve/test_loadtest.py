@@ -70,6 +70,7 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=120,
     )
+    assert out.is_file(), proc.stdout + proc.stderr
     r = json.loads(out.read_text())
     # a busy CI machine may push a few sends late: then the run must say INVALID and exit 1, not pass silently
     assert proc.returncode == (0 if r["valid"] else 1), proc.stdout + proc.stderr
