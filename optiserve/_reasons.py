@@ -29,6 +29,10 @@ _TELLING = re.compile(
     r"mismatch|expected|missing|unknown|exceed|out of memory|no such|denied|illegal|overflow",
     re.IGNORECASE,
 )
+# ORT nests a failure inside every If/Loop that contains it: the innermost node and its message say why
+_ORT_CHAIN = re.compile(
+    r"(?:Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message:\s*)+"
+)
 _SCRATCH = re.compile(r"/\.[0-9a-f]{8,}\.|/variants/[0-9a-f]{24}\.")  # a variant cache: its build folders, entries
 _PATH = re.compile(r"(?<![\w.~])(?:/[^\s/:'\"()\[\]{},;]+)+/?")
 
@@ -90,6 +94,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     if not text.strip() and exc.__cause__ is not None:
         return one_line(exc.__cause__, limit)
     line = _shorten_paths(_CPP.sub("", _ORT_BANNER.sub("", _pick(text))))
+    line = _ORT_CHAIN.sub(lambda m: f"{m.group(1)} node {m.group(2).rsplit('/', 1)[-1]!r}: ", line)
     line = re.sub(r"\s+", " ", line).strip()
     if isinstance(exc, OptiserveError):
         return _clip(line or type(exc).__name__, limit)

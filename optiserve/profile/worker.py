@@ -54,6 +54,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _synthetic_hint(layout: InputLayout, feeds: dict[str, Any]) -> str:
+    """What a failure on synthetic inputs may owe to them: unbatched values (a sample
+    rate, a flag) can only be guessed, and a graph may branch on them."""
+    scalars = [
+        f"{t.name}={feeds[t.name].reshape(-1)[0]}" for t in layout.inputs if t.batch_axis is None and t.name in feeds
+    ]
+    if not scalars:
+        return ""
+    return f" (synthetic inputs set {', '.join(scalars[:3])}: pass --inputs with real values)"
+
+
 def _layout(job: dict[str, Any], info: Any) -> InputLayout:
     from optiserve.models.layout import infer_layout
 
@@ -84,6 +95,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     policy = TimingPolicy(**job["policy"])
     started = time.perf_counter()
     variant: dict[str, Any] = {}
+    hint = ""
     try:
         custom_ops.use(job.get("custom_ops") or ())
         runtime = get_runtime(config.runtime)
@@ -121,6 +133,8 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         # a variant may take other input types than the model (fp16 without fp32 I/O)
         dtypes = {i.name: i.dtype for i in (inspect_model(run_path) if run_path != model else info).inputs}
         feeds = as_dtypes(make_inputs(info, config.batch_size, npz=npz, seed=job.get("seed", 0), layout=layout), dtypes)
+        if npz is None:
+            hint = _synthetic_hint(layout, feeds)
         _inject_fault(config)
         base_rss = _rss_mb()
         t0 = time.perf_counter()
@@ -170,7 +184,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     except OptiserveError as exc:
         return Measurement(config, Status.FAILED, error=str(exc), variant=variant)
     except Exception as exc:  # the back end's own failure: record it, the sweep goes on
-        msg = one_line(exc)
+        msg = one_line(exc) + hint
         if "alloc" in msg.lower() or "memory" in msg.lower():
             msg = f"out of memory? {msg}"
         return Measurement(config, Status.FAILED, error=msg, variant=variant, extra=stage_of("run"))

@@ -111,3 +111,20 @@ def test_a_long_line_keeps_the_error_at_its_end(limit: int) -> None:
     assert len(line) <= limit
     if limit == 300:
         assert line.endswith("Error Unrecognized attribute: axis") and " ... " in line
+
+
+def test_nested_onnxruntime_failures_keep_the_innermost_node() -> None:
+    """A failure inside If/Loop bodies is reported once per enclosing node; the cause is the innermost."""
+
+    class InvalidArgument(Exception):
+        pass
+
+    text = (
+        "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running If node. "
+        "Name:'If_0' Status Message: Non-zero status code returned while running If node. Name:'If_0_else/dec/If_1' "
+        "Status Message: Non-zero status code returned while running LSTM node. Name:'If_0_else/dec/rnn/LSTM' "
+        "Status Message: Input X must have 3 dimensions only. Actual:{1,1,1,128,2}"
+    )
+    assert one_line(InvalidArgument(text)) == (
+        "InvalidArgument: LSTM node 'LSTM': Input X must have 3 dimensions only. Actual:{1,1,1,128,2}"
+    )
