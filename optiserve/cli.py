@@ -512,6 +512,13 @@ def emit(
         canary_image=canary_image,
     )
     files = {k: Path(v) for k, v in pairs(model, "--model").items()}
+    for m in plan_doc.get("models", []):
+        c = m.get("chosen") or {}
+        if c and c.get("precision") != "fp32" and "artifact" not in c:
+            err.print(
+                f"warning: the plan predates artifacts: {m['model']}'s {c['precision']} variant is rebuilt here with "
+                "synthetic calibration, not the one measured; re-plan to ship the measured file"
+            )
     written = emit_files(plan_doc, targets, output, opts, files)
     for w in written:
         out.print(f"wrote {escape(str(w))}")
@@ -652,6 +659,9 @@ def serve(
     calibrator: Annotated[
         str, typer.Option(help="int8-static: minmax, entropy or percentile (as profiled)")
     ] = "minmax",
+    prebuilt: Annotated[
+        bool, typer.Option(help="MODEL already is the --precision variant (what emit ships): serve it as is")
+    ] = False,
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     import uvicorn
@@ -694,7 +704,16 @@ def serve(
     )
     if calibration is not None and not calibration.is_file():
         raise UsageError(f"calibration file not found: {calibration}")
-    web = app_for_model(path, precision, threads, config, layout=layout, calibration=calibration, calibrator=calibrator)
+    web = app_for_model(
+        path,
+        precision,
+        threads,
+        config,
+        layout=layout,
+        calibration=calibration,
+        calibrator=calibrator,
+        prebuilt=prebuilt,
+    )
     err.print(f"serving {config.name} on http://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
 

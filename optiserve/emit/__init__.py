@@ -67,6 +67,12 @@ def render(
             isvc = kserve.inference_service(d, opts)
             objects.append(isvc)
             files[f"kserve/{d.name}.yaml"] = _yaml([isvc])
+        if d.prebuilt and d.model in model_files and {"k8s", "kserve"} & set(targets):
+            # the bundle to upload where the manifests' model URI points: the measured variant's bytes
+            art = triton.served_file(d, Path(model_files[d.model]))
+            for rel, src in triton.model_files(art).items():
+                name = d.artifact_name() if rel == "model.onnx" else rel
+                files[f"models/{d.name}/{name}"] = src.read_bytes()
         if "triton" in targets:
             f = model_files.get(d.model)
             if f is None:

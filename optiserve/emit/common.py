@@ -66,6 +66,29 @@ class Deployable:
     plan_id: str
     model_uri: str
     layout: InputLayout | None = None  # what the profile ran: the server is sized and warmed the same
+    artifact: Mapping[str, Any] | None = None  # the file the profile measured at the plan's precision
+
+    @property
+    def prebuilt(self) -> bool:
+        """The plan's precision is a variant file the profile built: shipped and served as is."""
+        return bool(self.artifact and self.artifact.get("kind") == "variant")
+
+    @property
+    def served_sha256(self) -> str:
+        """The digest of the file the server loads: the variant's when there is one, else the model's."""
+        if self.prebuilt:
+            sha = self.artifact.get("sha256") if self.artifact else None
+            if not sha:
+                raise UsageError(
+                    f"the plan's {self.placement['precision']} variant of {self.model!r} is no longer in the "
+                    "variant cache: re-profile that precision here (or pass the profile's --cache-dir), then re-plan"
+                )
+            return str(sha)
+        return self.model_sha256
+
+    def artifact_name(self) -> str:
+        """The served file's name in a model bundle: the precision in it, so nobody mixes them up."""
+        return f"{self.name}.{self.placement['precision']}.onnx" if self.prebuilt else f"{self.name}.onnx"
 
     @property
     def name(self) -> str:
@@ -79,6 +102,7 @@ class Deployable:
         p = self.placement
         return {
             f"{ANNOTATION}/model-sha256": self.model_sha256,
+            f"{ANNOTATION}/served-sha256": self.served_sha256,
             f"{ANNOTATION}/model-uri": self.model_uri,
             f"{ANNOTATION}/profile-id": self.profile_id,
             f"{ANNOTATION}/plan-id": self.plan_id,
@@ -153,8 +177,10 @@ class Deployable:
             "--name",
             self.name,
             "--expect-sha256",
-            self.model_sha256,
+            self.served_sha256,
         ]
+        if self.prebuilt:
+            args.append("--prebuilt")  # the variant the profile measured, never rebuilt in the pod
         if p["threads_per_instance"]:
             args[4:4] = ["--threads", str(p["threads_per_instance"])]
         return args + self.layout_args()
@@ -184,7 +210,10 @@ def deployables(plan: Mapping[str, Any], model_uris: Mapping[str, str]) -> list[
         sha = prof.get("model_sha256")
         if not sha:
             raise UsageError(f"the plan has no model SHA-256 for {name!r}: re-plan with a current optiserve")
-        uri = model_uris.get(name, f"pvc://models/{name}.onnx")
+        chosen = m["chosen"]
+        art = chosen.get("artifact")
+        default_file = f"{dns_name(name)}.{chosen['precision']}.onnx" if art and art.get("kind") == "variant" else None
+        uri = model_uris.get(name, f"pvc://models/{default_file or f'{name}.onnx'}")
         out.append(
             Deployable(
                 model=name,
@@ -195,6 +224,7 @@ def deployables(plan: Mapping[str, Any], model_uris: Mapping[str, str]) -> list[
                 plan_id=str(plan.get("plan_id", "")),
                 model_uri=uri,
                 layout=InputLayout.from_dict(prof["layout"]) if prof.get("layout") else None,
+                artifact=art,
             )
         )
     unknown = sorted(set(model_uris) - {d.model for d in out})

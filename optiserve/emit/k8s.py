@@ -38,7 +38,7 @@ def _model_source(d: Deployable, opts: EmitOptions) -> tuple[dict[str, Any], lis
             "name": "fetch-model",
             "image": opts.fetcher_image,
             "command": ["sh", "-c"],
-            "args": [f'curl -fsSL "$MODEL_URI" -o {path} && echo "{d.model_sha256}  {path}" | sha256sum -c -'],
+            "args": [f'curl -fsSL "$MODEL_URI" -o {path} && echo "{d.served_sha256}  {path}" | sha256sum -c -'],
             "env": [{"name": "MODEL_URI", "value": uri}],
             "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
             "securityContext": _container_security(),

@@ -71,25 +71,50 @@ def triton_batches(d: Deployable) -> bool:
 
 
 def served_file(d: Deployable, model: Path) -> Path:
-    """The file Triton should load: the precision variant on CPUs, fp32 or the QDQ graph on GPUs."""
+    """The file Triton loads: the variant the profile measured (from the variant cache, its
+    digest checked against the plan), or the model itself for fp32 and for GPU fp16/bf16,
+    which TensorRT builds from the fp32 graph. Nothing is rebuilt here."""
     p = d.placement["precision"]
     if p == "fp32" or (d.gpu and p in ("fp16", "bf16")):
         return model
+    if d.artifact is None:
+        return _legacy_variant(d, model)
+    if not d.prebuilt:
+        return model
+    from optiserve.errors import UsageError
+    from optiserve.models.graph import model_sha256
+
+    want = d.served_sha256  # refuses a plan whose variant left the cache
+    path = Path(str(d.artifact.get("path") if d.artifact else ""))
+    if not path.is_file():
+        raise UsageError(
+            f"the plan's {d.placement['precision']} variant of {d.model!r} is not at {path}: re-profile that "
+            "precision here (or pass the profile's --cache-dir), then re-plan"
+        )
+    got = model_sha256(path)
+    if got != want:
+        raise UsageError(f"{path} has SHA-256 {got[:16]}..., not the plan's {want[:16]}...: refusing to ship it")
+    return path
+
+
+def _legacy_variant(d: Deployable, model: Path) -> Path:
+    """A plan written before plans named their artifact: the variant is built here with
+    synthetic calibration, as optiserve then did (``emit`` warns; re-plan to ship the measured one)."""
     from optiserve.models.graph import inspect_model
-    from optiserve.models.inputs import make_inputs
     from optiserve.types import Precision
     from optiserve.variants.build import build_variant
     from optiserve.variants.cache import VariantCache
-    from optiserve.variants.recipe import VariantRecipe
+    from optiserve.variants.calibration import calibration_source, recipe_for
 
     info = inspect_model(model)
     layout = d.layout
-    rows = (layout.fixed_batch if layout else None) or 8
+    if layout is None:
+        from optiserve.models.layout import infer_layout
 
-    def calibration() -> Any:
-        return (make_inputs(info, rows, seed=i, layout=layout) for i in range(4))
-
-    return build_variant(model, info.sha256, VariantRecipe(Precision.parse(p)), VariantCache(None), calibration).path
+        layout = infer_layout(info)
+    recipe = recipe_for(Precision.parse(d.placement["precision"]))
+    source = calibration_source(info, layout, recipe, None)
+    return build_variant(model, info.sha256, recipe, VariantCache(None), source).path
 
 
 def model_files(served: Path) -> dict[str, Path]:

@@ -25,6 +25,7 @@ from optiserve.errors import SLAError, UsageError
 from optiserve.estimate.catalog import Catalog, load_catalog
 from optiserve.estimate.targets import CurveBuilder, source_entry
 from optiserve.models.graph import file_sha256, model_sha256
+from optiserve.plan.artifact import artifact_for
 from optiserve.plan.evaluate import Evaluation, Evaluator
 from optiserve.plan.pack import shared_pools
 from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
@@ -204,6 +205,10 @@ def plan_model(
         },
         "source_hardware": {"catalog_entry": ev.builder.source.key, "named_by_user": ev.builder.measured_on_source},
     }
+    if chosen is not None:  # the very file the profile measured, by digest: what emit ships
+        doc["chosen"]["artifact"] = artifact_for(ev.builder.profile, chosen.runtime, chosen.candidate.precision)
+        for a, alt in zip(doc["alternatives"], alts, strict=True):
+            a["artifact"] = artifact_for(ev.builder.profile, alt.runtime, alt.candidate.precision)
     if closest is not None:
         c = closest.constraints
         doc["closest_miss"] = {

@@ -208,11 +208,13 @@ def app_for_model(
     layout: InputLayout | None = None,
     calibration: Any = None,
     calibrator: str = "minmax",
+    prebuilt: bool = False,
 ) -> Starlette:
     """Load ``model_path`` at ``precision`` on ONNX Runtime CPU and serve it, sized and warmed
     for ``layout`` (inferred from the graph when not given). A precision variant is the one
     ``optiserve profile`` builds for the same settings (``calibration`` file, calibrator):
-    same recipe, same batches, same cache key, so the bytes served are the bytes measured."""
+    same recipe, same batches, same cache key, so the bytes served are the bytes measured.
+    ``prebuilt``: ``model_path`` already is that variant (what ``emit`` ships): served as is."""
     from pathlib import Path
 
     from optiserve.models.graph import inspect_model
@@ -233,7 +235,7 @@ def app_for_model(
     prec = Precision.parse(precision)
     runtime = get_runtime("onnxruntime-cpu")
     run_path = path
-    if prec in runtime.variant_precisions:
+    if prec in runtime.variant_precisions and not prebuilt:
         calib = Path(calibration) if calibration is not None else None
         recipe = recipe_for(prec, calib, calibrator)
         source = calibration_source(info, layout, recipe, calib)

@@ -422,9 +422,11 @@ def test_emitted_deployment_serves_what_was_profiled(pipeline: Pipeline, key: st
     (container,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if "serve" in c.get("args", [])]
     args = [str(a) for a in container["args"]]
     assert args[0] == "serve" and args[args.index("--precision") + 1] == chosen["precision"], args
-    if chosen["precision"] == "int8-static":
-        pytest.xfail("issue 14: an emitted Deployment rebuilds int8-static without the profile's calibration data")
-    args[1] = str(p.path)  # the pod's /models/NAME.onnx is this file (same bytes: --expect-sha256 checks it)
+    if "--prebuilt" in args:  # the pod's model is the measured variant emit bundled (--expect-sha256 checks it)
+        (bundled,) = (deploy / "models" / name).glob(f"{name}.{chosen['precision']}.onnx")
+        args[1] = str(bundled)
+    else:
+        args[1] = str(p.path)  # the pod's /models/NAME.onnx is this file (same bytes: --expect-sha256 checks it)
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(_free_port())
     served = pipeline.launch(args, p.folder / "deployment-serve.log")
