@@ -767,7 +767,7 @@ def loadtest(
 
     from optiserve.errors import UsageError
     from optiserve.estimate.arrivals import make_arrivals
-    from optiserve.serve.loadtest import MAX_REQUESTS, run_loadtest
+    from optiserve.serve.loadtest import MAX_ERROR_RATE, MAX_REQUESTS, run_loadtest
     from optiserve.serve.verdict import p99_verdict
 
     if rate <= 0 or duration <= 0:
@@ -833,9 +833,15 @@ def loadtest(
         )
     if not result.valid:
         out.print("[red]INVALID[/red]: the client fell behind its schedule (>1% late sends); add --users or a core")
+    too_many_errors = result.error_rate > MAX_ERROR_RATE
+    if too_many_errors:
+        out.print(
+            f"[red]FAIL[/red]: {result.failed} of {result.scheduled} requests failed ({result.error_rate:.1%}; "
+            f"a run passes with at most {MAX_ERROR_RATE:.1%})"
+        )
     if p99_target_ms is not None:
-        v = p99_verdict(result.latency_ms, p99_target_ms)
-        s["verdict"] = v.outcome
+        v = p99_verdict(result.verdict_latencies(), p99_target_ms)  # failed requests count as over the target
+        s["verdict"] = "fail" if too_many_errors else v.outcome
         out.print(v.line())
     if json_out:
         s["latency_ms"] = [round(float(x), 4) for x in result.latency_ms]
@@ -843,7 +849,7 @@ def loadtest(
         if predict_from is not None:  # per scheduled request, without any overhead: what --overhead-from subtracts
             s["predicted_service_ms"] = [round(float(x), 4) for x in sim_ms]
         json_out.write_text(_json.dumps(s))
-    if not result.valid or s.get("verdict") == "fail":
+    if not result.valid or s.get("verdict") == "fail" or too_many_errors:
         raise typer.Exit(1)
 
 

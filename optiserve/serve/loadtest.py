@@ -25,6 +25,7 @@ import numpy as np
 from optiserve.errors import UsageError
 
 MAX_REQUESTS = 500_000
+MAX_ERROR_RATE = 0.001  # more failed requests than this fails a run, whatever its latency
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ class LoadResult:
     def valid(self) -> bool:
         return self.late_fraction <= 0.01
 
+    @property
+    def failed(self) -> int:
+        """Requests scheduled that got no 200: refused, errors, timeouts, never sent."""
+        return self.scheduled - self.completed
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.scheduled if self.scheduled else 0.0
+
+    def verdict_latencies(self) -> np.ndarray:
+        """Latencies for a verdict: a failed request counts as over any target (never left out)."""
+        return np.concatenate([self.latency_ms, np.full(self.failed, np.inf)])
+
     def summary(self) -> dict[str, Any]:
         lat = self.latency_ms
         pct = np.quantile(lat, [0.5, 0.95, 0.99, 0.999]) if lat.size else np.full(4, math.nan)
@@ -53,6 +67,8 @@ class LoadResult:
             "scheduled": self.scheduled,
             "completed": self.completed,
             "errors": self.errors,
+            "failed": self.failed,
+            "error_rate": self.error_rate,
             "p50_ms": float(pct[0]),
             "p95_ms": float(pct[1]),
             "p99_ms": float(pct[2]),
