@@ -35,6 +35,23 @@ class Precision(StrEnum):
             raise UnknownNameError("precision", text, [p.value for p in cls]) from None
 
 
+class LatencySource(StrEnum):
+    """Where a plan's latency comes from. Every latency under load is simulated by the
+    queueing model; what differs is the service times it was fed (never "measured")."""
+
+    MEASURED_SERVICE = "simulated from measured service times"
+    TRANSFERRED_SERVICE = "simulated from transferred service times"
+
+    @classmethod
+    def of(cls, transferred: bool) -> LatencySource:
+        return cls.TRANSFERRED_SERVICE if transferred else cls.MEASURED_SERVICE
+
+    @staticmethod
+    def transferred(label: object) -> bool:
+        """True for service times transferred to other hardware (plans before 0.1 said "predicted")."""
+        return label in (LatencySource.TRANSFERRED_SERVICE.value, "predicted")
+
+
 class Status(StrEnum):
     """Outcome of one measured config."""
 

@@ -32,6 +32,7 @@ from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
 from optiserve.plan.search import pareto, run_search, run_workers
 from optiserve.plan.sla import SLA, load_sla
 from optiserve.profile.store import load_profile
+from optiserve.types import LatencySource
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def plan_model(
                 "replicas": e.replicas,
                 "cost_usd_per_hour": round(e.cost_usd_per_hour, 4),
                 "p99_ms_at_target": round(e.at_target.p99_ms, 3),
-                "latency": "predicted" if e.predicted else "measured",
+                "latency": str(LatencySource.of(e.predicted)),
             }
             for e in pareto(res.evaluations)
         ],

@@ -15,6 +15,7 @@ from typing import Any
 from optiserve._files import atomic_write, read_json
 from optiserve.errors import UsageError
 from optiserve.plan.evaluate import Evaluation, LoadPoint
+from optiserve.types import LatencySource
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -63,7 +64,7 @@ def placement(e: Evaluation) -> dict[str, Any]:
         "constraints": {k: round(v, 4) for k, v in e.constraints.items()},
         "binding_constraint": e.binding,
         "provenance": {
-            "latency": "predicted" if e.predicted else "measured",
+            "latency": str(LatencySource.of(e.predicted)),
             "latency_basis": e.basis,
             "service_time_band": e.band,
             "queueing": f"predicted by the queueing simulator ({e.verified_requests or 'search'} requests)",

@@ -23,7 +23,7 @@ from optiserve import __version__
 from optiserve._files import read_json
 from optiserve.errors import UsageError
 from optiserve.report import figures
-from optiserve.types import Profile, Status
+from optiserve.types import LatencySource, Profile, Status
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -133,7 +133,7 @@ def _warnings(
             out.append("plan: infeasible — no placement meets the SLA (see closest_miss in the plan)")
         for m in plan.get("models", []):
             c = m.get("chosen")
-            if c and c["provenance"]["latency"] == "predicted":
+            if c and LatencySource.transferred(c["provenance"]["latency"]):
                 out.append(
                     f"plan {m['model']}: latency on {c['instance_type']} is PREDICTED "
                     f"(service-time band ±{c['provenance']['service_time_band']:.0%}); "
@@ -178,7 +178,7 @@ def _plan_table(plan: Mapping[str, Any]) -> str:
         if not c:
             rows.append(f"<tr><td class=l>{html.escape(m['model'])}</td><td class=l colspan=8>infeasible</td></tr>")
             continue
-        cls = "pred" if c["provenance"]["latency"] == "predicted" else "meas"
+        cls = "pred" if LatencySource.transferred(c["provenance"]["latency"]) else "meas"
         band = c["at_peak"].get("p99_band_ms")
         band_txt = f" <span class=muted>[{band[0]:.1f}&ndash;{band[1]:.1f}]</span>" if band else ""
         rows.append(

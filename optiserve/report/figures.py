@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from optiserve.types import Measurement, Profile
+from optiserve.types import LatencySource, Measurement, Profile
 
 STAGE_ORDER = ("preprocess", "host_to_device", "inference", "device_to_host", "postprocess")
 SIZE = (7.5, 4.2)
@@ -164,7 +164,7 @@ def pareto(plan: Mapping[str, Any]) -> Figure | None:
         (line,) = ax.plot(x, y, linestyle="-", linewidth=1, alpha=0.6, label=f"{m['model']}: Pareto front")
         color = line.get_color()
         for p in front:
-            hollow = p.get("latency") == "predicted"
+            hollow = LatencySource.transferred(p.get("latency"))
             ax.scatter(
                 p["p99_ms_at_target"],
                 p["cost_usd_per_hour"],

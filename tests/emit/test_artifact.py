@@ -17,6 +17,7 @@ from optiserve.errors import UsageError
 from optiserve.models.graph import model_sha256
 from optiserve.profile.store import load_profile
 from optiserve.serve.app import ServeConfig, app_for_model
+from optiserve.types import LatencySource
 from optiserve.variants.cache import VariantCache
 from tests.conftest import profile_cli, run_cli
 
@@ -53,6 +54,10 @@ def test_plan_names_the_profiled_file(planned: tuple[Path, Path, str]) -> None:
     art = json.loads(plan.read_text())["models"][0]["chosen"]["artifact"]
     assert art["kind"] == "variant" and art["precision"] == "int8-static" and art["sha256"] == sha
     assert art["recipe"]["calibration"] != "synthetic"  # the user's calibration file, by digest
+    # every latency is simulated; none says measured, wherever its service times came from
+    doc = json.loads(plan.read_text())["models"][0]
+    labels = {doc["chosen"]["provenance"]["latency"], *(p["latency"] for p in doc["pareto_front"])}
+    assert labels <= {s.value for s in LatencySource}, labels
 
 
 def test_emit_ships_those_bytes_and_the_pod_serves_them(planned: tuple[Path, Path, str], mlp_path: Path) -> None:

@@ -62,7 +62,9 @@ def test_every_returned_placement_meets_the_sla_when_resimulated(tmp_path: Path,
         price = next(x for x in entry.instance.prices if x.region == p["region"]).on_demand_usd_per_hour
         assert p["cost_usd_per_hour"] == pytest.approx(p["nodes"] * price, rel=1e-6)
         assert p["nodes"] * p["pods_per_node"] >= p["replicas"]
-        assert p["provenance"]["latency"] == "predicted" and p["provenance"]["price_as_of"]
+        assert (
+            p["provenance"]["latency"] == "simulated from transferred service times" and p["provenance"]["price_as_of"]
+        )
         share = p["instances_per_pod"] if entry.accelerator else 1
         curve = builder.curve(entry, p["precision"], p["threads_per_instance"] or 1, share)
         policy = BatchingPolicy(p["max_batch"], p["max_delay_ms"] / 1e3, (), p["instances_per_pod"], p["replicas"])
