@@ -662,6 +662,9 @@ def serve(
     prebuilt: Annotated[
         bool, typer.Option(help="MODEL already is the --precision variant (what emit ships): serve it as is")
     ] = False,
+    runtime: Annotated[
+        str, typer.Option(help="runtime to serve on (the plan's): onnxruntime-cpu, onnxruntime-cuda, ...")
+    ] = "onnxruntime-cpu",
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     import uvicorn
@@ -713,6 +716,7 @@ def serve(
         calibration=calibration,
         calibrator=calibrator,
         prebuilt=prebuilt,
+        runtime_name=runtime,
     )
     err.print(f"serving {config.name} on http://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)

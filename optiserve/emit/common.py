@@ -178,6 +178,8 @@ class Deployable:
             self.name,
             "--expect-sha256",
             self.served_sha256,
+            "--runtime",
+            p["runtime"],
         ]
         if self.prebuilt:
             args.append("--prebuilt")  # the variant the profile measured, never rebuilt in the pod

@@ -209,14 +209,17 @@ def app_for_model(
     calibration: Any = None,
     calibrator: str = "minmax",
     prebuilt: bool = False,
+    runtime_name: str = "onnxruntime-cpu",
 ) -> Starlette:
     """Load ``model_path`` at ``precision`` on ONNX Runtime CPU and serve it, sized and warmed
     for ``layout`` (inferred from the graph when not given). A precision variant is the one
     ``optiserve profile`` builds for the same settings (``calibration`` file, calibrator):
     same recipe, same batches, same cache key, so the bytes served are the bytes measured.
-    ``prebuilt``: ``model_path`` already is that variant (what ``emit`` ships): served as is."""
+    ``prebuilt``: ``model_path`` already is that variant (what ``emit`` ships): served as is.
+    ``runtime_name``: the plan's runtime (a GPU placement is served on its GPU runtime)."""
     from pathlib import Path
 
+    from optiserve.errors import RuntimeUnavailableError, UsageError
     from optiserve.models.graph import inspect_model
     from optiserve.models.layout import infer_layout
     from optiserve.runtimes.registry import get_runtime
@@ -233,14 +236,19 @@ def app_for_model(
         fixed = layout.fixed_batch
         config = replace(config, max_batch=fixed, preferred=tuple(p for p in config.preferred if p <= fixed))
     prec = Precision.parse(precision)
-    runtime = get_runtime("onnxruntime-cpu")
+    runtime = get_runtime(runtime_name)
+    reason = runtime.available()
+    if reason:
+        raise RuntimeUnavailableError(f"cannot serve on {runtime_name}: {reason}")
+    if not runtime.supports(prec):
+        raise UsageError(f"{runtime_name} does not run {prec}")
     run_path = path
     if prec in runtime.variant_precisions and not prebuilt:
         calib = Path(calibration) if calibration is not None else None
         recipe = recipe_for(prec, calib, calibrator)
         source = calibration_source(info, layout, recipe, calib)
         run_path = build_variant(path, info.sha256, recipe, VariantCache(cache_dir), source).path
-    session = runtime.load(run_path, prec, threads, {})
+    session = runtime.load(run_path, prec, threads, {}, layout=layout)
     served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
     served_layout = InputLayout(
         tuple(replace(t, dtype=s.dtype) for t, s in zip(layout.inputs, served.inputs, strict=True)),

@@ -92,3 +92,18 @@ def test_small_integer_and_bool_inputs_in_binary(tmp_path: Path) -> None:
         with urllib.request.urlopen(req, timeout=10) as r:
             out = json.loads(r.read())["outputs"][0]["data"]
     assert out == [0.0, 0.0, 200.0, 255.0]
+
+
+def test_serve_on_the_plans_runtime_or_say_why_not(mlp_path: Path, tmp_path: Path) -> None:
+    """A GPU placement's Deployment asks for its GPU runtime; where there is none, one line, not a CPU fallback."""
+    from optiserve.runtimes.registry import get_runtime
+
+    reason = get_runtime("onnxruntime-cuda").available()
+    if reason is None:
+        return  # a GPU here: the runtime is available and the server would start (the GPU suite covers it)
+    proc = run_cli("serve", str(mlp_path), "--runtime", "onnxruntime-cuda", "--port", "1", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot serve on onnxruntime-cuda: {reason}"]
+    bad = run_cli("serve", str(mlp_path), "--runtime", "nope", "--port", "1", cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2 and "valid runtimes: onnxruntime-cpu" in bad.stderr
