@@ -204,6 +204,9 @@ def deployables(plan: Mapping[str, Any], model_uris: Mapping[str, str]) -> list[
     """Every feasible model of ``plan``; an infeasible plan has nothing to deploy."""
     if not plan.get("feasible"):
         raise UsageError("the plan is infeasible: there is no placement to deploy (see its closest_miss)")
+    from optiserve.plan.schema import validate_plan
+
+    validate_plan(plan, "given")  # also when called as a library with a dict: a bad field is one line
     profiles = {p["model"]: p for p in plan.get("inputs", {}).get("profiles", [])}
     out = []
     for m in plan["models"]:

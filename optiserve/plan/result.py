@@ -103,4 +103,7 @@ def read_plan(path: Path) -> dict[str, Any]:
     data = read_json(path, "plan")
     if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise UsageError(f"plan {path}: not an optiserve plan of schema version {PLAN_SCHEMA_VERSION}")
+    from optiserve.plan.schema import validate_plan
+
+    validate_plan(data, str(path))  # a hand-edited plan is refused before anything is emitted from it
     return data

@@ -201,3 +201,22 @@ def test_emit_cli_writes_validated_files(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "d" / "k8s" / "cnn.yaml").is_file() and (tmp_path / "d" / "kserve" / "cnn-gpu.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("replicas", -1, "models[0].chosen.replicas: Input should be greater than or equal to 1 (got -1)"),
+        ("pod_vcpus", 0, "models[0].chosen.pod_vcpus: Input should be greater than 0"),
+        ("precision", "int3", "unknown precision 'int3'"),
+        ("runtime", "vllm", "unknown runtime 'vllm'"),
+    ],
+)
+def test_a_hand_edited_plan_is_refused(tmp_path: Path, field: str, value: object, message: str) -> None:
+    doc = copy.deepcopy(PLAN)
+    doc["models"][0]["chosen"][field] = value
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["emit", str(path), "--target", "k8s", "-o", str(tmp_path / "d")])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output and not (tmp_path / "d").exists()
