@@ -857,6 +857,45 @@ def loadtest(
         raise typer.Exit(1)
 
 
+@app.command()
+@one_line_errors
+def verify(
+    plan_file: Annotated[Path, typer.Argument(help="plan JSON from optiserve plan")],
+    model: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="NAME=FILE: the planned model (checked against the plan's digest; repeatable)"),
+    ] = None,
+    duration: Annotated[float, typer.Option(help="seconds of load per rate")] = 10.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for verify.json and the runs")] = Path(
+        "verify"
+    ),
+) -> None:
+    """Run the plan's serving configuration here at its per-replica target and peak rates: predicted vs measured."""
+    from optiserve.errors import UsageError
+    from optiserve.plan.result import read_plan
+    from optiserve.serve.verify import verify_plan
+
+    files: dict[str, Path] = {}
+    for item in model or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise UsageError(f"--model {item!r}: expected NAME=FILE")
+        files[k.strip()] = Path(v.strip())
+    doc = verify_plan(read_plan(plan_file), files, duration, output)
+    for m in doc["models"]:
+        for r in m["rates"]:
+            meas, pred = r["measured"], r["predicted"] or {}
+            err = f"{r['p99_error']:+.0%}" if r["p99_error"] is not None else "-"
+            out.print(
+                f"{m['model']} {r['load']} {r['rate']:.1f} req/s ({r['requests']} requests): p99 measured "
+                f"{meas['p99_ms']:.2f} ms, predicted {pred.get('p99_ms', float('nan')):.2f} ms ({err}); "
+                f"errors {r['error_rate']:.1%}; {r['verdict'].upper()}"
+            )
+    out.print(f"verify: {doc['verdict'].upper()} ({output / 'verify.json'})")
+    if doc["verdict"] == "fail":
+        raise typer.Exit(1)
+
+
 def _measured_overheads(path: Path) -> Any:
     """Measured minus simulated latency per request of a light-load run: what the simulator does not model."""
     import numpy as np

@@ -1,0 +1,184 @@
+"""``optiserve verify``: the plan's serving configuration, run here under the plan's load.
+
+For each planned model: start ``optiserve serve`` with the very arguments the emitted
+Deployment runs (the artifact by digest, runtime, threads, batching policy,
+instances, shapes), drive ``optiserve loadtest`` at the plan's per-replica target and
+peak rates, and have the load test simulate the same schedule from the profile's
+measured service times. ``verify.json`` holds predicted against measured p50/p99,
+the error rate and a verdict per rate; failed requests count against it.
+
+This machine is the profiling machine, not the planned instance type: the figures
+check the serving model (queueing, batching, the server's own cost), not the
+transfer to other hardware. The record says which instance type the plan chose.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optiserve._files import atomic_write
+from optiserve.emit.common import Deployable, deployables
+from optiserve.errors import UsageError
+
+MAX_ERROR_RATE = 0.001
+MAX_P99_ERROR = 0.15  # |predicted - measured| / measured at which a rate's prediction is called off
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One load level: what the load test measured and what the simulator said for the same schedule."""
+
+    label: str  # target or peak
+    rate: float
+    measured: Mapping[str, Any]
+    predicted: Mapping[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        m = self.measured
+        pred = self.predicted or {}
+        p99, want = m.get("p99_ms"), pred.get("p99_ms")
+        err = (want - p99) / p99 if isinstance(p99, float) and isinstance(want, float) and p99 > 0 else None
+        return {
+            "load": self.label,
+            "rate": round(self.rate, 3),
+            "requests": m.get("scheduled"),
+            "measured": {k: m.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "achieved_rate", "late_fraction")},
+            "predicted": {k: pred.get(k) for k in ("p50_ms", "p99_ms")} if pred else None,
+            "p99_error": err,
+            "prediction_within_15pct": None if err is None else abs(err) <= MAX_P99_ERROR,
+            "error_rate": m.get("error_rate"),
+            "errors": m.get("errors"),
+            "valid": m.get("valid"),
+            "verdict": m.get("verdict", "inconclusive"),
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "optiserve", *args]
+
+
+def _rates(d: Deployable) -> list[tuple[str, float]]:
+    """Per-replica rates the plan promises: its steady rate and its peak, over its replicas."""
+    replicas = max(int(d.placement["replicas"]), 1)
+    low, _ = d.replica_bounds()
+    rate = float(d.sla["rate"])
+    return [("target", rate / max(low, 1)), ("peak", rate * float(d.sla["peak_factor"]) / replicas)]
+
+
+def _served_file(d: Deployable, model: Path) -> Path:
+    from optiserve.emit.triton import served_file
+
+    return Path(served_file(d, model)) if d.prebuilt else model
+
+
+def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: float, out: Path) -> dict[str, Any]:
+    """Serve ``d`` here as its Deployment would, load it at each planned rate, record both sides."""
+    port = _free_port()
+    args = d.server_args(str(_served_file(d, model)))
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    log = out / f"{d.name}-serve.log"
+    with log.open("w") as f:
+        server = subprocess.Popen(_cli(*args), stdout=f, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    points: list[RatePoint] = []
+    try:
+        from optiserve.serve.loadtest import wait_until_ready
+
+        if not wait_until_ready(url, 120) or server.poll() is not None:
+            tail = log.read_text().strip().splitlines()
+            raise UsageError(f"the plan's server for {d.model} did not start: {tail[-1] if tail else 'no output'}")
+        p = d.placement
+        for label, rate in _rates(d):
+            result = out / f"{d.name}-{label}.json"
+            load = [
+                "loadtest", url, "--model", d.name, "--rate", f"{rate:.6g}", "--duration", f"{duration_s:g}",
+                "--p99-target-ms", f"{float(d.sla['p99_ms']):g}", "--json", str(result),
+                "--predict-from", str(profile_dir), "--precision", str(p["precision"]),
+                "--threads", str(p["threads_per_instance"] or 1), "--max-batch", str(p["max_batch"]),
+                "--max-delay-ms", f"{float(p['max_delay_ms']):g}", "--instances", str(p["instances_per_pod"]),
+            ]  # fmt: skip
+            proc = subprocess.run(_cli(*load), capture_output=True, text=True, timeout=duration_s * 4 + 180)
+            if not result.is_file():
+                lines = (proc.stderr or proc.stdout).strip().splitlines()
+                raise UsageError(f"the load test at {rate:.3g} req/s failed: {lines[-1] if lines else proc.returncode}")
+            measured = json.loads(result.read_text())
+            for big in ("latency_ms", "index", "predicted_service_ms"):
+                measured.pop(big, None)
+            points.append(RatePoint(label, rate, measured, measured.get("predicted")))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    rows = [pt.as_dict() for pt in points]
+    ok = all(r["verdict"] == "pass" and (r["error_rate"] or 0) <= MAX_ERROR_RATE for r in rows)
+    return {
+        "model": d.model,
+        "planned_on": f"{d.placement['provider']}:{d.placement['instance_type']}",
+        "run_on": "this machine (the profiling machine): the serving model is checked, not the hardware transfer",
+        "artifact_sha256": d.served_sha256,
+        "server_args": args,
+        "p99_target_ms": float(d.sla["p99_ms"]),
+        "rates": rows,
+        "verdict": "pass" if ok else _overall([r["verdict"] for r in rows]),
+    }
+
+
+def _overall(verdicts: list[str]) -> str:
+    if any(v == "fail" for v in verdicts):
+        return "fail"
+    return "pass" if verdicts and all(v == "pass" for v in verdicts) else "inconclusive"
+
+
+def verify_plan(
+    plan: Mapping[str, Any], model_files: Mapping[str, Path], duration_s: float, out: Path
+) -> dict[str, Any]:
+    """Every planned model verified; ``out/verify.json`` written (atomically) and returned."""
+    if duration_s <= 0:
+        raise UsageError("--duration must be positive")
+    profiles = {p["model"]: Path(p["path"]) for p in plan.get("inputs", {}).get("profiles", [])}
+    ds = deployables(plan, {})
+    missing = [d.model for d in ds if d.model not in model_files]
+    if missing:
+        raise UsageError(f"verify serves the planned model: give --model {missing[0]}=FILE")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results = []
+    for d in ds:
+        model = Path(model_files[d.model])
+        if not model.is_file():
+            raise UsageError(f"model file not found: {model}")
+        from optiserve.models.graph import model_sha256
+
+        if model_sha256(model) != d.model_sha256:
+            raise UsageError(f"{model} is not the model the plan was made for (SHA-256 differs): refusing")
+        if d.model not in profiles:
+            raise UsageError(f"the plan names no profile for {d.model!r}: re-plan with a current optiserve")
+        results.append(verify_model(d, model, profiles[d.model], duration_s, out))
+    doc = {
+        "plan_id": plan.get("plan_id"),
+        "started": started,
+        "duration_s": duration_s,
+        "models": results,
+        "verdict": _overall([r["verdict"] for r in results]),
+    }
+    text = json.dumps(doc, indent=2) + "\n"
+    atomic_write(out / "verify.json", lambda tmp: Path(tmp).write_text(text))
+    return doc

@@ -1,0 +1,36 @@
+"""``optiserve verify``: the plan's serving configuration run here, predicted against measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import profile_cli, run_cli
+
+
+def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Path) -> None:
+    prof = tmp_path / "prof"
+    assert profile_cli(mlp_path, prof, "--batch", "1,4", cwd=tmp_path).returncode == 0
+    (tmp_path / "sla.yaml").write_text(
+        "defaults:\n  regions: [EU]\nmodels:\n  mlp:\n    rate: 60\n    peak_factor: 1.5\n    p99_ms: 200\n"
+    )
+    plan = tmp_path / "plan.json"
+    args = ["plan", "--sla", "sla.yaml", "--profile", f"mlp={prof}", "-o", str(plan), "--trials", "20"]
+    assert run_cli(*args, "--requests", "2000", cwd=tmp_path).returncode == 0
+    missing = run_cli("verify", str(plan), cwd=tmp_path)
+    assert missing.returncode == 2 and "give --model mlp=FILE" in missing.stderr and "Traceback" not in missing.stderr
+    other = run_cli("verify", str(plan), "--model", f"mlp={plan}", cwd=tmp_path)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    out = tmp_path / "v"
+    proc = run_cli("verify", str(plan), "--model", f"mlp={mlp_path}", "--duration", "2", "-o", str(out), cwd=tmp_path)
+    doc = json.loads((out / "verify.json").read_text())
+    assert proc.returncode == (1 if doc["verdict"] == "fail" else 0), proc.stdout + proc.stderr
+    (m,) = doc["models"]
+    chosen = json.loads(plan.read_text())["models"][0]["chosen"]
+    assert m["planned_on"].endswith(chosen["instance_type"]) and "--expect-sha256" in m["server_args"]
+    assert [r["load"] for r in m["rates"]] == ["target", "peak"]
+    for r in m["rates"]:
+        assert r["requests"] == round(r["rate"] * 2) or abs(r["requests"] - r["rate"] * 2) <= 1
+        assert r["error_rate"] == 0.0 and r["measured"]["p99_ms"] > 0 and r["predicted"]["p99_ms"] > 0
+        assert r["p99_error"] is not None and r["verdict"] in ("pass", "fail", "inconclusive")
+    assert "p99 measured" in proc.stdout and "predicted" in proc.stdout
