@@ -68,7 +68,11 @@ def placement(e: Evaluation) -> dict[str, Any]:
             "latency_basis": e.basis,
             "service_time_band": e.band,
             "queueing": f"predicted by the queueing simulator ({e.verified_requests or 'search'} requests)",
-            "accuracy": "measured on the profiling machine",
+            "accuracy": (
+                "measured on the profiling machine's CPU runtime; not measured on this accelerator"
+                if not c.threads
+                else "measured on the profiling machine"
+            ),
             "price_source": offer.source if offer else None,
             "price_as_of": offer.as_of.isoformat() if offer else None,
         },
