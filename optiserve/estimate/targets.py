@@ -253,9 +253,24 @@ class CurveBuilder:
 
 
 def source_entry(catalog: Catalog, hardware: Mapping[str, Any], measured_on: str | None) -> tuple[Entry, bool]:
-    """(entry, explicit): the named entry, or the one matched from the profile's CPU flags."""
+    """(entry, explicit): the named entry, or the one matched from the profile's CPU flags.
+    A named entry must be the kind of machine the profile's fingerprint says measured it:
+    the same CPU architecture, and an accelerator only where the profile saw a GPU."""
     if measured_on:
-        return catalog.get(measured_on), True
+        entry = catalog.get(measured_on)
+        arch = "arm64" if hardware.get("arch") in ("aarch64", "arm64") else "x86_64"
+        cpu = hardware.get("cpu_model", "?")
+        if hardware.get("arch") and entry.instance.cpu.arch != arch:
+            raise CatalogError(
+                f"--measured-on {measured_on} is an {entry.instance.cpu.arch} machine; the profile was measured "
+                f"on {arch} ({cpu})"
+            )
+        if entry.accelerator is not None and not hardware.get("gpus"):
+            raise CatalogError(
+                f"--measured-on {measured_on} has {entry.accelerator.model} GPUs; "
+                f"the profile's machine had none ({cpu})"
+            )
+        return entry, True
     return match_source(hardware, catalog), False
 
 

@@ -138,6 +138,8 @@ search: {max_delay_ms: [0], instances: [1]}
         (["--workers", "2"], "--storage"),
         (["--catalog", "/nowhere.yaml"], "cannot read"),
         (["--measured-on", "no-such-box"], "valid instance types"),
+        (["--measured-on", "aws:g5.xlarge"], "the profile's machine had none"),
+        (["--measured-on", "aws:c7g.xlarge"], "is an arm64 machine"),
     ],
 )
 def test_plan_cli_bad_input(tmp_path: Path, cnn: Path, args: list[str], message: str) -> None:
