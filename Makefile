@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/optiserve models build --out models
 	$(BIN)/optiserve profile models/cnn.onnx --batch 1,4,16 --threads 1,2 --budget 3 \
-		--precision fp32,int8-static --max-accuracy-drop 0.01 -o profiles/demo-cnn --overwrite
+		--precision fp32,int8-static --max-accuracy-drop 0.01 --serving -o profiles/demo-cnn --overwrite
 	$(BIN)/optiserve predict profiles/demo-cnn --precision fp32 --threads 2 --max-batch 16 --max-delay-ms 5 \
 		--rate 150 --p99-ms 100
 	$(BIN)/optiserve plan --sla examples/sla.yaml -o profiles/demo-cnn/plan.json

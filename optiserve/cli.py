@@ -62,19 +62,23 @@ def with_sweep_options(func: F) -> F:
         many = isinstance(default, list)
         shown = ",".join(map(str, default)) if many else default
         hint = " (repeatable)" if many else ""
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):  # a switch: --serving / --no-serving
+            flag = f"{flag}/--no-{name.replace('_', '-')}"
         opt = typer.Option(
             None,
-            "--" + name.replace("_", "-"),
+            flag,
             help=f"{field.description}{hint} (default: {shown if shown not in ('', None) else 'none'})",
             show_default=False,
         )
-        kind = Optional[list[str]] if many else Optional[str]  # noqa: UP045
+        scalar = Optional[bool] if isinstance(default, bool) else Optional[str]  # noqa: UP045
+        kind = Optional[list[str]] if many else scalar  # noqa: UP045
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
         given = {n: kwargs.pop(n) for n in names if n in kwargs}
-        overrides = {k: ",".join(v) if isinstance(v, list) else v for k, v in given.items() if v}
+        overrides = {k: ",".join(v) if isinstance(v, list) else v for k, v in given.items() if v not in (None, "", [])}
         return func(**kwargs, sweep_overrides=overrides)
 
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
@@ -206,6 +210,9 @@ def profile(
         def progress(event: str, config: BenchConfig, m: Measurement | None) -> None:
             if event == "start":
                 bar.update(task, current=config.label())
+                return
+            if event == "serving":
+                bar.update(task, current="the serving path through optiserve serve")
                 return
             done["n"] += 1
             bar.advance(task)
@@ -746,11 +753,13 @@ def loadtest(
     max_delay_ms: Annotated[float, typer.Option(help="with --predict-from: the server's --max-delay-ms")] = 2.0,
     instances: Annotated[int, typer.Option(help="with --predict-from: the server's --instances")] = 1,
     per_request_ms: Annotated[
-        float, typer.Option(help="with --predict-from: server CPU per request besides inference (calibrated)")
-    ] = 0.0,
+        Optional[float],  # noqa: UP045
+        typer.Option(help="with --predict-from: server CPU per request besides inference (default: the profile's)"),
+    ] = None,
     overhead_ms: Annotated[
-        float, typer.Option(help="with --predict-from: client + network latency per request (calibrated at low load)")
-    ] = 0.0,
+        Optional[float],  # noqa: UP045
+        typer.Option(help="with --predict-from: latency per request outside the server (default: the profile's)"),
+    ] = None,
     overhead_from: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(
@@ -792,12 +801,22 @@ def loadtest(
         from optiserve.estimate import BatchingPolicy, ServiceModel, simulate
         from optiserve.profile.store import load_profile
 
-        if per_request_ms < 0 or overhead_ms < 0:
+        if (per_request_ms or 0) < 0 or (overhead_ms or 0) < 0:
             raise UsageError("--per-request-ms and --overhead-ms must be >= 0")
-        service = ServiceModel.from_profile(load_profile(predict_from), None, precision, threads)
-        # the server's own CPU per request shares the inference core: modelled per row, as the fidelity benchmark does
-        service = service.plus_per_item(per_request_ms / 1e3)
-        policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, 0.0, overhead_ms / 1e3)
+        from optiserve.profile.serving import serving_terms
+
+        prof = load_profile(predict_from)
+        service = ServiceModel.from_profile(prof, None, precision, threads)
+        measured_terms = serving_terms(prof.meta) if per_request_ms is None and overhead_ms is None else None
+        if measured_terms is not None:  # the serving path profile --serving measured: what the planner uses
+            front_s, fixed_s = measured_terms
+            policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, front_s, fixed_s)
+            per_request_ms, overhead_ms = front_s * 1e3, fixed_s * 1e3
+        else:
+            per_request_ms, overhead_ms = per_request_ms or 0.0, overhead_ms or 0.0
+            # hand-given CPU per request shares the inference core: modelled per row, as the fidelity benchmark does
+            service = service.plus_per_item(per_request_ms / 1e3)
+            policy = BatchingPolicy(max_batch, max_delay_ms / 1e3, (), instances, 1, 0.0, overhead_ms / 1e3)
         sim = simulate(np.asarray(schedule, dtype=np.float64), service, policy)
         sim_ms = sim.latency_s * 1e3
         lat_ms = sim_ms
@@ -812,6 +831,7 @@ def loadtest(
             "overhead_ms": overhead_ms,
             "overhead_from": str(overhead_from) if overhead_from else None,
             "calibrated": bool(per_request_ms or overhead_ms or overhead_from),
+            "serving_terms": "measured by profile --serving" if measured_terms is not None else "given or none",
         }
     samples = None
     if inputs is not None:

@@ -130,6 +130,21 @@ class CurveBuilder:
         self._fits: dict[tuple[str, int], TransferFit] = {}
         self._curves: dict[tuple[str, str, int, int], Curve] = {}
 
+    def serving(self, target: Entry) -> tuple[float, float, str]:
+        """(front end s per request, fixed s per request, basis) of the server on ``target``.
+        Measured on the profiling machine (``profile --serving``); the front end is one
+        Python event loop, so it moves with the host CPU's clock; the fixed part stays."""
+        from optiserve.profile.serving import serving_terms
+
+        terms = serving_terms(self.profile.meta)
+        if terms is None:
+            return 0.0, 0.0, "server cost not measured (profile --serving): left out"
+        front, fixed = terms
+        scale = self.source.instance.cpu.ghz / target.instance.cpu.ghz
+        where = "measured" if target.key == self.source.key else f"measured, scaled by clock x{scale:.2f}"
+        basis = f"server front end {front * scale * 1e3:.3g} ms + fixed {fixed * 1e3:.3g} ms ({where})"
+        return front * scale, fixed, basis
+
     # what was measured
     @property
     def precisions(self) -> tuple[str, ...]:

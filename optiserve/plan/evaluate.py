@@ -202,7 +202,8 @@ class Evaluator:
         entry, offer = self._by_key[c.instance]
         sla = self.sla
         curve = self.builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
-        pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1)
+        front, fixed, serving_basis = self.builder.serving(entry)  # the deployed server's own cost, per request
+        pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, fixed)
         inst = entry.instance
         if entry.accelerator is None:
             pod_vcpus = c.instances * c.threads + FRONTEND_VCPUS
@@ -229,7 +230,7 @@ class Evaluator:
             replicas = math.ceil(sla.peak_rate / (curve.service.capacity(c.max_batch, c.instances) * 0.7))
         replicas = max(1, min(replicas, MAX_REPLICAS))
         nodes = math.ceil(replicas / pods_per_node) if pods_per_node > 0 else MAX_REPLICAS
-        fleet = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, replicas)
+        fleet = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, replicas, front, fixed)
         at_target = self._fleet(curve.service, fleet, sla.rate, base)
         at_peak = self._fleet(curve.service, fleet, sla.peak_rate, base)
         if band_edges and curve.band > 0:
@@ -277,7 +278,7 @@ class Evaluator:
             accuracy_drop=drop,
             predicted=curve.predicted,
             band=curve.band,
-            basis=curve.basis,
+            basis=f"{curve.basis}; {serving_basis}",
             binding=binding,
             verified_requests=int(base.size) if band_edges else 0,
         )

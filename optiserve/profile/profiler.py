@@ -203,6 +203,15 @@ def run_sweep(
     configs = list(plan.configs)
     if AUTO in spec.precision:
         configs += _auto_fallback(plan, spec, store, measure_all)
+    if spec.serving and (overwrite or not resume or not store.load().meta.get("serving")):
+        from optiserve.profile.serving import measure_serving
+
+        if progress:
+            progress("serving", plan.configs[0], None)
+        threads = min(spec.threads)
+        store.update_meta(
+            serving=measure_serving(Path(model), plan.layout, threads, custom_ops=custom_ops.check(spec.custom_ops))
+        )
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
     store.update_meta(updated=now_iso(), complete=all(c.key in done for c in configs), planned_configs=len(configs))

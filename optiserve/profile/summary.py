@@ -41,6 +41,11 @@ def header(profile: Profile) -> Text:
         lines.append(layout_line(profile.meta["layout"]))
     if profile.meta.get("batch_note"):
         lines.append(str(profile.meta["batch_note"]))
+    from optiserve.profile.serving import describe
+
+    serving = describe(profile.meta)
+    if serving:
+        lines.append(serving)
     if any(m.accuracy and m.accuracy.synthetic for m in profile.measurements):
         lines.append("accuracy figures are SYNTHETIC (no --inputs / --calibration data): drift, not task accuracy")
     built = [m for m in profile.measurements if m.variant]

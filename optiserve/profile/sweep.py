@@ -96,6 +96,7 @@ class SweepSpec(BaseModel):
     int4_block_size: int = Field(32, ge=16, description="int4 quantisation block size")
     cache_dir: Path | None = Field(None, description="variant cache (default: ~/.cache/optiserve)")
     custom_ops: list[Path] = Field([], description="custom-op shared libraries registered in every session")
+    serving: bool = Field(False, description="also measure the server's own cost per request (optiserve serve)")
     preprocess: str | None = Field(
         None, description="time a pre-processing stage with each call: image:resize=224[,crop=..,src=640x480,impl=..]"
     )

@@ -135,7 +135,7 @@ def test_bad_precision_inputs(mlp_path: Path, tmp_path: Path) -> None:
 
 def test_fp16_without_fp32_io(mlp_path: Path, tmp_path: Path) -> None:
     proc = profile_cli(
-        mlp_path, tmp_path / "p", "--precision", "fp16", "--fp16-keep-io", "false", "--batch", "2", cwd=tmp_path
+        mlp_path, tmp_path / "p", "--precision", "fp16", "--no-fp16-keep-io", "--batch", "2", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     (m,) = load_profile(tmp_path / "p").measurements

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from optiserve.profile.store import load_profile
 from tests.conftest import profile_cli, run_cli
 
 
 def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Path) -> None:
     prof = tmp_path / "prof"
-    assert profile_cli(mlp_path, prof, "--batch", "1,4", cwd=tmp_path).returncode == 0
+    assert profile_cli(mlp_path, prof, "--batch", "1,4", "--serving", cwd=tmp_path).returncode == 0
+    serving = load_profile(prof).meta["serving"]  # the server's own cost, measured through optiserve serve
+    for enc in ("json", "binary"):
+        assert serving[enc]["frontend_ms"] > 0 and serving[enc]["fixed_ms"] >= 0, serving
+        assert serving[enc]["round_trip_ms"] >= serving[enc]["frontend_ms"] + serving[enc]["inference_ms"]
     (tmp_path / "sla.yaml").write_text(
         "defaults:\n  regions: [EU]\nmodels:\n  mlp:\n    rate: 60\n    peak_factor: 1.5\n    p99_ms: 200\n"
     )
     plan = tmp_path / "plan.json"
     args = ["plan", "--sla", "sla.yaml", "--profile", f"mlp={prof}", "-o", str(plan), "--trials", "20"]
     assert run_cli(*args, "--requests", "2000", cwd=tmp_path).returncode == 0
+    basis = json.loads(plan.read_text())["models"][0]["chosen"]["provenance"]["latency_basis"]
+    assert "server front end" in basis, basis  # the plan's pods include the server that gets deployed
     missing = run_cli("verify", str(plan), cwd=tmp_path)
     assert missing.returncode == 2 and "give --model mlp=FILE" in missing.stderr and "Traceback" not in missing.stderr
     other = run_cli("verify", str(plan), "--model", f"mlp={plan}", cwd=tmp_path)
@@ -33,4 +40,6 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
         assert r["requests"] == round(r["rate"] * 2) or abs(r["requests"] - r["rate"] * 2) <= 1
         assert r["error_rate"] == 0.0 and r["measured"]["p99_ms"] > 0 and r["predicted"]["p99_ms"] > 0
         assert r["p99_error"] is not None and r["verdict"] in ("pass", "fail", "inconclusive")
+    raw = json.loads((out / "mlp-target.json").read_text())
+    assert raw["predicted"]["serving_terms"] == "measured by profile --serving"
     assert "p99 measured" in proc.stdout and "predicted" in proc.stdout
