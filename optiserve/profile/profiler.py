@@ -18,6 +18,7 @@ from optiserve.profile.hardware import fingerprint, library_versions, now_iso
 from optiserve.profile.pipeline import StageSpec
 from optiserve.profile.runner import run_isolated
 from optiserve.profile.store import ParquetStore
+from optiserve.profile.summary import layout_line
 from optiserve.profile.sweep import AUTO, AUTO_CHOICE, AUTO_FALLBACK, SweepSpec
 from optiserve.profile.timing import TimingPolicy
 from optiserve.runtimes import custom_ops
@@ -129,6 +130,12 @@ def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwri
             raise StoreError(
                 f"{store.folder} was measured on other hardware ({prof.meta['hardware'].get('cpu_model')}); "
                 "resuming would mix machines: use another -o"
+            )
+        old_layout = prof.meta.get("layout")
+        if old_layout and InputLayout.from_dict(old_layout) != layout:
+            raise StoreError(
+                f"{store.folder} was measured with other input shapes or batch axes "
+                f"({layout_line(old_layout)}): resuming would mix them; use another -o or the same --shape"
             )
         done = {m.config.key for m in prof.measurements}
         todo = tuple(c for c in configs if c.key not in done)

@@ -98,3 +98,13 @@ def test_shape_of_an_input_with_commas(tmp_path: Path) -> None:
     proc = profile_cli(path, out, "--batch", "2", "--shape", "x=3,48,64", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert InputLayout.from_dict(load_profile(out).meta["layout"]).get("x").shape == (1, 3, 48, 64)
+
+
+def test_resume_with_other_shapes_is_refused(stateful_model: Path, tmp_path: Path) -> None:
+    """A profile's rows are at its recorded shapes: --resume with another --shape would mix sequence lengths."""
+    out = tmp_path / "prof"
+    assert profile_cli(stateful_model, out, "--batch", "1", "--shape", "seq=8", cwd=tmp_path).returncode == 0
+    again = profile_cli(stateful_model, out, "--batch", "1,2", "--shape", "seq=16", "--resume", cwd=tmp_path)
+    _one_line(again, "was measured with other input shapes")
+    same = profile_cli(stateful_model, out, "--batch", "1,2", "--shape", "seq=8", "--resume", cwd=tmp_path)
+    assert same.returncode == 0 and len(load_profile(out).measurements) == 2
