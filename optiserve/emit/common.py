@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from optiserve import __version__
+from optiserve._version import __version__
 from optiserve.errors import UsageError
 from optiserve.types import InputLayout
 

@@ -1,16 +1,17 @@
-"""Models to measure: the offline zoo, graph inspection, and input synthesis."""
+"""The offline model zoo, graph inspection, the input layout and input synthesis (members load on first use)."""
 
-from optiserve.models.graph import InputSpec, ModelInfo, inspect_model
-from optiserve.models.inputs import make_inputs, parse_shape_overrides
-from optiserve.models.zoo import ZOO, build_zoo, resolve_model
+from optiserve._lazy import lazy_exports
 
-__all__ = [
-    "ZOO",
-    "InputSpec",
-    "ModelInfo",
-    "build_zoo",
-    "inspect_model",
-    "make_inputs",
-    "parse_shape_overrides",
-    "resolve_model",
-]
+_NAMES = {
+    "InputSpec": "graph",
+    "ModelInfo": "graph",
+    "inspect_model": "graph",
+    "make_inputs": "inputs",
+    "parse_shape_overrides": "layout",
+    "infer_layout": "layout",
+    "ZOO": "zoo",
+    "build_zoo": "zoo",
+    "resolve_model": "zoo",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES)

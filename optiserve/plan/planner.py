@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from optiserve import __version__
+from optiserve._version import __version__
 from optiserve.errors import SLAError, UsageError
 from optiserve.estimate.catalog import Catalog, load_catalog
 from optiserve.estimate.targets import CurveBuilder, source_entry

@@ -1,8 +1,16 @@
-"""Profiling: sweep spec, isolated measuring, statistics and the result store."""
+"""Profiling: sweep spec, isolated measuring, statistics and the result store (members load on first use)."""
 
-from optiserve.profile.profiler import run_sweep
-from optiserve.profile.store import ParquetStore, load_profile
-from optiserve.profile.sweep import SweepSpec, build_spec
-from optiserve.profile.timing import TimingPolicy, measure, warm_up
+from optiserve._lazy import lazy_exports
 
-__all__ = ["ParquetStore", "SweepSpec", "TimingPolicy", "build_spec", "load_profile", "measure", "run_sweep", "warm_up"]
+_NAMES = {
+    "run_sweep": "profiler",
+    "ParquetStore": "store",
+    "load_profile": "store",
+    "SweepSpec": "sweep",
+    "build_spec": "sweep",
+    "TimingPolicy": "timing",
+    "measure": "timing",
+    "warm_up": "timing",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES)

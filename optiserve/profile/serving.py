@@ -72,7 +72,7 @@ def _closed_loop(url: str, path: str, body: bytes, headers: dict[str, str], n: i
 
 
 def _encodings(url: str, name: str) -> dict[str, tuple[bytes, dict[str, str]]]:
-    from optiserve.serve.loadtest import payload_for
+    from optiserve._oip_client import payload_for
 
     return {"json": payload_for(url, name, binary=False), "binary": payload_for(url, name, binary=True)}
 
@@ -82,7 +82,7 @@ def measure_serving(
 ) -> dict[str, Any]:
     """Per encoding: the front end's ms per request and the fixed ms outside the server.
     Never raises: a server that cannot start is recorded as ``{"error": ...}``."""
-    from optiserve.serve.loadtest import wait_until_ready
+    from optiserve._oip_client import wait_until_ready
 
     port = _free_port()
     args = [sys.executable, "-m", "optiserve", "serve", str(model), "--port", str(port), "--threads", str(threads)]

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from optiserve import __version__
 from optiserve._files import read_json
+from optiserve._version import __version__
 from optiserve.errors import UsageError
 from optiserve.report import figures
 from optiserve.types import LatencySource, Profile, Status

@@ -12,7 +12,6 @@ module must run in its own process: ``optiserve loadtest`` is one.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -22,7 +21,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from optiserve._oip_client import payload_for, wait_until_ready
 from optiserve.errors import UsageError
+
+__all__ = ["MAX_ERROR_RATE", "MAX_REQUESTS", "LoadResult", "payload_for", "run_loadtest", "wait_until_ready"]
 
 MAX_REQUESTS = 500_000
 MAX_ERROR_RATE = 0.001  # more failed requests than this fails a run, whatever its latency
@@ -76,85 +78,6 @@ class LoadResult:
             "late_fraction": self.late_fraction,
             "valid": self.valid,
         }
-
-
-def wait_until_ready(url: str, timeout_s: float = 60.0) -> bool:
-    """Poll ``/v2/health/ready`` until the server has warmed up (True) or time runs out."""
-    import urllib.request
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.2)
-    return False
-
-
-def _synthetic(datatype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
-    dtype = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}.get(datatype)
-    if dtype is not None:
-        return rng.standard_normal(shape).astype(dtype)
-    ints = {"INT64": np.int64, "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
-    return rng.integers(0, 2, shape).astype(ints.get(datatype, np.int64))
-
-
-def payload_for(
-    url: str,
-    model: str,
-    timeout: float = 10.0,
-    seed: int = 0,
-    binary: bool | None = None,
-    samples: Mapping[str, np.ndarray] | None = None,
-) -> tuple[bytes, dict[str, str]]:
-    """One-row request (body, headers) built from the server's own model metadata:
-    each input at the shape the server was sized for (its advertised layout: batch
-    axis per input, dynamic dims resolved; unbatched inputs such as scalars as they
-    are), filled from ``samples`` (a user's .npz, first row) when given, else synthetic.
-    Large inputs (or ``binary=True``) use the binary tensor extension: JSON has to
-    print and parse every float, which for an image costs more than inference."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=timeout) as r:
-        meta = json.loads(r.read())
-    layout = {t["name"]: t for t in ((meta.get("parameters") or {}).get("layout") or {}).get("inputs", [])}
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for i in meta["inputs"]:
-        t = layout.get(i["name"])
-        if t is not None:
-            shape, axis = list(t["shape"]), t["batch_axis"]
-        else:  # a server without a layout: batch on axis 0, open dims at 1
-            shape, axis = [1, *[d if d > 0 else 1 for d in i["shape"][1:]]], 0
-        if samples is not None and i["name"] in samples:
-            given = np.asarray(samples[i["name"]])
-            arr = given if axis is None else np.take(given, [0], axis=axis)
-            if list(arr.shape) != shape and t is not None and axis is not None:
-                shape = list(arr.shape)  # a user sample may take another size on an open dim
-            if list(arr.shape) != shape:
-                raise UsageError(f"--inputs: {i['name']!r} has shape {list(arr.shape)}; the server takes {shape}")
-        elif samples is not None:
-            raise UsageError(f"--inputs lacks {i['name']!r}; it has {', '.join(samples) or 'nothing'}")
-        else:
-            arr = _synthetic(i["datatype"], shape, rng)
-        arrays.append((i, shape, arr))
-    if binary is None:
-        binary = sum(a.size for _, _, a in arrays) > 4096
-    if not binary:
-        inputs = [
-            {"name": i["name"], "shape": s, "datatype": i["datatype"], "data": a.reshape(-1).tolist()}
-            for i, s, a in arrays
-        ]
-        return json.dumps({"inputs": inputs}).encode(), {"Content-Type": "application/json"}
-    inputs = [
-        {"name": i["name"], "shape": s, "datatype": i["datatype"], "parameters": {"binary_data_size": a.nbytes}}
-        for i, s, a in arrays
-    ]
-    header = json.dumps({"inputs": inputs}).encode()
-    body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, _, a in arrays)
-    return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
 
 
 def run_loadtest(
