@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from typer.testing import CliRunner
@@ -147,7 +146,6 @@ def test_plan_cli_bad_input(tmp_path: Path, cnn: Path, args: list[str], message:
     res = CliRunner().invoke(app, ["plan", "--sla", str(sla), "--trials", "3", "-o", str(tmp_path / "p.json"), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
-    assert np.isfinite(res.exit_code)
 
 
 def test_plan_cli_writes_the_plan_and_warns_about_old_prices(tmp_path: Path, cnn: Path) -> None:

@@ -161,15 +161,18 @@ def test_loadtest_records_the_prediction_for_its_own_schedule(server: str, tmp_p
         "2",
     )
     light = tmp_path / "light.json"
-    run_cli("loadtest", server, *common, "--rate", "20", "--json", str(light), cwd=tmp_path, timeout=120)
+    proc = run_cli("loadtest", server, *common, "--rate", "20", "--json", str(light), cwd=tmp_path, timeout=120)
     r = json.loads(light.read_text())
+    assert proc.returncode == (0 if r["valid"] else 1), proc.stdout + proc.stderr  # exit 1 only for a late client
     p = r["predicted"]
     assert 0 < p["p50_ms"] <= p["p99_ms"] and p["policy"]["max_batch"] == 8 and "same schedule" in p["source"]
     assert len(r["predicted_service_ms"]) == r["scheduled"]
     out = tmp_path / "r.json"
-    run_cli("loadtest", server, *common, "--rate", "40", "--json", str(out), "--overhead-from", str(light),
-            cwd=tmp_path, timeout=120)  # fmt: skip
-    calibrated = json.loads(out.read_text())["predicted"]
+    proc = run_cli("loadtest", server, *common, "--rate", "40", "--json", str(out), "--overhead-from", str(light),
+                   cwd=tmp_path, timeout=120)  # fmt: skip
+    doc = json.loads(out.read_text())
+    assert proc.returncode == (0 if doc["valid"] else 1), proc.stdout + proc.stderr
+    calibrated = doc["predicted"]
     assert calibrated["calibrated"] and calibrated["p50_ms"] > 0
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"latency_ms": [1.0], "index": [0]}))
