@@ -234,7 +234,12 @@ def main(argv: list[str]) -> int:
     if limit:
         cap = int(limit) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    m = measure_config(job)
+    try:
+        m = measure_config(job)
+    except Exception as exc:  # a library that cannot even load (under a memory cap, say): still a row
+        m = Measurement(
+            BenchConfig.from_dict(job["config"]), Status.FAILED, error=one_line(exc), extra=stage_of("load")
+        )
     if limit and m.status is Status.FAILED:
         m = replace(m, error=f"{m.error} [under a {limit} MiB memory cap: likely out of memory]")
     tmp = out_path.with_suffix(".tmp")
