@@ -7,6 +7,8 @@ layer), so it lives at the bottom of the package and imports only NumPy.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 from collections.abc import Mapping
 
@@ -92,3 +94,20 @@ def payload_for(
     header = json.dumps({"inputs": inputs}).encode()
     body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, _, a in arrays)
     return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+
+
+def free_port() -> int:
+    """A loopback port nobody holds right now (for a server this process starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_server(proc: subprocess.Popen[str] | subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM (the server drains and exits), then SIGKILL after ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace_s)

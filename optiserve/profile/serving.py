@@ -18,7 +18,6 @@ so a plan's p99 includes the server that gets deployed.
 from __future__ import annotations
 
 import http.client
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +25,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from optiserve._oip_client import free_port, stop_server
 from optiserve._reasons import one_line
 from optiserve.types import InputLayout
 
 REQUESTS = 200  # per encoding; the front end's time per request is steady well before this
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _metric_sums(url: str) -> dict[str, float]:
@@ -84,7 +78,7 @@ def measure_serving(
     Never raises: a server that cannot start is recorded as ``{"error": ...}``."""
     from optiserve._oip_client import wait_until_ready
 
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "optiserve", "serve", str(model), "--port", str(port), "--threads", str(threads)]
     args += ["--max-batch", "1", "--max-delay-ms", "0", "--name", "m"]
     for t in layout.inputs:
@@ -123,11 +117,7 @@ def measure_serving(
     except Exception as exc:  # measuring the serving path must never lose the sweep already on disk
         return {"error": one_line(exc)}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 def client_encoding(layout: InputLayout) -> str:

@@ -15,7 +15,6 @@ transfer to other hardware. The record says which instance type the plan chose.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from optiserve._files import atomic_write
+from optiserve._oip_client import free_port, stop_server
 from optiserve.emit.common import Deployable, deployables
 from optiserve.errors import UsageError
 
@@ -61,12 +61,6 @@ class RatePoint:
         }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "optiserve", *args]
 
@@ -87,7 +81,7 @@ def _served_file(d: Deployable, model: Path) -> Path:
 
 def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: float, out: Path) -> dict[str, Any]:
     """Serve ``d`` here as its Deployment would, load it at each planned rate, record both sides."""
-    port = _free_port()
+    port = free_port()
     args = d.server_args(str(_served_file(d, model)))
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
@@ -121,11 +115,7 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
                 measured.pop(big, None)
             points.append(RatePoint(label, rate, measured, measured.get("predicted")))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     rows = [pt.as_dict() for pt in points]
     ok = all(r["verdict"] == "pass" and (r["error_rate"] or 0) <= MAX_ERROR_RATE for r in rows)
     return {
