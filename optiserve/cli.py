@@ -36,6 +36,19 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` items of a repeatable option, or one line saying which is malformed."""
+    from optiserve.errors import UsageError
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
+        out[k.strip()] = v.strip()
+    return out
+
+
 def one_line_errors(func: F) -> F:
     """User errors become ``error: ...`` and the error's exit code, never a traceback."""
 
@@ -495,17 +508,7 @@ def emit(
     """Write validated Kubernetes, KServe and Triton files for a plan (nothing is written if any is invalid)."""
     from optiserve.emit import TARGETS, EmitOptions
     from optiserve.emit import emit as emit_files
-    from optiserve.errors import UsageError
     from optiserve.plan.result import read_plan
-
-    def pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-        outp: dict[str, str] = {}
-        for item in items or []:
-            k, sep, v = item.partition("=")
-            if not sep or not k.strip() or not v.strip():
-                raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
-            outp[k.strip()] = v.strip()
-        return outp
 
     targets = list(TARGETS) if target == "all" else [t.strip() for t in target.split(",") if t.strip()]
     plan_doc = read_plan(plan_file)
@@ -513,12 +516,12 @@ def emit(
         image=image,
         namespace=namespace,
         k8s_version=k8s_version,
-        model_uris=pairs(model_uri, "--model-uri"),
+        model_uris=_pairs(model_uri, "--model-uri"),
         canary=canary,
         canary_weight=canary_weight,
         canary_image=canary_image,
     )
-    files = {k: Path(v) for k, v in pairs(model, "--model").items()}
+    files = {k: Path(v) for k, v in _pairs(model, "--model").items()}
     for m in plan_doc.get("models", []):
         c = m.get("chosen") or {}
         if c and c.get("precision") != "fp32" and "artifact" not in c:
@@ -697,10 +700,8 @@ def serve(
 
     info = inspect_model(path)
     layout = infer_layout(info, parse_shape_overrides(shape or []), parse_batch_axes(batch_axis or []))
-    if layout.fixed_batch is not None and max_batch != layout.fixed_batch:
+    if layout.fixed_batch is not None and max_batch != layout.fixed_batch:  # app_for_model serves it at that batch
         err.print(f"the model fixes its batch at {layout.fixed_batch}: serving with --max-batch {layout.fixed_batch}")
-        max_batch = layout.fixed_batch
-        pref = tuple(p for p in pref if p <= max_batch)
     if expect_sha256:
         from optiserve.errors import ModelError
 
@@ -724,6 +725,7 @@ def serve(
         calibrator=calibrator,
         prebuilt=prebuilt,
         runtime_name=runtime,
+        info=info,  # inspected (and hashed) once
     )
     err.print(f"serving {config.name} on http://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
@@ -891,16 +893,10 @@ def verify(
     ),
 ) -> None:
     """Run the plan's serving configuration here at its per-replica target and peak rates: predicted vs measured."""
-    from optiserve.errors import UsageError
     from optiserve.plan.result import read_plan
     from optiserve.serve.verify import verify_plan
 
-    files: dict[str, Path] = {}
-    for item in model or []:
-        k, sep, v = item.partition("=")
-        if not sep or not k.strip() or not v.strip():
-            raise UsageError(f"--model {item!r}: expected NAME=FILE")
-        files[k.strip()] = Path(v.strip())
+    files = {k: Path(v) for k, v in _pairs(model, "--model").items()}
     doc = verify_plan(read_plan(plan_file), files, duration, output)
     for m in doc["models"]:
         for r in m["rates"]:

@@ -67,20 +67,21 @@ def render(
             isvc = kserve.inference_service(d, opts)
             objects.append(isvc)
             files[f"kserve/{d.name}.yaml"] = _yaml([isvc])
-        if d.prebuilt and d.model in model_files and {"k8s", "kserve"} & set(targets):
-            # the bundle to upload where the manifests' model URI points: the measured variant's bytes
-            art = triton.served_file(d, Path(model_files[d.model]))
-            for rel, src in triton.model_files(art).items():
-                name = d.artifact_name() if rel == "model.onnx" else rel
-                files[f"models/{d.name}/{name}"] = src.read_bytes()
+        f = model_files.get(d.model)
+        bundle = d.prebuilt and f is not None and bool({"k8s", "kserve"} & set(targets))
+        if "triton" in targets and f is None:
+            raise UsageError(f"--target triton puts the model file in the repository: give --model {d.model}=FILE")
+        if f is None or not (bundle or "triton" in targets):
+            continue
+        served = triton.served_file(d, Path(f))  # once: the measured variant's bytes (digest checked) or the model
+        shipped = {rel: src.read_bytes() for rel, src in triton.model_files(served).items()}  # graph + its data
+        if bundle:  # what to upload where the manifests' model URI points
+            for rel, data in shipped.items():
+                files[f"models/{d.name}/{d.artifact_name() if rel == 'model.onnx' else rel}"] = data
         if "triton" in targets:
-            f = model_files.get(d.model)
-            if f is None:
-                raise UsageError(f"--target triton puts the model file in the repository: give --model {d.model}=FILE")
-            served = triton.served_file(d, Path(f))
             files[f"triton/{d.name}/config.pbtxt"] = triton.config_text(d, served).encode()
-            for rel, src in triton.model_files(Path(served)).items():  # the graph and its external data
-                files[f"triton/{d.name}/1/{rel}"] = src.read_bytes()
+            for rel, data in shipped.items():
+                files[f"triton/{d.name}/1/{rel}"] = data
     return files, objects
 
 

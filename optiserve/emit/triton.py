@@ -101,20 +101,13 @@ def _legacy_variant(d: Deployable, model: Path) -> Path:
     """A plan written before plans named their artifact: the variant is built here with
     synthetic calibration, as optiserve then did (``emit`` warns; re-plan to ship the measured one)."""
     from optiserve.models.graph import inspect_model
+    from optiserve.models.layout import infer_layout
     from optiserve.types import Precision
-    from optiserve.variants.build import build_variant
-    from optiserve.variants.cache import VariantCache
-    from optiserve.variants.calibration import calibration_source, recipe_for
+    from optiserve.variants.calibration import build_from_recipe, recipe_for
 
     info = inspect_model(model)
-    layout = d.layout
-    if layout is None:
-        from optiserve.models.layout import infer_layout
-
-        layout = infer_layout(info)
-    recipe = recipe_for(Precision.parse(d.placement["precision"]))
-    source = calibration_source(info, layout, recipe, None)
-    return build_variant(model, info.sha256, recipe, VariantCache(None), source).path
+    layout = d.layout or infer_layout(info)
+    return build_from_recipe(model, info, layout, recipe_for(Precision.parse(d.placement["precision"]))).path
 
 
 def model_files(served: Path) -> dict[str, Path]:

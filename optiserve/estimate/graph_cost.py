@@ -41,7 +41,7 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from optiserve.errors import ModelError, UsageError
-from optiserve.models.graph import inspect_model, load_onnx
+from optiserve.models.graph import default_opset, inspect_model, load_onnx, subgraphs_of
 from optiserve.models.layout import infer_layout
 from optiserve.types import InputLayout
 
@@ -127,17 +127,8 @@ def profile_layout(meta: Mapping[str, Any], path: Path) -> InputLayout | None:
     return model_layout(path)
 
 
-def _subgraphs_of(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    out: list[onnx.GraphProto] = []
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            out.append(a.g)
-        out.extend(a.graphs)
-    return out
-
-
 def _subgraphs(g: onnx.GraphProto) -> list[onnx.GraphProto]:
-    return [sub for node in g.node for sub in _subgraphs_of(node)]
+    return [sub for node in g.node for sub in subgraphs_of(node)]
 
 
 def _clear_value_info(g: onnx.GraphProto) -> None:
@@ -176,7 +167,7 @@ def _sized(model: onnx.ModelProto, batch: int, layout: InputLayout | None) -> on
         dims = vi.type.tensor_type.shape.dim
         if any(not _fixed(d) for d in dims):
             vi.type.tensor_type.ClearField("shape")
-    opset = _opset(m)
+    opset = default_opset(m)
     _constants_to_initializers(m.graph)
     _strip_weights(m.graph)
     _clear_value_info(m.graph)
@@ -198,10 +189,6 @@ def _infer(m: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     except Exception as exc:  # onnx raises its own InferenceError and plain RuntimeErrors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"shape inference failed at batch {batch}: {first[:200]}") from None
-
-
-def _opset(m: onnx.ModelProto) -> int:
-    return max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _constants_to_initializers(g: onnx.GraphProto) -> None:
@@ -254,7 +241,7 @@ def _fold(g: onnx.GraphProto, outer_shapes: Shapes, outer_values: Mapping[str, n
         if got is None:
             if node.op_type in ("Loop", "Scan"):
                 changed |= _seed_body(node, shapes, opset)
-            for sub in _subgraphs_of(node):
+            for sub in subgraphs_of(node):
                 changed |= _fold(sub, shapes, values, opset)
             if node.op_type == "Loop":
                 changed |= _loop_outputs(node, shapes, values, g)
@@ -363,7 +350,7 @@ def _inline(branch: onnx.GraphProto, node: onnx.NodeProto, into: onnx.GraphProto
 def _rename(node: onnx.NodeProto, rename: Mapping[str, str]) -> None:
     node.input[:] = [rename.get(i, i) for i in node.input]
     node.output[:] = [rename.get(o, o) for o in node.output]
-    for sub in _subgraphs_of(node):  # subgraphs may read the renamed values from the outer scope
+    for sub in subgraphs_of(node):  # subgraphs may read the renamed values from the outer scope
         for n in sub.node:
             _rename(n, rename)
         for vi in sub.output:
@@ -374,7 +361,7 @@ def _evaluate(
     node: onnx.NodeProto, shapes: Shapes, values: Mapping[str, np.ndarray], opset: int
 ) -> list[np.ndarray] | None:
     """The outputs of a node computable now, if small; None otherwise."""
-    if node.domain not in ("", "ai.onnx") or _subgraphs_of(node) or node.op_type in _NEVER_FOLD:
+    if node.domain not in ("", "ai.onnx") or subgraphs_of(node) or node.op_type in _NEVER_FOLD:
         return None
     if node.op_type in ("Shape", "Size"):
         x = shapes.get(node.input[0])
@@ -586,7 +573,7 @@ def graph_cost(path: Path, batch: int, precision: str = "fp32", layout: InputLay
         layout = model_layout(path)
     model = _sized(raw, batch, layout)
     g = model.graph
-    opset = _opset(model)
+    opset = default_opset(model)
     size = ITEMSIZE[precision]
     tally = _Tally(size, opset)
     tally.graph(g, {}, {})

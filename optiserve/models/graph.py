@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,14 +66,39 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's opset of the default ONNX domain (0 when it imports none)."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def subgraphs_of(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a node holds: If branches, Loop and Scan bodies."""
+    out: list[onnx.GraphProto] = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        out.extend(a.graphs)
+    return out
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """A graph and every subgraph in it, depth first."""
+    yield graph
+    for node in graph.node:
+        for sub in subgraphs_of(node):
+            yield from all_graphs(sub)
+
+
 def external_data_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
-    """Files beside the model that hold its external-data tensors (sorted, unique)."""
+    """Files beside the model that hold its external-data tensors (sorted, unique), subgraphs included."""
     names: set[str] = set()
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                tensors.append(a.t)
+    tensors: list[onnx.TensorProto] = []
+    for g in all_graphs(model.graph):
+        tensors.extend(g.initializer)
+        for node in g.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    tensors.append(a.t)
     for t in tensors:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             for kv in t.external_data:
@@ -153,7 +179,7 @@ def inspect_model(path: Path) -> ModelInfo:
             table = init_shapes.get(node.input[0])
             if table:
                 bounds[node.input[1]] = min(bounds.get(node.input[1], table[0]), table[0])
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    opset = default_opset(model)
     out_specs = []
     for vi in g.output:
         try:

@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from optiserve.errors import ModelError, UsageError
-from optiserve.models.graph import InputSpec, ModelInfo
+from optiserve.models.graph import ModelInfo
 from optiserve.models.layout import infer_batch_axes, infer_layout, parse_shape_overrides
 from optiserve.types import InputLayout, TensorLayout
 
-__all__ = ["load_npz", "make_inputs", "parse_shape_overrides", "resolve_shape", "take_rows"]
-
-
-def resolve_shape(spec: InputSpec, batch: int, overrides: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
-    """Concrete shape of one input at ``batch`` (layout inferred from this input alone)."""
-    info = ModelInfo(Path(spec.name), "", (spec,), (), 0, (), ())
-    t = infer_layout(info, {k: v for k, v in overrides.items() if k == spec.name or k in spec.dims}).inputs[0]
-    return t.at(batch)
+__all__ = ["load_npz", "make_inputs", "parse_shape_overrides", "samples_in", "take_rows", "user_shapes"]
 
 
 def _synth(t: TensorLayout, shape: tuple[int, ...], info: ModelInfo, rng: np.random.Generator) -> np.ndarray:

@@ -18,9 +18,12 @@ from optiserve.types import Profile, Status
 def artifact_for(profile: Profile, runtime: str, precision: str) -> dict[str, Any]:
     """What ``emit`` ships for ``precision``: the model (fp32) or the profiled variant.
     ``sha256`` is None when the variant is no longer in the cache (emit then refuses)."""
+    from optiserve.runtimes.registry import get_runtime
+
     model = profile.meta.get("model", {})
-    if precision == "fp32":
-        return {"kind": "model", "precision": "fp32", "sha256": model.get("sha256"), "path": model.get("path")}
+    if precision == "fp32" or (get_runtime(runtime).device == "gpu" and precision in ("fp16", "bf16")):
+        # fp32 is the model; on a GPU, TensorRT builds fp16/bf16 from the fp32 graph itself
+        return {"kind": "model", "precision": precision, "sha256": model.get("sha256"), "path": model.get("path")}
     rows = [
         m
         for m in profile.measurements

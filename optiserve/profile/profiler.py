@@ -177,6 +177,8 @@ def run_sweep(
         min_samples=spec.min_samples,
     )
 
+    libs = custom_ops.check(spec.custom_ops)
+
     def measure_all(configs: tuple[BenchConfig, ...]) -> None:
         for config in configs:
             if progress:
@@ -196,7 +198,7 @@ def run_sweep(
                 "max_accuracy_drop": spec.max_accuracy_drop,
                 "metric": spec.metric,
                 "build_timeout": spec.build_timeout,
-                "custom_ops": list(custom_ops.check(spec.custom_ops)),
+                "custom_ops": list(libs),
             }
             t0 = time.perf_counter()
             m = run_isolated(job, spec.config_timeout())
@@ -216,9 +218,7 @@ def run_sweep(
         if progress:
             progress("serving", plan.configs[0], None)
         threads = min(spec.threads)
-        store.update_meta(
-            serving=measure_serving(Path(model), plan.layout, threads, custom_ops=custom_ops.check(spec.custom_ops))
-        )
+        store.update_meta(serving=measure_serving(Path(model), plan.layout, threads, custom_ops=libs))
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
     store.update_meta(updated=now_iso(), complete=all(c.key in done for c in configs), planned_configs=len(configs))

@@ -68,9 +68,7 @@ def _synthetic_hint(layout: InputLayout, feeds: dict[str, Any]) -> str:
 def _layout(job: dict[str, Any], info: Any) -> InputLayout:
     from optiserve.models.layout import infer_layout
 
-    if job.get("layout"):
-        return InputLayout.from_dict(job["layout"])
-    return infer_layout(info, {k: tuple(v) for k, v in (job.get("shapes") or {}).items()})
+    return InputLayout.from_dict(job["layout"]) if job.get("layout") else infer_layout(info)
 
 
 def measure_config(job: dict[str, Any]) -> Measurement:
@@ -86,9 +84,7 @@ def measure_config(job: dict[str, Any]) -> Measurement:
     from optiserve.runtimes import custom_ops
     from optiserve.runtimes.gpu import StagedSession
     from optiserve.runtimes.registry import get_runtime
-    from optiserve.variants.build import build_variant
-    from optiserve.variants.cache import VariantCache
-    from optiserve.variants.calibration import calibration_source
+    from optiserve.variants.calibration import build_from_recipe
     from optiserve.variants.recipe import VariantRecipe
 
     config = BenchConfig.from_dict(job["config"])
@@ -117,14 +113,13 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         if config.precision in runtime.variant_precisions:
             recipe = VariantRecipe.from_identity(config.precision, dict(config.variant))
             try:
-                built = build_variant(
+                built = build_from_recipe(
                     model,
-                    info.sha256,
+                    info,
+                    layout,
                     recipe,
-                    VariantCache(job.get("cache_dir")),
-                    calibration_source(
-                        info, layout, recipe, Path(job["calibration"]) if job.get("calibration") else None
-                    ),
+                    Path(job["calibration"]) if job.get("calibration") else None,
+                    Path(job["cache_dir"]) if job.get("cache_dir") else None,
                     time_limit_s=float(job.get("build_timeout") or 600.0),
                 )
             except Exception as exc:

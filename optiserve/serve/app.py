@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from optiserve.models.graph import InputSpec
+from optiserve.models.graph import InputSpec, ModelInfo
 from optiserve.models.inputs import make_inputs
 from optiserve.models.layout import probe_output_axes
 from optiserve.serve.batcher import DynamicBatcher, QueueFull
@@ -210,13 +210,15 @@ def app_for_model(
     calibrator: str = "minmax",
     prebuilt: bool = False,
     runtime_name: str = "onnxruntime-cpu",
+    info: ModelInfo | None = None,
 ) -> Starlette:
     """Load ``model_path`` at ``precision`` on ONNX Runtime CPU and serve it, sized and warmed
     for ``layout`` (inferred from the graph when not given). A precision variant is the one
     ``optiserve profile`` builds for the same settings (``calibration`` file, calibrator):
     same recipe, same batches, same cache key, so the bytes served are the bytes measured.
     ``prebuilt``: ``model_path`` already is that variant (what ``emit`` ships): served as is.
-    ``runtime_name``: the plan's runtime (a GPU placement is served on its GPU runtime)."""
+    ``runtime_name``: the plan's runtime (a GPU placement is served on its GPU runtime).
+    ``info``: the model already inspected by the caller (inspecting hashes the whole file)."""
     from pathlib import Path
 
     from optiserve.errors import RuntimeUnavailableError, UsageError
@@ -224,12 +226,10 @@ def app_for_model(
     from optiserve.models.layout import infer_layout
     from optiserve.runtimes.registry import get_runtime
     from optiserve.types import Precision
-    from optiserve.variants.build import build_variant
-    from optiserve.variants.cache import VariantCache
-    from optiserve.variants.calibration import calibration_source, recipe_for
+    from optiserve.variants.calibration import build_from_recipe, recipe_for
 
     path = Path(model_path)
-    info = inspect_model(path)
+    info = info or inspect_model(path)
     layout = layout or infer_layout(info)
     if layout.fixed_batch is not None and config.max_batch != layout.fixed_batch:
         # a graph with a fixed batch runs at that batch only: one request per call
@@ -246,8 +246,8 @@ def app_for_model(
     if prec in runtime.variant_precisions and not prebuilt:
         calib = Path(calibration) if calibration is not None else None
         recipe = recipe_for(prec, calib, calibrator)
-        source = calibration_source(info, layout, recipe, calib)
-        run_path = build_variant(path, info.sha256, recipe, VariantCache(cache_dir), source).path
+        cache = Path(cache_dir) if cache_dir is not None else None
+        run_path = build_from_recipe(path, info, layout, recipe, calib, cache).path
     session = runtime.load(run_path, prec, threads, {}, layout=layout)
     served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
     served_layout = InputLayout(

@@ -46,6 +46,7 @@ from onnx import TensorProto, numpy_helper
 
 from optiserve._reasons import one_line
 from optiserve.errors import OptiserveError, VariantError
+from optiserve.models.graph import all_graphs, default_opset
 from optiserve.types import Precision
 from optiserve.variants.cache import VariantCache
 from optiserve.variants.recipe import VariantRecipe
@@ -110,21 +111,6 @@ def _save(model: onnx.ModelProto, dst: Path, external: bool) -> None:
         onnx.save(model, str(dst))
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """A graph and every subgraph in it (If branches, Loop and Scan bodies)."""
-    yield graph
-    for node in graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(a.g)
-            for g in a.graphs:
-                yield from _graphs(g)
-
-
 def _check_loads(path: Path, what: str = "the built graph") -> None:
     """The variant must be a graph ONNX Runtime accepts; a kernel this CPU build lacks is no fault of it."""
     import onnxruntime as ort
@@ -180,7 +166,7 @@ def _fp16_prepare(model: onnx.ModelProto) -> tuple[set[str], list[str]]:
     collide), find the model's own ``Cast(to=float)`` nodes, and keep fp32 the nodes that
     read a constant beyond fp16's range (such Constant nodes become initializers, which
     the converter leaves alone when their reader is kept fp32)."""
-    used = {n.name for g in _graphs(model.graph) for n in g.node if n.name}
+    used = {n.name for g in all_graphs(model.graph) for n in g.node if n.name}
     casts: set[str] = set()
     blocked: set[str] = set()
     count = 0
@@ -192,7 +178,7 @@ def _fp16_prepare(model: onnx.ModelProto) -> tuple[set[str], list[str]]:
         a = a[np.isfinite(a)]
         return bool(a.size) and float(np.abs(a).max()) > FP16_MAX
 
-    for g in list(_graphs(model.graph)):
+    for g in list(all_graphs(model.graph)):
         big = {t.name for t in g.initializer if too_big(t)}
         keep = []
         for n in g.node:
@@ -246,7 +232,7 @@ def _fp16(src: Path, dst: Path, recipe: VariantRecipe, calibration: CalibrationS
         node_block_list=blocked,
     )
     fixed = 0
-    for g in _graphs(converted.graph):
+    for g in all_graphs(converted.graph):
         for n in g.node:
             if n.name in casts and n.name not in blocked:
                 for a in n.attribute:
@@ -297,7 +283,7 @@ def _int8_static(src: Path, dst: Path, recipe: VariantRecipe, calibration: Calib
             return next(self._it, None)
 
     external = _has_external_data(src)
-    opset = _opset(onnx.load(str(src), load_external_data=False))
+    opset = default_opset(onnx.load(str(src), load_external_data=False))
     notes, per_channel, base = [], True, src
     with tempfile.TemporaryDirectory() as tmp:
         if opset < PER_CHANNEL_OPSET:

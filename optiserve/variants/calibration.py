@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from optiserve.models.graph import ModelInfo
 from optiserve.models.inputs import load_npz, make_inputs, samples_in, take_rows
 from optiserve.types import InputLayout, Precision
 from optiserve.variants.recipe import SYNTHETIC, VariantRecipe, file_digest
+
+if TYPE_CHECKING:
+    from optiserve.variants.build import Variant
 
 Feeds = dict[str, np.ndarray]
 
@@ -61,3 +65,21 @@ def recipe_for(
         calibration_samples=calibration_samples,
         seed=seed,
     )
+
+
+def build_from_recipe(
+    model: Path,
+    info: ModelInfo,
+    layout: InputLayout,
+    recipe: VariantRecipe,
+    calibration: Path | None = None,
+    cache_dir: Path | None = None,
+    time_limit_s: float | None = None,
+) -> Variant:
+    """The variant of ``recipe`` from the cache, else built on these batches: the one way
+    the worker, the server and ``emit`` come by a variant, so all three get the same bytes."""
+    from optiserve.variants.build import build_variant
+    from optiserve.variants.cache import VariantCache
+
+    source = calibration_source(info, layout, recipe, calibration)
+    return build_variant(model, info.sha256, recipe, VariantCache(cache_dir), source, time_limit_s=time_limit_s)
