@@ -26,7 +26,7 @@ validated here, and labelled so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from optiserve.estimate.catalog import Catalog, Entry
 from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
-from optiserve.types import AccuracyReport, InputLayout, Measurement, Profile
+from optiserve.types import AccuracyReport, BenchConfig, InputLayout, Measurement, Profile
 
 # precision -> (element size key for bytes, compute class for ceilings)
 PRECISION_COST: dict[str, tuple[str, str]] = {
@@ -111,24 +111,89 @@ class Curve:
     memory_gib: float  # one model instance's memory (host RAM on CPUs, device memory on accelerators)
 
 
+@dataclass(frozen=True, order=True)
+class Family:
+    """A profiled config less its batch size: the rows one service curve is made of.
+    Rows that differ in runtime options, variant recipe or pre-processing are
+    different families, never merged into one curve."""
+
+    runtime: str
+    precision: str
+    threads: int
+    options: tuple[tuple[str, str], ...] = ()
+    variant: tuple[tuple[str, str], ...] = ()
+    preprocess: str = ""
+
+    @classmethod
+    def of(cls, c: BenchConfig) -> Family:
+        return cls(c.runtime, c.precision.value, c.threads, c.options, c.variant, c.preprocess)
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in (*self.options, *self.variant)]
+        if self.preprocess:
+            parts.append(f"preprocess={self.preprocess}")
+        return f"{self.precision}, {self.threads} threads" + (f" ({', '.join(parts)})" if parts else "")
+
+
 class CurveBuilder:
-    """Curves for one profile on any catalog target, cached per (target, precision, threads, share)."""
+    """Curves for one profile on any catalog target, cached per (target, precision, threads, share).
+
+    The profile's rows of one runtime are grouped by :class:`Family`. Where several
+    families share a precision and thread count (two calibrators, two graph
+    optimisation levels), the planner uses one, chosen by :meth:`family`: inference
+    alone over timed pre-processing, then the smallest accuracy drop, then the
+    fastest at its largest batch; the basis names it."""
 
     def __init__(
-        self, profile: Profile, model: Path, catalog: Catalog, source: Entry, measured_on_source: bool = False
+        self,
+        profile: Profile,
+        model: Path,
+        catalog: Catalog,
+        source: Entry,
+        measured_on_source: bool = False,
+        runtime: str | None = None,
     ) -> None:
         self.profile, self.model, self.catalog, self.source = profile, Path(model), catalog, source
         self.measured_on_source = measured_on_source  # the source entry *is* the profiling machine
-        self._rows: dict[tuple[str, int], dict[int, Measurement]] = {}
-        for m in profile.ok:
-            if m.samples_ns:
-                self._rows.setdefault((m.config.precision.value, m.config.threads), {})[m.config.batch_size] = m
-        if not self._rows:
+        ok = [m for m in profile.ok if m.samples_ns]
+        if not ok:
             raise UsageError("the profile has no measured rows with samples")
+        self.runtime = runtime or sorted({m.config.runtime for m in ok})[0]
+        self._families: dict[Family, dict[int, Measurement]] = {}
+        for m in ok:
+            if m.config.runtime == self.runtime:
+                self._families.setdefault(Family.of(m.config), {})[m.config.batch_size] = m
+        if not self._families:
+            raise UsageError(f"the profile has no measured rows of runtime {self.runtime}")
+        self._chosen: dict[tuple[str, int], Family] = {}
+        for fam in sorted(self._families):
+            key = (fam.precision, fam.threads)
+            if key not in self._chosen or self._rank(fam) < self._rank(self._chosen[key]):
+                self._chosen[key] = fam
+        self._rows: dict[tuple[str, int], dict[int, Measurement]] = {
+            k: self._families[f] for k, f in self._chosen.items()
+        }
         self._costs: dict[tuple[int, str], GraphCost] = {}
         self._layout: InputLayout | None = None  # read with the first cost: how the profile fed the model
         self._fits: dict[tuple[str, int], TransferFit] = {}
         self._curves: dict[tuple[str, str, int, int], Curve] = {}
+
+    def _rank(self, fam: Family) -> tuple[bool, float, float]:
+        rows = self._families[fam]
+        drops = [m.accuracy.drop for m in rows.values() if m.accuracy]
+        drop = max(drops) if drops else (0.0 if fam.precision == "fp32" else np.inf)
+        big = max(rows)
+        return bool(fam.preprocess), drop, float(np.mean(rows[big].samples_ns)) / big
+
+    def family(self, precision: str, threads: int) -> Family:
+        """The family the curves of (precision, threads) are made of."""
+        if (precision, threads) not in self._chosen:
+            raise UsageError(f"no profiled rows for {precision} with {threads} threads")
+        return self._chosen[(precision, threads)]
+
+    def alternatives(self, precision: str, threads: int) -> int:
+        """How many families of this runtime share (precision, threads)."""
+        return sum(1 for f in self._families if (f.precision, f.threads) == (precision, threads))
 
     def serving(self, target: Entry) -> tuple[float, float, str]:
         """(front end s per request, fixed s per request, basis) of the server on ``target``.
@@ -211,60 +276,75 @@ class CurveBuilder:
         """Service times of ``precision`` on ``target``: ``threads`` per instance on a
         CPU, ``share`` instances per device on an accelerator."""
         key = (target.key, precision, threads, share)
-        if key in self._curves:
-            return self._curves[key]
-        if (precision, threads) not in self._rows:
-            raise UsageError(f"no profiled rows for {precision} with {threads} threads")
-        rows = self._rows[(precision, threads)]
-        src_ceil = cpu_ceiling(self.source, threads, PRECISION_COST[precision][1])
-        mem_host = max((m.model_rss_mb or m.peak_rss_mb) for m in rows.values()) / 1024
-        if target.accelerator is None and target.key == self.source.key and self.measured_on_source:
-            curve = Curve(
-                ServiceModel({b: np.asarray(m.samples_ns, np.float64) / 1e9 for b, m in rows.items()}),
-                False,
-                0.0,
-                f"measured on {target.key}",
-                mem_host,
-            )
+        if key not in self._curves:
+            fam = self.family(precision, threads)
+            if target.accelerator is None and target.key == self.source.key and self.measured_on_source:
+                curve = self._measured(target, fam)
+            elif target.accelerator is None:
+                curve = self._to_cpu(target, fam)
+            else:
+                curve = self._to_accelerator(target, fam, share)
+            if self.alternatives(precision, threads) > 1:
+                n = self.alternatives(precision, threads)
+                curve = replace(curve, basis=f"{curve.basis}; of {n} profiled configs, {fam.describe()}")
             self._curves[key] = curve
-            return curve
-        fit = self.fit(precision, threads)
-        band, why = self._band(target)
+        return self._curves[key]
+
+    def _host_memory_gib(self, fam: Family) -> float:
+        return max((m.model_rss_mb or m.peak_rss_mb) for m in self._families[fam].values()) / 1024
+
+    def _measured(self, target: Entry, fam: Family) -> Curve:
+        """The profiled samples themselves: the target is the machine that measured them."""
+        rows = self._families[fam]
+        service = ServiceModel({b: np.asarray(m.samples_ns, np.float64) / 1e9 for b, m in rows.items()})
+        return Curve(service, False, 0.0, f"measured on {target.key}", self._host_memory_gib(fam))
+
+    def _to_cpu(self, target: Entry, fam: Family) -> Curve:
+        """Each batch's samples scaled by the roofline's target/source ratio, threads for threads."""
+        rows, compute = self._families[fam], PRECISION_COST[fam.precision][1]
+        fit = self.fit(fam.precision, fam.threads)
+        src_ceil = cpu_ceiling(self.source, fam.threads, compute)
+        tgt_ceil = cpu_ceiling(target, fam.threads, compute)
         samples: dict[int, np.ndarray] = {}
-        if target.accelerator is None:
-            tgt_ceil = cpu_ceiling(target, threads, PRECISION_COST[precision][1])
-            for b, m in rows.items():
-                c = self.cost(b, precision)
-                ratio = fit.predict(c, tgt_ceil)[0] / fit.predict(c, src_ceil)[0]
-                samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
-            mem = mem_host
-            basis = (
-                f"roofline transfer from {self.source.key} ({precision}, {threads} threads, fit rms {fit.rel_rms:.0%})"
-            )
-        else:
-            acc = target.accelerator
-            base_t = max(self.threads("fp32")) if self.threads("fp32") else threads
-            base_fit = self.fit("fp32", base_t) if self.threads("fp32") else fit
-            base_rows = self._rows.get(("fp32", base_t), rows)
-            base_ceil = cpu_ceiling(self.source, base_t, "fp32")
-            dev = device_ceiling(target, share, PRECISION_COST[precision][1])
-            for b, m in base_rows.items():
-                c, c32 = self.cost(b, precision), self.cost(b, "fp32")
-                on_dev = base_fit.inverse_efficiency * c.roofline_s(dev.flops_per_s, dev.bytes_per_s)
-                on_dev += base_fit.overhead_s + len(c.nodes) * LAUNCH_S + 2 * c.io_bytes / (acc.interconnect_gbs * 1e9)
-                ratio = on_dev / base_fit.predict(c32, base_ceil)[0]
-                samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
-            biggest = max(base_rows)
-            c = self.cost(biggest, precision)
-            act = max((nb for _, nb in c.nodes), default=0.0) * 2
-            mem = (c.weight_bytes + act) / 2**30 + 0.5  # + CUDA context and workspace, an assumption
-            basis = (
-                f"roofline transfer from {self.source.key} to {acc.model} "
-                f"(fp32 efficiency {base_fit.efficiency:.2f} at {acc.model}'s {precision} ceiling)"
-            )
-        curve = Curve(ServiceModel(samples), True, max(band, fit.rel_rms), f"{basis}; band: {why}", mem)
-        self._curves[key] = curve
-        return curve
+        for b, m in rows.items():
+            c = self.cost(b, fam.precision)
+            ratio = fit.predict(c, tgt_ceil)[0] / fit.predict(c, src_ceil)[0]
+            samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
+        band, why = self._band(target)
+        basis = (
+            f"roofline transfer from {self.source.key} ({fam.precision}, {fam.threads} threads, "
+            f"fit rms {fit.rel_rms:.0%}); band: {why}"
+        )
+        return Curve(ServiceModel(samples), True, max(band, fit.rel_rms), basis, self._host_memory_gib(fam))
+
+    def _to_accelerator(self, target: Entry, fam: Family, share: int) -> Curve:
+        """The fp32 fit's efficiency at the device's ceiling for the precision, plus one
+        launch per node and the inputs and outputs over the host link."""
+        acc = target.accelerator
+        assert acc is not None
+        precision = fam.precision
+        fit = self.fit(precision, fam.threads)
+        base_t = max(self.threads("fp32")) if self.threads("fp32") else fam.threads
+        base_fit = self.fit("fp32", base_t) if self.threads("fp32") else fit
+        base_rows = self._rows.get(("fp32", base_t), self._families[fam])
+        base_ceil = cpu_ceiling(self.source, base_t, "fp32")
+        dev = device_ceiling(target, share, PRECISION_COST[precision][1])
+        samples: dict[int, np.ndarray] = {}
+        for b, m in base_rows.items():
+            c, c32 = self.cost(b, precision), self.cost(b, "fp32")
+            on_dev = base_fit.inverse_efficiency * c.roofline_s(dev.flops_per_s, dev.bytes_per_s)
+            on_dev += base_fit.overhead_s + len(c.nodes) * LAUNCH_S + 2 * c.io_bytes / (acc.interconnect_gbs * 1e9)
+            ratio = on_dev / base_fit.predict(c32, base_ceil)[0]
+            samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
+        c = self.cost(max(base_rows), precision)
+        act = max((nb for _, nb in c.nodes), default=0.0) * 2
+        mem = (c.weight_bytes + act) / 2**30 + 0.5  # + CUDA context and workspace, an assumption
+        band, why = self._band(target)
+        basis = (
+            f"roofline transfer from {self.source.key} to {acc.model} "
+            f"(fp32 efficiency {base_fit.efficiency:.2f} at {acc.model}'s {precision} ceiling); band: {why}"
+        )
+        return Curve(ServiceModel(samples), True, max(band, fit.rel_rms), basis, mem)
 
 
 def source_entry(catalog: Catalog, hardware: Mapping[str, Any], measured_on: str | None) -> tuple[Entry, bool]:

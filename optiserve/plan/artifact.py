@@ -15,8 +15,11 @@ from optiserve.models.graph import model_sha256
 from optiserve.types import Profile, Status
 
 
-def artifact_for(profile: Profile, runtime: str, precision: str) -> dict[str, Any]:
-    """What ``emit`` ships for ``precision``: the model (fp32) or the profiled variant.
+def artifact_for(
+    profile: Profile, runtime: str, precision: str, variant: tuple[tuple[str, str], ...] | None = None
+) -> dict[str, Any]:
+    """What ``emit`` ships for ``precision``: the model (fp32) or the profiled variant
+    (of the recipe ``variant`` when given: the one the placement's curve was made of).
     ``sha256`` is None when the variant is no longer in the cache (emit then refuses)."""
     from optiserve.runtimes.registry import get_runtime
 
@@ -29,6 +32,8 @@ def artifact_for(profile: Profile, runtime: str, precision: str) -> dict[str, An
         for m in profile.measurements
         if m.status is Status.OK and str(m.config.precision) == precision and m.config.runtime == runtime
     ] or [m for m in profile.measurements if m.status is Status.OK and str(m.config.precision) == precision]
+    if variant is not None:
+        rows = [m for m in rows if m.config.variant == variant] or rows
     keyed = [m for m in rows if m.variant.get("key")]
     if not keyed:  # a runtime that builds its precision itself (TensorRT fp16 from the fp32 graph)
         return {"kind": "model", "precision": precision, "sha256": model.get("sha256"), "path": model.get("path")}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from optiserve.estimate.arrivals import poisson_arrivals
@@ -40,6 +40,17 @@ class Candidate:
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PodFit:
+    """One pod's resources on a node type and how many of them the node holds."""
+
+    pod_vcpus: float
+    pod_memory_gib: float
+    pods_per_node: int
+    mem_frac: float  # of what a node (or device) offers; > 1 does not fit
+    runtime: str
 
 
 @dataclass(frozen=True)
@@ -204,64 +215,29 @@ class Evaluator:
         curve = self.builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
         front, fixed, serving_basis = self.builder.serving(entry)  # the deployed server's own cost, per request
         pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, fixed)
-        inst = entry.instance
-        if entry.accelerator is None:
-            pod_vcpus = c.instances * c.threads + FRONTEND_VCPUS
-            pod_mem = c.instances * curve.memory_gib + POD_OVERHEAD_GIB
-            alloc_mem = inst.memory_gib * 0.9 - 0.5
-            by_cpu = math.floor((inst.vcpus - SYSTEM_VCPUS) / pod_vcpus + 1e-9)
-            by_mem = math.floor(alloc_mem / pod_mem) if pod_mem > 0 else by_cpu
-            pods_per_node = max(0, min(by_cpu, by_mem))
-            mem_frac = pod_mem / alloc_mem if alloc_mem > 0 else math.inf
-            if by_cpu < 1:
-                mem_frac = max(mem_frac, pod_vcpus / max(inst.vcpus - SYSTEM_VCPUS, 1e-9))  # does not fit at all
-            runtime = self.runtime
-        else:
-            acc = entry.accelerator
-            pod_vcpus, pod_mem = GPU_POD_VCPUS, POD_OVERHEAD_GIB + 2.0
-            pods_per_node = min(acc.count, math.floor((inst.vcpus - SYSTEM_VCPUS) / pod_vcpus))
-            mem_frac = c.instances * curve.memory_gib / acc.memory_gib
-            runtime = "onnxruntime-tensorrt"
+        fit = self._fit(entry, c, curve.memory_gib)
         pod_rate = max_rate_for_p99(curve.service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
-        usable_rate = pod_rate * (1 - sla.headroom)
-        if usable_rate > 0:
-            replicas = math.ceil(sla.peak_rate / usable_rate)
-        else:  # no rate meets the p99: size for capacity so the miss can be measured
-            replicas = math.ceil(sla.peak_rate / (curve.service.capacity(c.max_batch, c.instances) * 0.7))
-        replicas = max(1, min(replicas, MAX_REPLICAS))
-        nodes = math.ceil(replicas / pods_per_node) if pods_per_node > 0 else MAX_REPLICAS
-        fleet = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, replicas, front, fixed)
+        replicas, capped = self._replicas(pod_rate, curve.service.capacity(c.max_batch, c.instances))
+        nodes = math.ceil(replicas / fit.pods_per_node) if fit.pods_per_node > 0 else MAX_REPLICAS
+        fleet = replace(pod, replicas=replicas)
         at_target = self._fleet(curve.service, fleet, sla.rate, base)
         at_peak = self._fleet(curve.service, fleet, sla.peak_rate, base)
         if band_edges and curve.band > 0:
-            edges = []
-            for f in (1 - curve.band, 1 + curve.band):
-                edges.append(
-                    simulate(base / sla.peak_rate, curve.service.scaled(f), fleet, self.seed).percentile_ms(0.99)
-                )
-            at_peak = LoadPoint(**{**asdict(at_peak), "p99_band_ms": (edges[0], edges[1])})
-            lo_t = simulate(base / sla.rate, curve.service.scaled(1 - curve.band), fleet, self.seed).percentile_ms(0.99)
-            hi_t = simulate(base / sla.rate, curve.service.scaled(1 + curve.band), fleet, self.seed).percentile_ms(0.99)
-            at_target = LoadPoint(**{**asdict(at_target), "p99_band_ms": (lo_t, hi_t)})
+            at_target = self._with_band(at_target, curve.service, fleet, curve.band, base)
+            at_peak = self._with_band(at_peak, curve.service, fleet, curve.band, base)
         drop = self.builder.accuracy_drop(c.precision)
         constraints = {
             "p99": at_peak.p99_ms / sla.p99_ms - 1,
             "accuracy": (1.0 if drop is None else drop - sla.max_accuracy_drop),
-            "memory": mem_frac - 1 if pods_per_node > 0 else max(mem_frac - 1, 1.0),
+            "memory": fit.mem_frac - 1 if fit.pods_per_node > 0 else max(fit.mem_frac - 1, 1.0),
         }
+        if capped:  # the fleet the SLA needs is larger than any this planner sizes
+            constraints["replicas"] = sla.peak_rate / (MAX_REPLICAS * max(pod_rate * (1 - sla.headroom), 1e-12)) - 1
         feasible = all(v <= 0 for v in constraints.values())
         cost = nodes * offer.usd_per_hour
-        slack = {
-            "p99 at peak": -constraints["p99"],
-            "accuracy": (-constraints["accuracy"] / sla.max_accuracy_drop if sla.max_accuracy_drop else 1.0),
-            "memory": -constraints["memory"],
-            # spare rate beyond the headroom: small when replicas (not latency) set the cost
-            "throughput at peak": 1 - sla.peak_rate / (replicas * pod_rate * (1 - sla.headroom)) if pod_rate else -1.0,
-        }
-        binding = min(slack, key=lambda k: slack[k]) if feasible else max(constraints, key=lambda k: constraints[k])
         return Evaluation(
             candidate=c,
-            runtime=runtime,
+            runtime=fit.runtime,
             feasible=feasible,
             constraints=constraints,
             cost_usd_per_hour=cost,
@@ -269,9 +245,9 @@ class Evaluator:
             offer=offer,
             replicas=replicas,
             nodes=nodes,
-            pods_per_node=pods_per_node,
-            pod_vcpus=pod_vcpus,
-            pod_memory_gib=pod_mem,
+            pods_per_node=fit.pods_per_node,
+            pod_vcpus=fit.pod_vcpus,
+            pod_memory_gib=fit.pod_memory_gib,
             pod_rate=pod_rate,
             at_target=at_target,
             at_peak=at_peak,
@@ -279,6 +255,55 @@ class Evaluator:
             predicted=curve.predicted,
             band=curve.band,
             basis=f"{curve.basis}; {serving_basis}",
-            binding=binding,
+            binding=self._binding(constraints, feasible, replicas, pod_rate),
             verified_requests=int(base.size) if band_edges else 0,
         )
+
+    def _fit(self, entry: Entry, c: Candidate, instance_gib: float) -> PodFit:
+        """What one pod asks for and how many fit a node (memory: host RAM, or device memory)."""
+        inst = entry.instance
+        if entry.accelerator is not None:
+            acc = entry.accelerator
+            per_node = min(acc.count, math.floor((inst.vcpus - SYSTEM_VCPUS) / GPU_POD_VCPUS))
+            mem_frac = c.instances * instance_gib / acc.memory_gib
+            return PodFit(GPU_POD_VCPUS, POD_OVERHEAD_GIB + 2.0, per_node, mem_frac, "onnxruntime-tensorrt")
+        pod_vcpus = c.instances * c.threads + FRONTEND_VCPUS
+        pod_mem = c.instances * instance_gib + POD_OVERHEAD_GIB
+        alloc_mem = inst.memory_gib * 0.9 - 0.5
+        by_cpu = math.floor((inst.vcpus - SYSTEM_VCPUS) / pod_vcpus + 1e-9)
+        by_mem = math.floor(alloc_mem / pod_mem) if pod_mem > 0 else by_cpu
+        mem_frac = pod_mem / alloc_mem if alloc_mem > 0 else math.inf
+        if by_cpu < 1:
+            mem_frac = max(mem_frac, pod_vcpus / max(inst.vcpus - SYSTEM_VCPUS, 1e-9))  # does not fit at all
+        return PodFit(pod_vcpus, pod_mem, max(0, min(by_cpu, by_mem)), mem_frac, self.runtime)
+
+    def _replicas(self, pod_rate: float, capacity: float) -> tuple[int, bool]:
+        """(replicas, capped): the fewest pods that serve the peak within the p99 and the
+        headroom; sized for capacity when no rate meets the p99 (so the miss is measurable)."""
+        usable_rate = pod_rate * (1 - self.sla.headroom)
+        need = math.ceil(self.sla.peak_rate / (usable_rate if usable_rate > 0 else capacity * 0.7))
+        return max(1, min(need, MAX_REPLICAS)), need > MAX_REPLICAS
+
+    def _with_band(
+        self, point: LoadPoint, service: ServiceModel, fleet: BatchingPolicy, band: float, base: Any
+    ) -> LoadPoint:
+        """The point's p99 with every service time at the band's lower and upper edge."""
+        edges = tuple(
+            simulate(base / point.rate, service.scaled(f), fleet, self.seed).percentile_ms(0.99)
+            for f in (1 - band, 1 + band)
+        )
+        return replace(point, p99_band_ms=(edges[0], edges[1]))
+
+    def _binding(self, constraints: dict[str, float], feasible: bool, replicas: int, pod_rate: float) -> str:
+        """What limits the placement: its smallest slack when feasible, its worst miss when not."""
+        if not feasible:
+            return max(constraints, key=lambda k: constraints[k])
+        sla = self.sla
+        slack = {
+            "p99 at peak": -constraints["p99"],
+            "accuracy": (-constraints["accuracy"] / sla.max_accuracy_drop if sla.max_accuracy_drop else 1.0),
+            "memory": -constraints["memory"],
+            # spare rate beyond the headroom: small when replicas (not latency) set the cost
+            "throughput at peak": 1 - sla.peak_rate / (replicas * pod_rate * (1 - sla.headroom)) if pod_rate else -1.0,
+        }
+        return min(slack, key=lambda k: slack[k])

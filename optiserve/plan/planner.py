@@ -83,9 +83,15 @@ def build_evaluator(name: str, opts: PlanOptions, catalog: Catalog | None = None
         raise SLAError(f"model {name!r}: {model} is not the model the profile measured (sha256 differs)")
     source, explicit = source_entry(catalog, profile.meta.get("hardware", {}), opts.measured_on)
     builder = CurveBuilder(profile, model, catalog, source, measured_on_source=explicit)
-    runtimes = {m.config.runtime for m in profile.ok}
-    runtime = sorted(runtimes)[0] if runtimes else "onnxruntime-cpu"
-    return Evaluator(sla.resolved(name), builder, catalog, sla.search, runtime, opts.requests, opts.seed)
+    return Evaluator(sla.resolved(name), builder, catalog, sla.search, builder.runtime, opts.requests, opts.seed)
+
+
+def _artifact(ev: Evaluator, e: Evaluation) -> dict[str, Any]:
+    """The file of the very rows the placement's curve was made of (its family's recipe)."""
+    c, b = e.candidate, ev.builder
+    threads = c.threads or max(b.threads(c.precision))
+    fam = b.family(c.precision, threads)
+    return artifact_for(b.profile, e.runtime, c.precision, fam.variant)
 
 
 def _study_name(name: str, digest: str) -> str:
@@ -207,9 +213,9 @@ def plan_model(
         "source_hardware": {"catalog_entry": ev.builder.source.key, "named_by_user": ev.builder.measured_on_source},
     }
     if chosen is not None:  # the very file the profile measured, by digest: what emit ships
-        doc["chosen"]["artifact"] = artifact_for(ev.builder.profile, chosen.runtime, chosen.candidate.precision)
+        doc["chosen"]["artifact"] = _artifact(ev, chosen)
         for a, alt in zip(doc["alternatives"], alts, strict=True):
-            a["artifact"] = artifact_for(ev.builder.profile, alt.runtime, alt.candidate.precision)
+            a["artifact"] = _artifact(ev, alt)
     if closest is not None:
         c = closest.constraints
         doc["closest_miss"] = {

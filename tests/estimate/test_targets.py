@@ -103,3 +103,56 @@ def test_source_matched_from_cpu_flags() -> None:
     assert match_source({"arch": "aarch64", "cpu_flags": []}, cat).instance.cpu.arch == "arm64"
     with pytest.raises(CatalogError, match="--measured-on"):
         match_source({"cpu_flags": ["sse2"]}, cat)
+
+
+def _family_rows(base: Profile, recipe: tuple[tuple[str, str], ...], drop: float, slow: float) -> list[Measurement]:
+    """Copies of ``base``'s rows as int8-static rows of one calibration recipe."""
+    from dataclasses import replace
+
+    from optiserve.types import AccuracyReport
+
+    acc = AccuracyReport(64, 0, 0.1, drop, 0.99, None, None, None, drop, "relative-l2", True)
+    rows = []
+    for m in base.measurements:
+        cfg = replace(m.config, precision=Precision.INT8_STATIC, variant=recipe)
+        samples = tuple(int(s * slow) for s in m.samples_ns)
+        rows.append(replace(m, config=cfg, samples_ns=samples, accuracy=acc, variant={"key": f"k{drop}"}))
+    return rows
+
+
+def test_rows_differing_in_recipe_are_separate_families_not_overwritten(mlp_path: Path, lab) -> None:  # type: ignore[no-untyped-def]
+    """Two calibrators at one (precision, threads): the curve is made of one recipe's rows
+    (the smaller drop), never a mix, and the basis names it."""
+    base = _profile(mlp_path, lab)
+    minmax = _family_rows(base, (("calibrator", "minmax"),), drop=0.05, slow=1.0)
+    entropy = _family_rows(base, (("calibrator", "entropy"),), drop=0.01, slow=1.5)
+    prof = Profile(base.meta, (*base.measurements, *minmax, *entropy))
+    builder = CurveBuilder(prof, mlp_path, lab, lab.get("src"), measured_on_source=True)
+    fam = builder.family("int8-static", 2)
+    assert fam.variant == (("calibrator", "entropy"),)
+    curve = builder.curve(lab.get("src"), "int8-static", 2)
+    np.testing.assert_allclose(curve.service.samples[4], np.asarray(entropy[1].samples_ns) / 1e9)
+    assert "of 2 profiled configs" in curve.basis and "calibrator=entropy" in curve.basis
+    assert builder.accuracy_drop("int8-static") == pytest.approx(0.01)
+    # the planner ships that recipe's file, not the first int8 row's
+    from optiserve.plan.artifact import artifact_for
+
+    prof_rows = [m for m in prof.measurements if m.config.variant == fam.variant]
+    assert prof_rows and all(m.variant["key"] == "k0.01" for m in prof_rows)
+    art = artifact_for(prof, "onnxruntime-cpu", "int8-static", fam.variant)
+    assert art["variant_key"] == "k0.01"
+    assert artifact_for(prof, "onnxruntime-cpu", "int8-static")["variant_key"] == "k0.05"  # first row, no recipe
+
+
+def test_only_the_planned_runtimes_rows_make_curves(mlp_path: Path, lab) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    base = _profile(mlp_path, lab)
+    other = tuple(
+        replace(m, config=replace(m.config, runtime="openvino-cpu"), samples_ns=tuple(s * 3 for s in m.samples_ns))
+        for m in base.measurements
+    )
+    prof = Profile(base.meta, (*other, *base.measurements))
+    builder = CurveBuilder(prof, mlp_path, lab, lab.get("src"), measured_on_source=True, runtime="onnxruntime-cpu")
+    curve = builder.curve(lab.get("src"), "fp32", 2)
+    np.testing.assert_allclose(curve.service.samples[1], np.asarray(base.measurements[0].samples_ns) / 1e9)

@@ -156,3 +156,13 @@ def test_plan_cli_writes_the_plan_and_warns_about_old_prices(tmp_path: Path, cnn
     assert res.exit_code == 0, res.output
     plan = json.loads(out.read_text())
     assert plan["feasible"] and plan["plan_id"] and "days old" in res.output and "PREDICTED" in res.output
+
+
+def test_a_fleet_beyond_the_replica_cap_is_infeasible_not_clipped(tmp_path: Path, cnn: Path) -> None:
+    """rate 1e12 needs more pods than any fleet the planner sizes: no placement may
+    claim it, and the closest miss names the replica cap."""
+    sla = _sla(tmp_path, cnn, ONE.replace("rate: 150", "rate: 1.0e12"))
+    plan = make_plan(_opts(sla, trials=8, requests=2000, verify_requests=2000))
+    m = plan["models"][0]
+    assert not plan["feasible"] and m["chosen"] is None
+    assert "replicas" in m["closest_miss"]["misses"]
