@@ -18,6 +18,7 @@ from optiserve.estimate import BatchingPolicy, ServiceModel, poisson_arrivals, s
 from optiserve.profile.profiler import run_sweep
 from optiserve.profile.sweep import build_spec
 from optiserve.serve.loadtest import wait_until_ready
+from optiserve.serve.prediction import measured_overheads, per_item_cost_for_capacity, simulated_ms, with_overheads
 
 
 def free_port() -> int:
@@ -111,9 +112,7 @@ def predict(
     overhead drawn from the calibration run's measured per-request overheads."""
     n = int(np.ceil(rate * duration))
     r = simulate(poisson_arrivals(rate, n, seed), service, policy, seed)
-    lat = r.latency_s * 1e3
-    if overhead_ms is not None and overhead_ms.size:
-        lat = lat + np.random.default_rng(seed).choice(overhead_ms, lat.size)
+    lat = with_overheads(r.latency_s * 1e3, overhead_ms, seed)
     return {
         "p50_ms": float(np.quantile(lat, 0.5)),
         "p99_ms": float(np.quantile(lat, 0.99)),
@@ -150,20 +149,11 @@ def calibrate(server: Server, name: str, service: ServiceModel, policy: Batching
     model_cap = service.capacity(policy.max_batch, policy.instances)
     sat = load(server.url, name, min(2 * model_cap, 4000.0), 3, 98, work / "saturation.json")
     capacity = min(model_cap, sat["achieved_rate"])
-    # the per-row cost that brings the model's capacity down to the measured one
-    lo, hi = 0.0, 1.0 / capacity
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (
-            (mid, hi)
-            if service.plus_per_item(mid).capacity(policy.max_batch, policy.instances) > capacity
-            else (lo, mid)
-        )
-    per_request = lo
+    per_request = per_item_cost_for_capacity(service, policy, capacity)
     shared = service.plus_per_item(per_request)
     rate = 0.05 * capacity
     duration = min(max(6.0, 400 / rate), 30.0)
     light = load(server.url, name, rate, duration, 99, work / "calibration.json")
-    sim = simulate(poisson_arrivals(rate, int(np.ceil(rate * duration)), 99), shared, policy, 99).latency_s * 1e3
-    overhead = np.asarray(light["latency_ms"]) - sim[np.asarray(light["index"], dtype=np.int64)]
+    sim = simulated_ms(poisson_arrivals(rate, int(np.ceil(rate * duration)), 99), shared, policy, 99)
+    overhead = measured_overheads(light["latency_ms"], light["index"], sim)
     return Calibration(per_request, shared, float(capacity), overhead, rate)

@@ -7,7 +7,8 @@ optimum under the same evaluator (same simulated stream); TPE and random
 search each get 5% of the space in trials, over 5 seeds. Printed: the median
 cost ratio to the optimum (target <= 1.01), distinct placements evaluated,
 and TPE vs random at the same budget. Then `optiserve plan` end to end on the
-whole catalog (target < 30 s).
+whole catalog (target < 30 s). Asserts the 5% targets and the 30 s; the 1% budget
+only reports (it shows where the search stops finding the optimum).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """GPU only (skips elsewhere): the CuPy kernel's effective bandwidth against the
 device's own copy bandwidth (target >= 70%), timed with CUDA events, batch 32 of
-640x480 -> 224x224; plus the end-to-end time with host<->device copies."""
+640x480 -> 224x224; plus the end-to-end time with host<->device copies. Asserts the 70%."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Honest check of the roofline transfer where two 'machines' exist here: the CNN
 profiled with 1 thread predicts the 2-thread profile (same CPU, twice the compute,
-the measured two-thread copy bandwidth). Prints the error per batch size."""
+the measured two-thread copy bandwidth). Only reports: the error per batch size and
+its mean, against no target (the planner's same-generation band of 20% is a prior)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "optiserve"
-BASE = {"_version", "_lazy", "_imports", "_files", "_reasons", "_validated_yaml", "_oip_client", "types", "errors"}
+BASE = {
+    "_version",
+    "_lazy",
+    "_registry",
+    "_imports",
+    "_files",
+    "_reasons",
+    "_validated_yaml",
+    "_oip_client",
+    "types",
+    "errors",
+}
 LAYERS = [
     BASE,
     {"kernels"},

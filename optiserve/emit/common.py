@@ -36,8 +36,20 @@ class EmitOptions:
     canary_image: str | None = None
     fetcher_image: str = "curlimages/curl:8.11.1"  # downloads an https:// model in an init container
     port: int = 8000
+    grpc_port: int | None = None  # also serve OIP v2 gRPC on this container port
+    tls_secret: str | None = None  # a kubernetes.io/tls Secret: the server speaks HTTPS (and TLS gRPC) with it
+    token_secret: str | None = None  # a Secret whose key ``token`` clients must send as a bearer token
+    allow_namespaces: tuple[str, ...] = ()  # besides the model's own: e.g. the ingress controller's, monitoring
 
     def __post_init__(self) -> None:
+        for what, value in (("--tls-secret", self.tls_secret), ("--token-secret", self.token_secret)):
+            if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+                raise UsageError(f"{what} {value!r} is not a Kubernetes Secret name")
+        for ns in self.allow_namespaces:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns):
+                raise UsageError(f"--allow-namespace {ns!r} is not a Kubernetes namespace name")
+        if self.grpc_port is not None and (not 0 < self.grpc_port < 65536 or self.grpc_port == self.port):
+            raise UsageError(f"--grpc-port {self.grpc_port}: a port in 1..65535 other than the HTTP port")
         if self.canary not in CANARY_MODES:
             raise UsageError(f"unknown canary mode {self.canary!r}; valid: {', '.join(CANARY_MODES)}")
         if not 0 < self.canary_weight < 100:

@@ -6,10 +6,17 @@ seccomp RuntimeDefault, no service-account token. Requests equal limits
 (Guaranteed QoS) because the plan sized each pod on dedicated vCPUs. The model
 comes by URI and is checked against the plan's digest twice: by the init
 container that fetches it (https) and by the server itself (``--expect-sha256``).
+
+Reachable only as asked: a NetworkPolicy lets in the model's own namespace and
+the namespaces named (an ingress controller's, monitoring) on the serving ports
+only; TLS and bearer-token Secrets, when given, are mounted read-only and passed
+to the server (``--tls-cert/--tls-key/--token-file``). Probes stay unauthenticated
+(the server leaves ``/v2/health/*`` open) and switch to HTTPS with TLS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from optiserve.emit.common import Deployable, EmitOptions
@@ -17,6 +24,8 @@ from optiserve.errors import UsageError
 
 MODEL_DIR = "/models"
 RUN_AS = 10001
+TLS_DIR = "/etc/optiserve/tls"
+TOKEN_DIR = "/etc/optiserve/token"
 
 
 def _model_source(d: Deployable, opts: EmitOptions) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
@@ -65,17 +74,46 @@ def _container_security() -> dict[str, Any]:
     }
 
 
+def security_args(opts: EmitOptions) -> list[str]:
+    """``serve`` flags for the gRPC port and the mounted TLS and token Secrets."""
+    args = ["--grpc-port", str(opts.grpc_port)] if opts.grpc_port is not None else []
+    if opts.tls_secret:
+        args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
+    if opts.token_secret:
+        args += ["--token-file", f"{TOKEN_DIR}/token"]
+    return args
+
+
+def _secret_volumes(opts: EmitOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) of the TLS and token Secrets: read-only, readable by the pod's group only."""
+    volumes, mounts = [], []
+    for name, secret, path in (("tls", opts.tls_secret, TLS_DIR), ("token", opts.token_secret, TOKEN_DIR)):
+        if secret:
+            volumes.append({"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}})
+            mounts.append({"name": name, "mountPath": path, "readOnly": True})
+    return volumes, mounts
+
+
+def serving_ports(opts: EmitOptions) -> list[dict[str, Any]]:
+    ports = [{"name": "http", "containerPort": opts.port, "protocol": "TCP"}]
+    if opts.grpc_port is not None:
+        ports.append({"name": "grpc", "containerPort": opts.grpc_port, "protocol": "TCP"})
+    return ports
+
+
 def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image: str | None = None) -> dict[str, Any]:
     volume, init, model_path = _model_source(d, opts)
     limits = d.limits()
-    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}}
+    scheme = {"scheme": "HTTPS"} if opts.tls_secret else {}
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http", **scheme}}
+    secret_volumes, secret_mounts = _secret_volumes(opts)
     container = {
         "name": "server",
         "image": image or opts.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["optiserve"],
-        "args": d.server_args(model_path),
-        "ports": [{"name": "http", "containerPort": opts.port, "protocol": "TCP"}],
+        "args": d.server_args(model_path) + security_args(opts),
+        "ports": serving_ports(opts),
         "env": [
             {"name": "OPTISERVE_CACHE", "value": "/cache"},
             {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"},
@@ -86,7 +124,7 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},  # variant build + warm-up
         "readinessProbe": {**probe, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "httpGet": {"path": "/v2/health/live", "port": "http", **scheme},
             "periodSeconds": 10,
             "timeoutSeconds": 2,
             "failureThreshold": 3,
@@ -96,6 +134,7 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
             {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "cache", "mountPath": "/cache"},
             {"name": "tmp", "mountPath": "/tmp"},
+            *secret_mounts,
         ],
     }
     spec: dict[str, Any] = {
@@ -109,7 +148,12 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
         },
         "nodeSelector": d.node_selector(),
         "containers": [container],
-        "volumes": [volume, {"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
+        "volumes": [
+            volume,
+            {"name": "cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory"}},
+            *secret_volumes,
+        ],
         "terminationGracePeriodSeconds": 30,
         "topologySpreadConstraints": [
             {
@@ -183,9 +227,18 @@ def objects(d: Deployable, opts: EmitOptions) -> list[dict[str, Any]]:
             "spec": {
                 "type": "ClusterIP",
                 "selector": {"app.kubernetes.io/name": d.name},  # both tracks: traffic splits by pod count
-                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [  # HTTP on 80, gRPC on its own number (clients name it, e.g. 8001)
+                    {
+                        "name": p["name"],
+                        "port": 80 if p["name"] == "http" else p["containerPort"],
+                        "targetPort": p["name"],
+                        "protocol": "TCP",
+                    }
+                    for p in serving_ports(opts)
+                ],
             },
         },
+        network_policy(d, opts, {"app.kubernetes.io/name": d.name}, [p["name"] for p in serving_ports(opts)]),
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -238,6 +291,26 @@ def objects(d: Deployable, opts: EmitOptions) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def network_policy(
+    d: Deployable, opts: EmitOptions, pods: dict[str, str], ports: Sequence[str | int], name: str | None = None
+) -> dict[str, Any]:
+    """Ingress to ``pods`` only from the model's namespace and ``opts.allow_namespaces``, on ``ports``
+    (container port names or numbers; none: every port). Egress stays open: the model is fetched by URI."""
+    sources: list[dict[str, Any]] = [{"podSelector": {}}]  # any pod of this namespace
+    sources += [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in opts.allow_namespaces
+    ]
+    rule: dict[str, Any] = {"from": sources}
+    if ports:
+        rule["ports"] = [{"port": p, "protocol": "TCP"} for p in ports]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(d, opts, name or d.name),
+        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": [rule]},
+    }
 
 
 def _cpu_target(d: Deployable) -> int:

@@ -4,14 +4,23 @@
 repository ``emit --target triton`` writes, uploaded (KServe's storage
 initializer fetches s3://, gs://, https:// and pvc:// URIs). Replicas bound the autoscaler as in the plain Kubernetes
 target; ``canaryTrafficPercent`` sends that share to the newest revision.
+
+A NetworkPolicy admits the model's namespace, the namespaces named, and the
+Knative and Istio control planes (the activator and gateways that front a
+Serverless predictor); its ports are Knative's queue-proxy's, so none are pinned.
+Triton has no bearer-token option: under KServe, TLS and authentication belong
+to the mesh (Istio mTLS, AuthorizationPolicy), not to the predictor.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from optiserve.emit.common import Deployable, EmitOptions
-from optiserve.emit.k8s import _container_security
+from optiserve.emit.k8s import _container_security, network_policy
+
+KNATIVE_NAMESPACES = ("knative-serving", "istio-system")  # activator, autoscaler, ingress gateway
 
 
 def inference_service(d: Deployable, opts: EmitOptions) -> dict[str, Any]:
@@ -50,3 +59,11 @@ def inference_service(d: Deployable, opts: EmitOptions) -> dict[str, Any]:
         },
         "spec": {"predictor": predictor},
     }
+
+
+def objects(d: Deployable, opts: EmitOptions) -> list[dict[str, Any]]:
+    """The InferenceService and the NetworkPolicy around its predictor pods."""
+    extra = tuple(ns for ns in KNATIVE_NAMESPACES if ns not in opts.allow_namespaces)
+    fenced = replace(opts, allow_namespaces=opts.allow_namespaces + extra)
+    pods = {"serving.kserve.io/inferenceservice": d.name}
+    return [inference_service(d, opts), network_policy(d, fenced, pods, [], f"{d.name}-kserve")]

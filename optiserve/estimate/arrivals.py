@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from optiserve._registry import Entry, Registry
 from optiserve.errors import UsageError
 
 
@@ -31,19 +32,33 @@ def trace_arrivals(timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.asarray(t - t[0])
 
 
-ARRIVALS = ("poisson", "gamma", "trace")
+# Every kind takes the same keywords and uses the ones it needs: one call site for all.
+def _poisson(*, rate: float, n: int, cv: float, seed: int, trace: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    return poisson_arrivals(rate, n, seed)
+
+
+def _gamma(*, rate: float, n: int, cv: float, seed: int, trace: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    return gamma_arrivals(rate, n, cv, seed)
+
+
+def _trace(*, rate: float, n: int, cv: float, seed: int, trace: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    if trace is None:
+        raise UsageError("--arrival trace needs --trace FILE with one timestamp per line")
+    return trace_arrivals(trace)
+
+
+ARRIVALS: Registry[np.ndarray] = Registry(
+    "arrival",
+    (
+        Entry("poisson", _poisson, description="memoryless, the textbook open loop"),
+        Entry("gamma", _gamma, description="bursty: gamma gaps with coefficient of variation cv"),
+        Entry("trace", _trace, description="a recorded schedule, replayed from its first stamp"),
+    ),
+)
 
 
 def make_arrivals(
     kind: str, rate: float, n: int, cv: float = 2.0, seed: int = 0, trace: Sequence[float] | np.ndarray | None = None
 ) -> np.ndarray:
     """The schedule for ``kind``: ``n`` Poisson or gamma arrivals at ``rate``, or a replayed trace."""
-    if kind == "poisson":
-        return poisson_arrivals(rate, n, seed)
-    if kind == "gamma":
-        return gamma_arrivals(rate, n, cv, seed)
-    if kind == "trace":
-        if trace is None:
-            raise UsageError("--arrival trace needs --trace FILE with one timestamp per line")
-        return trace_arrivals(trace)
-    raise UsageError(f"unknown arrival {kind!r}; valid arrivals: {', '.join(ARRIVALS)}")
+    return ARRIVALS.create(kind, rate=rate, n=n, cv=cv, seed=seed, trace=trace)

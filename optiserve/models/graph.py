@@ -124,6 +124,14 @@ def model_sha256(path: Path, model: onnx.ModelProto | None = None) -> str:
     return h.hexdigest()
 
 
+def require_sha256(path: Path, expected: str, what: str, doing: str = "", got: str | None = None) -> None:
+    """Refuse a model file whose digest is not ``expected``: the variant measured is the one
+    planned, shipped and served. ``got`` saves hashing again where the caller has it."""
+    got = got if got is not None else model_sha256(path)
+    if got != expected.lower():
+        raise ModelError(f"{path} is not {what} (SHA-256 {got[:16]}..., expected {expected[:16]}...): refusing{doing}")
+
+
 def _dims(value_info: onnx.ValueInfoProto) -> tuple[Dim, ...]:
     out: list[Dim] = []
     for d in value_info.type.tensor_type.shape.dim:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from optiserve.errors import SLAError
 from optiserve.estimate.arrivals import poisson_arrivals
 from optiserve.estimate.catalog import Catalog, Entry, Offer
 from optiserve.estimate.service import ServiceModel
@@ -109,6 +110,13 @@ class Evaluator:
     ) -> None:
         self.sla, self.builder, self.catalog, self.space = sla, builder, catalog, space
         self.runtime, self.requests, self.seed = runtime, requests, seed
+        known = catalog.known_tags()
+        for region in sla.regions:
+            if region.lower() not in known:
+                raise SLAError(
+                    f"SLA model {sla.name!r}: unknown region {region!r}; known regions and tags: "
+                    + ", ".join(sorted(known))
+                )
         for name in sla.instance_types:
             catalog.get(name)  # an unknown name is an error that lists the valid ones, not an empty search
         self.entries: list[tuple[Entry, Offer]] = []

@@ -31,7 +31,7 @@ from optiserve.plan.pack import shared_pools
 from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
 from optiserve.plan.search import pareto, run_search, run_workers
 from optiserve.plan.sla import SLA, load_sla
-from optiserve.profile.store import load_profile
+from optiserve.profile.store import ParquetStore, load_profile
 from optiserve.types import LatencySource
 
 
@@ -103,7 +103,7 @@ def _inputs(opts: PlanOptions, sla_sha: str, sla: SLA, catalog: Catalog) -> dict
     for name in sla.models:
         p = _profile_path(name, sla, opts)
         pq = p / "profile.parquet"
-        meta = json.loads((p / "profile.json").read_text()) if (p / "profile.json").is_file() else {}
+        meta = ParquetStore(p).read_meta()  # one line for a missing, corrupt or odd profile.json
         profiles.append(
             {
                 "model": name,

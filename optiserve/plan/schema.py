@@ -9,28 +9,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from optiserve.errors import UsageError
 from optiserve.types import Precision
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """Unknown fields pass through; known numbers must be finite, counts whole numbers (not "0")."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class Placement(_Open):
-    instance_type: str = Field(min_length=1)
-    provider: str = Field(min_length=1)
-    runtime: str = Field(min_length=1)
-    precision: str
-    threads_per_instance: int | None = Field(None, ge=1)
-    instances_per_pod: int = Field(ge=1)
-    max_batch: int = Field(ge=1)
+    instance_type: StrictStr = Field(min_length=1)
+    provider: StrictStr = Field(min_length=1)
+    runtime: StrictStr = Field(min_length=1)
+    precision: StrictStr
+    threads_per_instance: StrictInt | None = Field(None, ge=1)
+    instances_per_pod: StrictInt = Field(ge=1)
+    max_batch: StrictInt = Field(ge=1)
     max_delay_ms: float = Field(ge=0)
-    replicas: int = Field(ge=1)
-    nodes: int = Field(ge=1)
-    pods_per_node: int = Field(ge=1)
+    replicas: StrictInt = Field(ge=1)
+    nodes: StrictInt = Field(ge=1)
+    pods_per_node: StrictInt = Field(ge=1)
     pod_vcpus: float = Field(gt=0)
     pod_memory_gib: float = Field(gt=0)
     pod_rate_at_p99: float = Field(ge=0)
@@ -53,17 +65,29 @@ class Placement(_Open):
 
 
 class ModelPlan(_Open):
-    model: str = Field(min_length=1)
-    feasible: bool
+    model: StrictStr = Field(min_length=1)
+    feasible: StrictBool
     chosen: Placement | None
     alternatives: list[Placement] = []
     sla: dict[str, Any]
 
+    @model_validator(mode="after")
+    def _chosen_when_feasible(self) -> ModelPlan:
+        if self.feasible and self.chosen is None:
+            raise ValueError("feasible but 'chosen' is null: nothing to deploy")
+        return self
+
 
 class PlanFile(_Open):
-    schema_version: int
-    feasible: bool
+    schema_version: StrictInt
+    feasible: StrictBool
     models: list[ModelPlan] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PlanFile:
+        if self.feasible and not all(m.feasible for m in self.models):
+            raise ValueError("the plan says feasible but a model's placement is not")
+        return self
 
 
 def validate_plan(data: Any, where: str) -> None:

@@ -23,10 +23,9 @@ from typing import Any
 
 import optuna
 
+from optiserve._registry import Entry, Registry
 from optiserve.errors import UsageError
 from optiserve.plan.evaluate import Candidate, Evaluation, Evaluator
-
-SAMPLERS = ("tpe", "random", "nsga2")
 
 
 @dataclass(frozen=True)
@@ -38,14 +37,27 @@ class SearchResult:
     sampler: str
 
 
-def make_sampler(name: str, seed: int) -> Any:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=20)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=30)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise UsageError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}")
+SAMPLERS: Registry[optuna.samplers.BaseSampler] = Registry(
+    "sampler",
+    (
+        Entry(
+            "tpe",
+            lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=20),
+            description="multivariate TPE over the categorical space (the default)",
+        ),
+        Entry("random", lambda seed: optuna.samplers.RandomSampler(seed=seed), description="uniform, a baseline"),
+        Entry(
+            "nsga2",
+            lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=30),
+            description="NSGA-II, for long multi-objective runs",
+        ),
+    ),
+)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler registered as ``name``, seeded; an unknown name lists the valid ones."""
+    return SAMPLERS.create(name, seed)
 
 
 def _storage(url: str | None) -> Any:

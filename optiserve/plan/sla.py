@@ -24,36 +24,38 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from optiserve._validated_yaml import parse_validated
 from optiserve.errors import SLAError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Numbers must be finite numbers and flags booleans: ``rate: "150"`` or ``.inf`` is a typo to report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Defaults(_Strict):
-    regions: tuple[str, ...] = ()
-    spot: bool = False
-    headroom: float = Field(default=0.2, ge=0, lt=1)
-    providers: tuple[str, ...] = ()
-    instance_types: tuple[str, ...] = ()
+    regions: tuple[StrictStr, ...] = ()
+    spot: StrictBool = False
+    headroom: StrictFloat = Field(default=0.2, ge=0, lt=1)
+    providers: tuple[StrictStr, ...] = ()
+    instance_types: tuple[StrictStr, ...] = ()
 
 
 class ModelSLA(_Strict):
-    profile: str | None = None
-    model: str | None = None  # the ONNX file; default: the one the profile names
-    rate: float = Field(gt=0)
-    peak_factor: float = Field(default=1.0, ge=1)
-    p99_ms: float = Field(gt=0)
-    max_accuracy_drop: float = Field(default=0.01, ge=0)
-    regions: tuple[str, ...] | None = None
-    spot: bool | None = None
-    headroom: float | None = Field(default=None, ge=0, lt=1)
-    providers: tuple[str, ...] | None = None
-    instance_types: tuple[str, ...] | None = None
+    profile: StrictStr | None = None
+    model: StrictStr | None = None  # the ONNX file; default: the one the profile names
+    rate: StrictFloat = Field(gt=0)
+    peak_factor: StrictFloat = Field(default=1.0, ge=1)
+    p99_ms: StrictFloat = Field(gt=0)
+    max_accuracy_drop: StrictFloat = Field(default=0.01, ge=0)
+    regions: tuple[StrictStr, ...] | None = None
+    spot: StrictBool | None = None
+    headroom: StrictFloat | None = Field(default=None, ge=0, lt=1)
+    providers: tuple[StrictStr, ...] | None = None
+    instance_types: tuple[StrictStr, ...] | None = None
 
     @property
     def peak_rate(self) -> float:
@@ -61,9 +63,9 @@ class ModelSLA(_Strict):
 
 
 class SearchSpace(_Strict):
-    max_delay_ms: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
-    instances: tuple[int, ...] = (1, 2, 4)
-    max_batch: tuple[int, ...] | None = None  # default: the profiled batch sizes
+    max_delay_ms: tuple[StrictFloat, ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
+    instances: tuple[StrictInt, ...] = (1, 2, 4)
+    max_batch: tuple[StrictInt, ...] | None = None  # default: the profiled batch sizes
 
     @model_validator(mode="after")
     def _positive(self) -> SearchSpace:

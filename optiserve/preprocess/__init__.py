@@ -6,12 +6,12 @@ match it (tests/preprocess). Optional libraries are imported on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from optiserve.errors import UnknownNameError
+from optiserve._registry import Entry, Registry
 from optiserve.preprocess.cupy_kernel import CuPyKernel
 from optiserve.preprocess.numba_cpu import NumbaCPU
 from optiserve.preprocess.numba_cuda import NumbaCUDA
@@ -31,24 +31,26 @@ class Preprocessor(Protocol):
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
-PREPROCESSORS: dict[str, Callable[[PreprocessSpec], Preprocessor]] = {
-    "numpy": NumpyReference,
-    "numba-cpu": NumbaCPU,
-    "numba-cuda": NumbaCUDA,
-    "cupy": CuPyKernel,
-}
+PREPROCESSORS: Registry[Preprocessor] = Registry(
+    "pre-processor",
+    (
+        Entry("numpy", NumpyReference, NumpyReference.available, "NumPy reference"),
+        Entry("numba-cpu", NumbaCPU, NumbaCPU.available, "Numba, fused, parallel over images"),
+        Entry("numba-cuda", NumbaCUDA, NumbaCUDA.available, "Numba CUDA kernel"),
+        Entry("cupy", CuPyKernel, CuPyKernel.available, "CuPy raw kernel from kernels/"),
+    ),
+)
 
 
 def get_preprocessor(name: str, spec: PreprocessSpec) -> Preprocessor:
-    if name not in PREPROCESSORS:
-        raise UnknownNameError("pre-processor", name, list(PREPROCESSORS))
-    return PREPROCESSORS[name](spec)
+    """The implementation ``name`` for ``spec``; an unknown name lists the valid ones."""
+    return PREPROCESSORS.create(name, spec)
 
 
 def best_available(spec: PreprocessSpec) -> Preprocessor:
     """The fastest implementation usable here on the CPU side (numba-cpu, else numpy)."""
-    fast = NumbaCPU(spec)
-    return fast if fast.available() is None else NumpyReference(spec)
+    name = "numba-cpu" if PREPROCESSORS.reason("numba-cpu") is None else "numpy"
+    return PREPROCESSORS.create(name, spec)
 
 
 __all__ = [

@@ -95,7 +95,8 @@ class NumbaCPU:
         self._tables: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         self._och = np.array([2, 1, 0] if spec.bgr_to_rgb else [0, 1, 2], np.int64)
 
-    def available(self) -> str | None:
+    @staticmethod  # the same for every spec: the registry asks before one exists
+    def available() -> str | None:
         return missing_reason("numba", "preprocess")
 
     def _taps(self, h: int, w: int) -> tuple[np.ndarray, ...]:

@@ -3,6 +3,7 @@ flushing each result before the next starts."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -17,7 +18,7 @@ from optiserve.profile.evaluation import load_labels
 from optiserve.profile.hardware import fingerprint, library_versions, now_iso
 from optiserve.profile.pipeline import StageSpec
 from optiserve.profile.runner import run_isolated
-from optiserve.profile.store import ParquetStore
+from optiserve.profile.store import ParquetStore, StoreWriteError
 from optiserve.profile.summary import layout_line
 from optiserve.profile.sweep import AUTO, AUTO_CHOICE, AUTO_FALLBACK, SweepSpec
 from optiserve.profile.timing import TimingPolicy
@@ -110,10 +111,11 @@ def _auto_note(info: ModelInfo, spec: SweepSpec) -> str | None:
 
 def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwrite: bool) -> SweepPlan:
     """Every check that can fail before measuring starts, so bad input costs nothing."""
+    store = ParquetStore(out)
+    store.check_unlocked()
     info = inspect_model(model)
     layout = _validate_inputs(info, spec)
     configs = spec.configs(info.family, layout)
-    store = ParquetStore(out)
     if store.exists() and not (resume or overwrite):
         raise StoreError(
             f"{store.folder} already holds a profile: pass --resume to finish it or --overwrite to start again"
@@ -158,18 +160,62 @@ def run_sweep(
     """Measure every config still to do. ``plan`` (from ``plan_sweep``) skips re-validation."""
     plan = plan or plan_sweep(model, spec, out, resume=resume, overwrite=overwrite)
     store = ParquetStore(out)
+    with store.writing():  # a second writer is refused; nothing is written until the first row
+        return _measure_locked(model, spec, store, plan, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _measure_locked(
+    model: Path,
+    spec: SweepSpec,
+    store: ParquetStore,
+    plan: SweepPlan,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: Progress | None,
+) -> Profile:
+    if store.exists() and not (resume or overwrite):  # written since plan_sweep looked
+        raise StoreError(
+            f"{store.folder} already holds a profile: pass --resume to finish it or --overwrite to start again"
+        )
     if resume and store.exists():
-        store.update_meta(
+        done_now = {m.config.key for m in store.load().measurements}
+        plan = replace(plan, todo=tuple(c for c in plan.todo if c.key not in done_now))
+        meta = store.read_meta()
+        meta.update(
             sweep=spec.model_dump(mode="json"),
             planned_configs=len(plan.configs),
             precision_auto=_auto_note(plan.info, spec),
             layout=plan.layout.to_dict(),
             batch_note=spec.batches(plan.layout)[1],
         )
-    elif overwrite:
-        store.overwrite(metadata(plan.info, spec, list(plan.configs), plan.layout))
-    else:
-        store.create(metadata(plan.info, spec, list(plan.configs), plan.layout))
+        store.stage(meta, keep_rows=True)
+    else:  # fresh or --overwrite: the old profile stays until the first new row replaces it
+        store.stage(metadata(plan.info, spec, list(plan.configs), plan.layout), keep_rows=False)
+    written = {"n": 0}
+    try:
+        return _measure(
+            model, spec, store, plan, resume=resume, overwrite=overwrite, progress=progress, written=written
+        )
+    except StoreWriteError as exc:
+        if written["n"]:
+            raise StoreError(
+                f"{exc}; {written['n']} config(s) of this run are on disk: free space, then --resume"
+            ) from None
+        raise StoreError(f"{exc}; nothing was written, the folder is as it was: free space and run again") from None
+
+
+def _measure(
+    model: Path,
+    spec: SweepSpec,
+    store: ParquetStore,
+    plan: SweepPlan,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: Progress | None,
+    written: dict[str, int],
+) -> Profile:
     policy = TimingPolicy(
         budget_s=spec.budget,
         warmup_max_s=spec.warmup,
@@ -199,12 +245,15 @@ def run_sweep(
                 "metric": spec.metric,
                 "build_timeout": spec.build_timeout,
                 "custom_ops": list(libs),
+                "parent_pid": os.getpid(),  # the worker dies with this process
+                "timeout_s": spec.config_timeout(),  # and enforces the timeout itself if orphaned
             }
             t0 = time.perf_counter()
             m = run_isolated(job, spec.config_timeout())
             if m.status is Status.FAILED and not m.wall_time_s:
                 m = replace(m, wall_time_s=time.perf_counter() - t0)
             store.append(m)  # on disk before the next config starts
+            written["n"] += 1
             if progress:
                 progress("done", config, m)
 
@@ -212,7 +261,7 @@ def run_sweep(
     configs = list(plan.configs)
     if AUTO in spec.precision:
         configs += _auto_fallback(plan, spec, store, measure_all)
-    if spec.serving and (overwrite or not resume or not store.load().meta.get("serving")):
+    if spec.serving and (overwrite or not resume or not store.read_meta().get("serving")):
         from optiserve.profile.serving import measure_serving
 
         if progress:
@@ -222,6 +271,7 @@ def run_sweep(
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
     store.update_meta(updated=now_iso(), complete=all(c.key in done for c in configs), planned_configs=len(configs))
+    store.flush()  # a resume with nothing left to measure still records its settings
     return store.load()
 
 

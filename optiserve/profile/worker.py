@@ -16,13 +16,29 @@ import os
 import resource
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optiserve._reasons import one_line
 from optiserve.errors import OptiserveError
-from optiserve.types import BenchConfig, InputLayout, Measurement, Precision, Status, measurement_row
+from optiserve.types import (
+    AccuracyReport,
+    BenchConfig,
+    InputLayout,
+    Measurement,
+    Precision,
+    Status,
+    measurement_row,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from optiserve.models.graph import ModelInfo
+    from optiserve.profile.pipeline import Pipeline, StageSpec
+    from optiserve.profile.timing import TimingPolicy, WarmupResult
+    from optiserve.runtimes.base import Runtime, Session
 
 
 def stage_of(stage: str) -> dict[str, Any]:
@@ -71,125 +87,202 @@ def _layout(job: dict[str, Any], info: Any) -> InputLayout:
     return InputLayout.from_dict(job["layout"]) if job.get("layout") else infer_layout(info)
 
 
-def measure_config(job: dict[str, Any]) -> Measurement:
-    """Build or fetch the variant, load, warm up, measure, then judge accuracy — in this process."""
+@dataclass(frozen=True)
+class _Inputs:
+    """What the config runs on: the graph, its layout, real inputs if given, the timed stage."""
+
+    model: Path
+    info: ModelInfo
+    layout: InputLayout
+    npz: dict[str, Any] | None
+    stage: StageSpec | None
+    image_input: str
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """The timing step's results, and the session the accuracy step reuses."""
+
+    session: Session
+    pipe: Pipeline
+    load_time_s: float
+    warmup: WarmupResult
+    samples: np.ndarray
+    stop_reason: str
+    foreign_cpu: float
+    peak_rss_mb: float
+    base_rss_mb: float
+    gpu: dict[str, Any] | None
+
+
+def _refusal(config: BenchConfig, runtime: Runtime) -> Measurement | None:
+    """A failed row when the runtime cannot run this config here at all."""
+    reason = runtime.available()
+    if reason:
+        return Measurement(config, Status.FAILED, error=f"runtime unavailable: {reason}")
+    if not runtime.supports(config.precision):
+        return Measurement(config, Status.FAILED, error=f"{config.runtime} does not support {config.precision}")
+    return None
+
+
+def _inputs(job: dict[str, Any], config: BenchConfig) -> _Inputs:
     from optiserve.models.graph import inspect_model
-    from optiserve.models.inputs import load_npz, make_inputs
-    from optiserve.profile.evaluation import as_dtypes, eval_batches, evaluate, load_labels
-    from optiserve.profile.gpu_monitor import GpuMonitor
-    from optiserve.profile.hardware import ForeignLoad
-    from optiserve.profile.pipeline import Pipeline, StageSpec
-    from optiserve.profile.stats import stability_warnings, summarize
-    from optiserve.profile.timing import TimingPolicy, measure, warm_up
-    from optiserve.runtimes import custom_ops
-    from optiserve.runtimes.gpu import StagedSession
-    from optiserve.runtimes.registry import get_runtime
+    from optiserve.models.inputs import load_npz
+    from optiserve.profile.pipeline import StageSpec
+
+    model = Path(job["model"])
+    info = inspect_model(model)
+    stage = StageSpec.parse(config.preprocess) if config.preprocess else None
+    image_input = stage.image_input(info) if stage else ""
+    npz = load_npz(Path(job["inputs"])) if job.get("inputs") else None
+    return _Inputs(model, info, _layout(job, info), npz, stage, image_input)
+
+
+def _build_variant(
+    job: dict[str, Any], config: BenchConfig, runtime: Runtime, inp: _Inputs
+) -> tuple[Path, dict[str, Any]] | Measurement:
+    """The file to load (the model, or its precision variant from the cache) and the variant's record."""
     from optiserve.variants.calibration import build_from_recipe
     from optiserve.variants.recipe import VariantRecipe
 
-    config = BenchConfig.from_dict(job["config"])
-    policy = TimingPolicy(**job["policy"])
-    started = time.perf_counter()
-    variant: dict[str, Any] = {}
-    hint = ""
+    if config.precision not in runtime.variant_precisions:
+        return inp.model, {}
+    recipe = VariantRecipe.from_identity(config.precision, dict(config.variant))
     try:
-        custom_ops.use(job.get("custom_ops") or ())
-        runtime = get_runtime(config.runtime)
-        reason = runtime.available()
-        if reason:
-            return Measurement(config, Status.FAILED, error=f"runtime unavailable: {reason}")
-        if not runtime.supports(config.precision):
-            return Measurement(config, Status.FAILED, error=f"{config.runtime} does not support {config.precision}")
-        model = Path(job["model"])
-        info = inspect_model(model)
-        stage = StageSpec.parse(config.preprocess) if config.preprocess else None
-        image_input = stage.image_input(info) if stage else ""
-        npz = load_npz(Path(job["inputs"])) if job.get("inputs") else None
-        layout = _layout(job, info)
-        if not layout.allows(config.batch_size):
-            why = f"the model fixes its batch at {layout.fixed_batch}"
-            return Measurement(config, Status.FAILED, error=why, extra=stage_of("input"))
-        run_path = model
-        if config.precision in runtime.variant_precisions:
-            recipe = VariantRecipe.from_identity(config.precision, dict(config.variant))
-            try:
-                built = build_from_recipe(
-                    model,
-                    info,
-                    layout,
-                    recipe,
-                    Path(job["calibration"]) if job.get("calibration") else None,
-                    Path(job["cache_dir"]) if job.get("cache_dir") else None,
-                    time_limit_s=float(job.get("build_timeout") or 600.0),
-                )
-            except Exception as exc:
-                return Measurement(config, Status.FAILED, error=one_line(exc), extra=stage_of("build"))
-            run_path, variant = built.path, built.as_dict()
-        # a variant may take other input types than the model (fp16 without fp32 I/O)
-        dtypes = {i.name: i.dtype for i in (inspect_model(run_path) if run_path != model else info).inputs}
-        feeds = as_dtypes(make_inputs(info, config.batch_size, npz=npz, seed=job.get("seed", 0), layout=layout), dtypes)
-        if npz is None:
-            hint = _synthetic_hint(layout, feeds)
-        _inject_fault(config)
-        base_rss = _rss_mb()
-        t0 = time.perf_counter()
-        session = runtime.load(run_path, config.precision, config.threads, dict(config.options), layout=layout)
-        load_time = time.perf_counter() - t0
-        run = session.run
+        built = build_from_recipe(
+            inp.model,
+            inp.info,
+            inp.layout,
+            recipe,
+            Path(job["calibration"]) if job.get("calibration") else None,
+            Path(job["cache_dir"]) if job.get("cache_dir") else None,
+            time_limit_s=float(job.get("build_timeout") or 600.0),
+        )
+    except Exception as exc:
+        return Measurement(config, Status.FAILED, error=one_line(exc), extra=stage_of("build"))
+    return built.path, built.as_dict()
 
-        def call() -> object:  # the bare path: nothing but the session call is timed
-            return run(feeds)
 
-        staged = session if isinstance(session, StagedSession) else None
-        pipe = Pipeline(run, feeds, stage, image_input, dtypes.get(image_input, "float32"), job.get("seed", 0), staged)
-        timed = pipe if stage or staged else call
-        wu = warm_up(timed, policy)
-        pipe.reset()
-        foreign = ForeignLoad()
-        monitor = GpuMonitor(int(dict(config.options).get("device_id", 0))) if runtime.device == "gpu" else None
-        if monitor:
-            with monitor:
-                samples, stop_reason = measure(timed, policy, wu.per_call_s)
-        else:
+def _feeds(
+    job: dict[str, Any], config: BenchConfig, inp: _Inputs, run_path: Path
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Input dtypes of the file that runs, and one call's inputs in them."""
+    from optiserve.models.graph import inspect_model
+    from optiserve.models.inputs import make_inputs
+    from optiserve.profile.evaluation import as_dtypes
+
+    # a variant may take other input types than the model (fp16 without fp32 I/O)
+    graph = inspect_model(run_path) if run_path != inp.model else inp.info
+    dtypes = {i.name: i.dtype for i in graph.inputs}
+    made = make_inputs(inp.info, config.batch_size, npz=inp.npz, seed=job.get("seed", 0), layout=inp.layout)
+    return dtypes, as_dtypes(made, dtypes)
+
+
+def _time(
+    job: dict[str, Any],
+    config: BenchConfig,
+    runtime: Runtime,
+    policy: TimingPolicy,
+    inp: _Inputs,
+    run_path: Path,
+    dtypes: dict[str, str],
+    feeds: dict[str, Any],
+) -> _Timed:
+    """Load the session, warm it up until stable, then take the timed samples."""
+    from optiserve.profile.gpu_monitor import GpuMonitor
+    from optiserve.profile.hardware import ForeignLoad
+    from optiserve.profile.pipeline import Pipeline
+    from optiserve.profile.timing import measure, warm_up
+    from optiserve.runtimes.gpu import StagedSession
+
+    base_rss = _rss_mb()
+    t0 = time.perf_counter()
+    session = runtime.load(run_path, config.precision, config.threads, dict(config.options), layout=inp.layout)
+    load_time = time.perf_counter() - t0
+    run = session.run
+
+    def call() -> object:  # the bare path: nothing but the session call is timed
+        return run(feeds)
+
+    staged = session if isinstance(session, StagedSession) else None
+    seed = job.get("seed", 0)
+    pipe = Pipeline(run, feeds, inp.stage, inp.image_input, dtypes.get(inp.image_input, "float32"), seed, staged)
+    timed = pipe if inp.stage or staged else call
+    wu = warm_up(timed, policy)
+    pipe.reset()
+    foreign = ForeignLoad()
+    monitor = GpuMonitor(int(dict(config.options).get("device_id", 0))) if runtime.device == "gpu" else None
+    if monitor:
+        with monitor:
             samples, stop_reason = measure(timed, policy, wu.per_call_s)
-        foreign_cpu = foreign.fraction()
-        peak = _peak_rss_mb()
-        labels = load_labels(Path(job["labels"])) if job.get("labels") else None
-        batches, batch_labels = eval_batches(
-            info, config.batch_size, int(job.get("eval_samples", 32)), layout, npz, labels, int(job.get("seed", 0))
-        )
-        synthetic = npz is None or (
-            config.precision is Precision.INT8_STATIC and dict(config.variant).get("calibration") == "synthetic"
-        )
-        accuracy = evaluate(
-            runtime,
-            model,
-            session,
-            config,
-            batches,
-            batch_labels,
-            synthetic,
-            dtypes,
-            output_axes=layout.output_axes,
-            metric=job.get("metric"),
-        )
-        session.close()
-    except MemoryError:
-        return Measurement(config, Status.FAILED, error="out of memory (MemoryError)", variant=variant)
-    except OptiserveError as exc:
-        return Measurement(config, Status.FAILED, error=str(exc), variant=variant)
-    except Exception as exc:  # the back end's own failure: record it, the sweep goes on
-        msg = one_line(exc) + hint
-        if "alloc" in msg.lower() or "memory" in msg.lower():
-            msg = f"out of memory? {msg}"
-        return Measurement(config, Status.FAILED, error=msg, variant=variant, extra=stage_of("run"))
-    stats = summarize(samples)
+    else:
+        samples, stop_reason = measure(timed, policy, wu.per_call_s)
+    return _Timed(
+        session,
+        pipe,
+        load_time,
+        wu,
+        samples,
+        stop_reason,
+        foreign.fraction(),
+        _peak_rss_mb(),
+        base_rss,
+        monitor.summary() if monitor else None,
+    )
+
+
+def _accuracy(
+    job: dict[str, Any], config: BenchConfig, runtime: Runtime, inp: _Inputs, session: Session, dtypes: dict[str, str]
+) -> AccuracyReport:
+    """The variant's outputs against the fp32 reference (and task metrics when labels are given)."""
+    from optiserve.profile.evaluation import eval_batches, evaluate, load_labels
+
+    labels = load_labels(Path(job["labels"])) if job.get("labels") else None
+    batches, batch_labels = eval_batches(
+        inp.info,
+        config.batch_size,
+        int(job.get("eval_samples", 32)),
+        inp.layout,
+        inp.npz,
+        labels,
+        int(job.get("seed", 0)),
+    )
+    synthetic = inp.npz is None or (
+        config.precision is Precision.INT8_STATIC and dict(config.variant).get("calibration") == "synthetic"
+    )
+    return evaluate(
+        runtime,
+        inp.model,
+        session,
+        config,
+        batches,
+        batch_labels,
+        synthetic,
+        dtypes,
+        output_axes=inp.layout.output_axes,
+        metric=job.get("metric"),
+    )
+
+
+def _measurement(
+    job: dict[str, Any],
+    config: BenchConfig,
+    policy: TimingPolicy,
+    t: _Timed,
+    accuracy: Any,
+    variant: dict[str, Any],
+    started: float,
+) -> Measurement:
+    """The row: statistics, stability warnings and the accuracy verdict."""
+    from optiserve.profile.stats import stability_warnings, summarize
+
+    stats = summarize(t.samples)
     warnings = stability_warnings(
         stats,
         target_ci=policy.target_ci,
-        warmup_stable=wu.stable,
-        stop_reason=stop_reason,
-        foreign_cpu=foreign_cpu,
+        warmup_stable=t.warmup.stable,
+        stop_reason=t.stop_reason,
+        foreign_cpu=t.foreign_cpu,
     )
     limit = job.get("max_accuracy_drop")
     within = None if limit is None else bool(accuracy.drop <= float(limit))
@@ -201,30 +294,79 @@ def measure_config(job: dict[str, Any]) -> Measurement:
         status=Status.OK,
         stats=stats,
         throughput=config.batch_size / (stats.mean / 1e3),
-        load_time_s=load_time,
-        warmup_iterations=wu.iterations,
-        warmup_stable=wu.stable,
-        peak_rss_mb=peak,
-        model_rss_mb=max(peak - base_rss, 0.0),
+        load_time_s=t.load_time_s,
+        warmup_iterations=t.warmup.iterations,
+        warmup_stable=t.warmup.stable,
+        peak_rss_mb=t.peak_rss_mb,
+        model_rss_mb=max(t.peak_rss_mb - t.base_rss_mb, 0.0),
         wall_time_s=time.perf_counter() - started,
-        stop_reason=stop_reason,
+        stop_reason=t.stop_reason,
         warnings=tuple(warnings),
-        samples_ns=tuple(int(s) for s in samples),
+        samples_ns=tuple(int(s) for s in t.samples),
         accuracy=accuracy,
         within_tolerance=within,
         variant=variant,
-        stages=pipe.breakdown(samples),
+        stages=t.pipe.breakdown(t.samples),
         extra={
-            "foreign_cpu": round(foreign_cpu, 4),
-            "preprocessor": pipe.preprocessor_name,
-            **({"gpu": monitor.summary()} if monitor else {}),
+            "foreign_cpu": round(t.foreign_cpu, 4),
+            "preprocessor": t.pipe.preprocessor_name,
+            **({"gpu": t.gpu} if t.gpu is not None else {}),
         },
     )
+
+
+def measure_config(job: dict[str, Any]) -> Measurement:
+    """Build or fetch the variant, load, warm up, measure, then judge accuracy — in this process."""
+    from optiserve.profile.timing import TimingPolicy
+    from optiserve.runtimes import custom_ops
+    from optiserve.runtimes.registry import get_runtime
+
+    config = BenchConfig.from_dict(job["config"])
+    policy = TimingPolicy(**job["policy"])
+    started = time.perf_counter()
+    variant: dict[str, Any] = {}
+    hint = ""
+    try:
+        custom_ops.use(job.get("custom_ops") or ())
+        runtime = get_runtime(config.runtime)
+        refused = _refusal(config, runtime)
+        if refused:
+            return refused
+        inp = _inputs(job, config)
+        if not inp.layout.allows(config.batch_size):
+            why = f"the model fixes its batch at {inp.layout.fixed_batch}"
+            return Measurement(config, Status.FAILED, error=why, extra=stage_of("input"))
+        built = _build_variant(job, config, runtime, inp)
+        if isinstance(built, Measurement):
+            return built
+        run_path, variant = built
+        dtypes, feeds = _feeds(job, config, inp, run_path)
+        if inp.npz is None:
+            hint = _synthetic_hint(inp.layout, feeds)
+        _inject_fault(config)
+        timed = _time(job, config, runtime, policy, inp, run_path, dtypes, feeds)
+        accuracy = _accuracy(job, config, runtime, inp, timed.session, dtypes)
+        timed.session.close()
+    except MemoryError:
+        return Measurement(config, Status.FAILED, error="out of memory (MemoryError)", variant=variant)
+    except OptiserveError as exc:
+        return Measurement(config, Status.FAILED, error=str(exc), variant=variant)
+    except Exception as exc:  # the back end's own failure: record it, the sweep goes on
+        msg = one_line(exc) + hint
+        if "alloc" in msg.lower() or "memory" in msg.lower():
+            msg = f"out of memory? {msg}"
+        return Measurement(config, Status.FAILED, error=msg, variant=variant, extra=stage_of("run"))
+    return _measurement(job, config, policy, timed, accuracy, variant, started)
 
 
 def main(argv: list[str]) -> int:
     job_path, out_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text())
+    if job.get("parent_pid"):
+        from optiserve.profile.lifeline import die_with_parent
+
+        tmp = job_path.parent
+        die_with_parent(job, tmp if tmp.name.startswith("optiserve-") else None)
     limit = job.get("memory_limit_mb")
     if limit:
         cap = int(limit) * 2**20

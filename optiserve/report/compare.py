@@ -93,6 +93,7 @@ class _Run:
     configs: dict[str, _Config]  # key -> config, in the order measured
     hardware_id: str | None = None
     warnings: tuple[str, ...] = ()
+    model: tuple[str, str] | None = None  # (name, sha256) of a profile's model
 
 
 def min_samples(metric: str) -> int:
@@ -118,7 +119,8 @@ def _load_profile(p: Path) -> _Run:
     }
     hw = prof.meta.get("hardware")
     hw_id = hw.get("id") if isinstance(hw, dict) else None
-    return _Run("profile", configs, str(hw_id) if hw_id is not None else None)
+    model = (str(prof.meta["model"]["name"]), str(prof.meta["model"]["sha256"]))
+    return _Run("profile", configs, str(hw_id) if hw_id is not None else None, model=model)
 
 
 def _load_loadtest(p: Path, role: str) -> _Run:
@@ -235,12 +237,23 @@ def compare(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    allow_different_models: bool = False,
 ) -> Comparison:
-    """Compare two profiles (or two load-test JSONs) config by config; see the module docstring."""
+    """Compare two profiles (or two load-test JSONs) config by config; see the module docstring.
+    Profiles of different models (by digest) are refused unless ``allow_different_models``:
+    their ratios would say nothing about a regression."""
     metric = _validate(metric, max_regression, confidence, resamples, seed)
     params = _Params(max_regression, confidence, resamples, seed)
     b_run, n_run = _load(base, "base"), _load(new, "new")
     warnings = [*b_run.warnings, *n_run.warnings]
+    if b_run.model and n_run.model and b_run.model[1] != n_run.model[1]:
+        what = (
+            f"base and new profile different models ({b_run.model[0]} sha256 {b_run.model[1][:12]} vs "
+            f"{n_run.model[0]} sha256 {n_run.model[1][:12]})"
+        )
+        if not allow_different_models:
+            raise UsageError(f"{what}: a comparison would not be a regression gate; pass --allow-different-models")
+        warnings.append(f"{what}: the ratios compare models, not code changes")
     b_hw, n_hw = b_run.hardware_id, n_run.hardware_id
     if b_hw and n_hw and b_hw != n_hw:
         warnings.append(

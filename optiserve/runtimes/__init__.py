@@ -2,6 +2,7 @@
 
 from optiserve.runtimes.base import Runtime, Session
 from optiserve.runtimes.registry import (
+    REGISTRY,
     RUNTIMES,
     availability,
     check_options,
@@ -9,4 +10,13 @@ from optiserve.runtimes.registry import (
     runtime_names,
 )
 
-__all__ = ["RUNTIMES", "Runtime", "Session", "availability", "check_options", "get_runtime", "runtime_names"]
+__all__ = [
+    "REGISTRY",
+    "RUNTIMES",
+    "Runtime",
+    "Session",
+    "availability",
+    "check_options",
+    "get_runtime",
+    "runtime_names",
+]

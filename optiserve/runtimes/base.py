@@ -4,7 +4,7 @@ A ``Runtime`` is stateless and cheap to construct; it is found by its ``name``
 in the registry and must never import an optional library at module import
 time (do it in ``available`` / ``load``).
 
-Contract (checked by ``optiserve.testing.runtime_conformance``):
+Contract (checked by ``optiserve.testing.runtime_conformance`` over every registered runtime):
 
 - ``available()`` returns ``None`` when the runtime can be used here, else a
   one-line reason (library missing, no device, provider failed to load). It
@@ -13,8 +13,10 @@ Contract (checked by ``optiserve.testing.runtime_conformance``):
   precision at all. A precision it does not support makes ``load`` raise
   ``UsageError``; the profiler records that as a failed row, not a crash.
 - ``options`` maps each runtime-specific knob to its valid values (empty tuple:
-  any positive integer). Unknown knobs or values make ``load`` raise
-  ``UnknownNameError`` listing the valid ones.
+  any whole number >= 0); ``defaults`` gives every knob a value. ``load`` passes
+  ``options`` through ``runtimes.options.check_options`` before anything else, so
+  an unknown knob or value is a one-line ``UsageError`` (``UnknownNameError``
+  listing the valid ones), never ignored and never a ``KeyError``.
 - ``variant_precisions`` are the precisions the runtime runs from an ONNX
   variant that ``optiserve.variants`` builds (int8 QDQ, fp16, ...): for those,
   ``load`` receives the variant's path. For any other supported precision

@@ -11,6 +11,7 @@ import numpy as np
 from optiserve.errors import ModelError, UsageError
 from optiserve.runtimes import custom_ops
 from optiserve.runtimes.base import NamedIO
+from optiserve.runtimes.options import check_options
 from optiserve.types import InputLayout, Precision
 
 _GRAPH_LEVELS = ("disable", "basic", "extended", "all")
@@ -77,7 +78,7 @@ class OnnxRuntimeCPU:
     def session_options(self, threads: int, options: Mapping[str, str]) -> Any:
         import onnxruntime as ort
 
-        opts = {**self.defaults, **options}
+        opts = check_options(self, options)  # an unknown knob or value is one line, never a KeyError below
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = int(opts["inter_op_threads"])

@@ -29,6 +29,7 @@ from optiserve.runtimes.gpu import (
     profile_shapes,
     static_inputs,
 )
+from optiserve.runtimes.options import check_options
 from optiserve.types import InputLayout, Precision
 
 
@@ -137,7 +138,7 @@ class _OrtGpuBase:
 
         if not self.supports(precision):
             raise UsageError(f"{self.name} does not run precision {precision}")  # type: ignore[attr-defined]
-        opts = {**self.defaults, **options}
+        opts = check_options(self, options)  # type: ignore[arg-type]
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3

@@ -1,44 +1,29 @@
-"""Runtimes by name: an explicit tuple, no discovery magic (asv's ``name`` + availability)."""
+"""Runtimes by name: an explicit tuple in the shared registry (asv's ``name`` + availability)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from optiserve.errors import UnknownNameError, UsageError
+from optiserve._registry import Registry, registry_of
 from optiserve.runtimes.base import Runtime
 from optiserve.runtimes.onnxruntime_cpu import OnnxRuntimeCPU
 from optiserve.runtimes.onnxruntime_gpu import OnnxRuntimeCUDA, OnnxRuntimeTensorRT
+from optiserve.runtimes.options import check_options
 from optiserve.runtimes.tensorrt_native import TensorRTRuntime
 
 RUNTIMES: tuple[Runtime, ...] = (OnnxRuntimeCPU(), OnnxRuntimeCUDA(), OnnxRuntimeTensorRT(), TensorRTRuntime())
+REGISTRY: Registry[Runtime] = registry_of("runtime", RUNTIMES)
+
+__all__ = ["REGISTRY", "RUNTIMES", "availability", "check_options", "get_runtime", "runtime_names"]
 
 
 def runtime_names() -> list[str]:
-    return [r.name for r in RUNTIMES]
+    return list(REGISTRY.names())
 
 
 def get_runtime(name: str) -> Runtime:
-    for r in RUNTIMES:
-        if r.name == name:
-            return r
-    raise UnknownNameError("runtime", name, runtime_names())
+    """The registered runtime ``name``; an unknown one lists the valid names."""
+    return REGISTRY.create(name)
 
 
 def availability() -> dict[str, str | None]:
     """Each runtime's name mapped to ``None`` (usable) or the reason it is not."""
-    return {r.name: r.available() for r in RUNTIMES}
-
-
-def check_options(runtime: Runtime, options: Mapping[str, str]) -> dict[str, str]:
-    """Validate knob names and values; return them merged over the defaults."""
-    merged = dict(runtime.defaults)
-    for key, value in options.items():
-        if key not in runtime.options:
-            raise UnknownNameError(f"{runtime.name} option", key, sorted(runtime.options))
-        valid = runtime.options[key]
-        if valid and value not in valid:
-            raise UnknownNameError(f"value for {runtime.name} option {key}", value, valid)
-        if not valid and not (value.isdigit() and int(value) >= 0):
-            raise UsageError(f"{runtime.name} option {key} wants a whole number, got {value!r}")
-        merged[key] = value
-    return merged
+    return REGISTRY.availability()

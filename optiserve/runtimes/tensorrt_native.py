@@ -31,6 +31,7 @@ from optiserve.runtimes.gpu import (
     profile_shapes,
     static_inputs,
 )
+from optiserve.runtimes.options import check_options
 from optiserve.types import InputLayout, Precision
 
 
@@ -136,9 +137,9 @@ class TensorRTRuntime:
 
         if not self.supports(precision):
             raise UsageError(f"{self.name} does not run precision {precision}")
+        opts = check_options(self, options)
         trt = optional_import("tensorrt", "gpu")
         cupy = optional_import("cupy", "gpu")
-        opts = {**self.defaults, **options}
         cupy.cuda.Device(int(opts["device_id"])).use()
         info = inspect_model(model)
         shapes = profile_shapes(gpu_layout(info, layout), sorted({1, int(opts["max_batch"])}), static_inputs(info))

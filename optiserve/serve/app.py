@@ -1,56 +1,120 @@
-"""The HTTP side: Open Inference Protocol v2 endpoints and Prometheus metrics.
+"""The HTTP side: the OIP v2 REST surface with Triton's extensions, and Prometheus metrics.
 
-Bad requests are 4xx with ``{"error": ...}``; a full queue is 503; the server is
-ready only after every batch size up to ``max_batch`` has run once (warm-up).
+Routes: server metadata (``GET /v2``), health, model metadata, readiness,
+Triton's JSON model config, statistics and repository index, each also under
+``/versions/1``; ``infer`` is the raw ASGI handler of ``rest_infer``. Every
+answer that is not a 200 is JSON ``{"error": ...}`` (404 and 405 included) and
+every status is counted in ``/metrics``. The model itself (batcher, sessions,
+admission, statistics) is a ``ServedModel`` (``endpoint.py``), shared with the
+gRPC front end. The server is ready only after every batch size up to
+``max_batch`` has run once on every instance (warm-up).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from optiserve._version import __version__
 from optiserve.models.graph import InputSpec, ModelInfo
 from optiserve.models.inputs import make_inputs
-from optiserve.models.layout import probe_output_axes
-from optiserve.serve.batcher import DynamicBatcher, QueueFull
-from optiserve.serve.protocol import RequestError, infer_response, model_metadata, parse_infer_request
+from optiserve.serve.batcher import Run
+from optiserve.serve.endpoint import ServeConfig, ServedModel
+from optiserve.serve.grpc_server import GrpcSettings, start_grpc
+from optiserve.serve.protocol import dumps
+from optiserve.serve.rest_infer import InferHandler, Receive, Scope, Send, send_error, send_json
+from optiserve.serve.security import AccessPolicy, RateLimiter, authorized
 from optiserve.types import InputLayout
 
+__all__ = ["ServeConfig", "ServedModel", "app_for_model", "create_app"]
 
-@dataclass(frozen=True)
-class ServeConfig:
-    name: str
-    max_batch: int = 8
-    max_delay_ms: float = 2.0
-    instances: int = 1
-    max_queue: int = 256
-    max_body_bytes: int = 64 * 2**20
-    preferred: tuple[int, ...] = ()
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics", "parameters"]
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+class Front:
+    """The outermost ASGI app: counts every status, checks access, sends infer to its raw handler."""
+
+    def __init__(
+        self, inner: Starlette, model: ServedModel, infer: InferHandler, access: AccessPolicy, responses: Counter
+    ) -> None:
+        self.inner, self.model, self.infer, self.access = inner, model, infer, access
+        self.limiter = RateLimiter(access.rate, access.burst)
+        self.responses = responses
+        name = model.name
+        self.infer_paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{model.version}/infer"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = scope["headers"]
+        if not authorized(self.access, path, next((v for k, v in headers if k == b"authorization"), None)):
+            await send_json(
+                send,
+                401,
+                dumps({"error": "missing or wrong bearer token"}),
+                [(b"www-authenticate", b'Bearer realm="optiserve"')],
+            )
+            self.responses.labels("401").inc()
+            return
+        client = scope.get("client")
+        if self.limiter.rate > 0 and not self.limiter.allow(client[0] if client else "?"):
+            await send_error(send, 429, "rate limit exceeded for this client; retry later")
+            self.responses.labels("429").inc()
+            return
+        if path in self.infer_paths and scope["method"] == "POST":
+            await self.infer(scope, receive, send)  # counts its own status
+            return
+        status = 500
+
+        async def counted(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, counted)
+        finally:
+            self.responses.labels(str(status)).inc()
 
 
 def create_app(
-    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    run: Run | Sequence[Run],
     inputs: Sequence[InputSpec],
     output_names: Sequence[str],
     config: ServeConfig,
     warmup_feeds: Callable[[int], dict[str, np.ndarray]],
     layout: InputLayout | None = None,
-) -> Starlette:
-    """``layout`` says where each input's batch axis is (default: axis 0 of every input)."""
+    access: AccessPolicy | None = None,
+    grpc: GrpcSettings | None = None,
+) -> Any:
+    """The ASGI app; with ``grpc``, also the OIP v2 gRPC server (same loop, model and access).
+    ``run``: one callable per instance (one session each) or one shared;
+    ``layout`` says where each input's batch axis is (default: axis 0 of every input)."""
     registry = CollectorRegistry()
     requests = Counter("optiserve_requests", "Inference requests by HTTP status", ["status"], registry=registry)
+    responses = Counter(
+        "optiserve_http_responses", "Responses of every route by HTTP status", ["status"], registry=registry
+    )
     latency = Histogram(
         "optiserve_request_latency_seconds",
         "Arrival to response, per request",
@@ -70,133 +134,114 @@ def create_app(
         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
     )
     depth = Gauge("optiserve_queue_depth", "Requests waiting for a batch", registry=registry)
-    frontend = Histogram(
-        "optiserve_frontend_seconds",
-        "Event-loop time per request: reading, parsing, encoding the response",
-        registry=registry,
-        buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
-    )
-    state: dict[str, Any] = {"ready": False, "batcher": None, "outputs": None}
+    inflight = Gauge("optiserve_inflight_requests", "Requests admitted and not yet answered", registry=registry)
+    inflight_bytes = Gauge("optiserve_inflight_body_bytes", "Body bytes held by admitted requests", registry=registry)
 
     def on_batch(rows: int, seconds: float) -> None:
         batch_rows.observe(rows)
         infer_time.observe(seconds)
 
+    model = ServedModel(run, inputs, output_names, config, warmup_feeds, layout, on_batch)
+
+    def count(status: int, seconds: float) -> None:
+        requests.labels(str(status)).inc()
+        responses.labels(str(status)).inc()
+        if status == 200:
+            latency.observe(seconds)
+
+    handler = InferHandler(model, count)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        batcher = DynamicBatcher(
-            run,
-            [i.name for i in inputs],
-            config.max_batch,
-            config.max_delay_ms / 1e3,
-            config.instances,
-            config.max_queue,
-            config.preferred,
-            on_batch,
-            input_axes={t.name: t.batch_axis for t in layout.inputs} if layout is not None else None,
-        )
-        loop = asyncio.get_running_loop()
-        shapes: dict[int, list[tuple[int, ...]]] = {}
-        outs: list[np.ndarray] = []
-        sizes = [layout.fixed_batch] if layout is not None and layout.fixed_batch else range(1, config.max_batch + 1)
-        for b in sizes:  # warm every batch size before saying ready
-            for _ in range(2):
-                outs = await loop.run_in_executor(None, run, warmup_feeds(b))
-            shapes[b] = [tuple(o.shape) for o in outs]
-        if 1 in shapes and 2 in shapes:  # the axis each output grows along, seen for real
-            axes = [a for _, a in probe_output_axes(output_names, shapes[1], shapes[2])]
-        elif layout is not None:
-            axes = [layout.output_axis(n) for n in output_names]
-        else:
-            axes = [0] * len(output_names)
-        batcher.set_output_axes(axes)
-        state["outputs"] = [
-            (n, o.dtype.name, [-1 if i == a else d for i, d in enumerate(o.shape)])
-            for n, o, a in zip(output_names, outs, axes, strict=True)
-        ]
-        batcher.start()
-        gc.collect()
-        gc.freeze()  # model and runtime objects out of the collector's way: shorter pauses under load
-        depth.set_function(lambda: batcher.depth)
-        state["batcher"], state["ready"] = batcher, True
+        grpc_server = await start_grpc(model, grpc, access) if grpc is not None else None  # not ready until warm
+        await model.start()
+        depth.set_function(lambda: model.depth)
+        inflight.set_function(lambda: model.admission.requests)
+        inflight_bytes.set_function(lambda: model.admission.bytes)
         yield
-        state["ready"] = False
-        await batcher.stop()
+        if grpc_server is not None:
+            await grpc_server.stop(5)
+        await model.stop()
+        handler.close()
 
-    def error(status: int, message: str) -> JSONResponse:
-        requests.labels(str(status)).inc()
-        return JSONResponse({"error": message}, status_code=status)
+    def known(request: Request) -> None:
+        name, version = request.path_params["name"], request.path_params.get("version", model.version)
+        if name != model.name:
+            raise HTTPException(404, f"unknown model {name!r}; this server has {model.name!r}")
+        if version != model.version:
+            raise HTTPException(404, f"unknown version {version!r} of {name!r}; it has {model.version!r}")
+
+    async def server_metadata(request: Request) -> Response:
+        return JSON({"name": "optiserve", "version": __version__, "extensions": EXTENSIONS})
 
     async def live(request: Request) -> Response:
-        return JSONResponse({"live": True})
+        return JSON({"live": True})
 
     async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+        return JSON({"ready": model.ready}, status_code=200 if model.ready else 503)
 
     async def metadata(request: Request) -> Response:
-        if request.path_params["name"] != config.name:
-            return JSONResponse({"error": f"unknown model {request.path_params['name']!r}"}, status_code=404)
-        if not state["ready"]:
-            return JSONResponse({"error": "model is warming up"}, status_code=503)
-        meta = model_metadata(config.name, inputs, state["outputs"], layout)
-        meta.setdefault("parameters", {}).update(state["batcher"].describe())
-        return JSONResponse(meta)
+        known(request)
+        if not model.ready:
+            return JSON({"error": "model is warming up"}, status_code=503)
+        return JSON(model.metadata())
 
     async def model_ready(request: Request) -> Response:
-        ok = request.path_params["name"] == config.name and state["ready"]
-        return JSONResponse({"name": request.path_params["name"], "ready": ok}, status_code=200 if ok else 503)
+        known(request)
+        ok = model.ready
+        return JSON({"name": model.name, "ready": ok}, status_code=200 if ok else 503)
 
-    async def infer(request: Request) -> Response:
-        arrived = time.perf_counter()
-        if request.path_params["name"] != config.name:
-            return error(404, f"unknown model {request.path_params['name']!r}; this server has {config.name!r}")
-        if not state["ready"]:
-            return error(503, "model is warming up")
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > config.max_body_bytes:
-            return error(413, f"body of {size} bytes exceeds the limit of {config.max_body_bytes}")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_body_bytes:
-                return error(413, f"body exceeds the limit of {config.max_body_bytes} bytes")
-        header = request.headers.get("inference-header-content-length")
-        try:
-            if header is not None and not header.isdigit():
-                raise RequestError(400, f"Inference-Header-Content-Length must be a byte count, got {header!r}")
-            length = int(header) if header is not None else None
-            rid, tensors, rows = parse_infer_request(body, inputs, config.max_batch, length, layout)
-        except RequestError as exc:
-            return error(exc.status, str(exc))
-        parsed = time.perf_counter()
-        try:
-            outs = await state["batcher"].submit({t.name: t.array for t in tensors}, rows)
-        except QueueFull as exc:
-            return error(503, f"overloaded: {exc}; retry later")
-        except Exception as exc:
-            return error(500, f"inference failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        done = time.perf_counter()
-        response = JSONResponse(infer_response(config.name, rid, list(zip(output_names, outs, strict=True))))
-        end = time.perf_counter()
-        requests.labels("200").inc()
-        latency.observe(end - arrived)
-        frontend.observe((parsed - arrived) + (end - done))
-        return response
+    async def model_config(request: Request) -> Response:
+        known(request)
+        if not model.ready:
+            return JSON({"error": "model is warming up"}, status_code=503)
+        return JSON(model.model_config())
+
+    async def stats(request: Request) -> Response:
+        if "name" in request.path_params:
+            known(request)
+        return JSON({"model_stats": [model.statistics()]})
+
+    async def repository_index(request: Request) -> Response:
+        state = "READY" if model.ready else "LOADING"
+        return JSON([{"name": model.name, "version": model.version, "state": state, "reason": ""}])
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/v2/health/live", live),
-            Route("/v2/health/ready", ready),
-            Route("/v2/models/{name}", metadata),
-            Route("/v2/models/{name}/ready", model_ready),
-            Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-            Route("/metrics", metrics),
-        ],
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSON({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return JSON({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    routes = [Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready)]
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes += [
+            Route(prefix, metadata),
+            Route(prefix + "/ready", model_ready),
+            Route(prefix + "/config", model_config),
+            Route(prefix + "/stats", stats),
+        ]
+
+    async def not_here(request: Request) -> Response:  # infer for another model or version
+        known(request)
+        raise HTTPException(404, "not found")
+
+    routes.insert(0, Route("/v2/models/stats", stats))
+    routes += [
+        Route("/v2/models/{name}/infer", not_here, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", not_here, methods=["POST"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/metrics", metrics),
+    ]
+    inner = Starlette(
+        routes=routes,
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    return Front(inner, model, handler, access or AccessPolicy(), responses)
 
 
 def app_for_model(
@@ -211,14 +256,17 @@ def app_for_model(
     prebuilt: bool = False,
     runtime_name: str = "onnxruntime-cpu",
     info: ModelInfo | None = None,
-) -> Starlette:
+    access: AccessPolicy | None = None,
+    grpc: GrpcSettings | None = None,
+) -> Any:
     """Load ``model_path`` at ``precision`` on ONNX Runtime CPU and serve it, sized and warmed
     for ``layout`` (inferred from the graph when not given). A precision variant is the one
     ``optiserve profile`` builds for the same settings (``calibration`` file, calibrator):
     same recipe, same batches, same cache key, so the bytes served are the bytes measured.
     ``prebuilt``: ``model_path`` already is that variant (what ``emit`` ships): served as is.
     ``runtime_name``: the plan's runtime (a GPU placement is served on its GPU runtime).
-    ``info``: the model already inspected by the caller (inspecting hashes the whole file)."""
+    ``info``: the model already inspected by the caller (inspecting hashes the whole file).
+    ``config.instances`` sessions are loaded, one per batcher worker (as Triton's instance group)."""
     from pathlib import Path
 
     from optiserve.errors import RuntimeUnavailableError, UsageError
@@ -248,7 +296,8 @@ def app_for_model(
         recipe = recipe_for(prec, calib, calibrator)
         cache = Path(cache_dir) if cache_dir is not None else None
         run_path = build_from_recipe(path, info, layout, recipe, calib, cache).path
-    session = runtime.load(run_path, prec, threads, {}, layout=layout)
+    sessions = [runtime.load(run_path, prec, threads, {}, layout=layout) for _ in range(config.instances)]
+    config = replace(config, threads=threads, runtime=runtime_name)
     served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
     served_layout = InputLayout(
         tuple(replace(t, dtype=s.dtype) for t, s in zip(layout.inputs, served.inputs, strict=True)),
@@ -256,10 +305,12 @@ def app_for_model(
         layout.output_axes,
     )
     return create_app(
-        session.run,
+        [s.run for s in sessions],
         served.inputs,
-        session.output_names,
+        sessions[0].output_names,
         config,
         lambda b: make_inputs(served, b, seed=b, layout=served_layout),
         served_layout,
+        access,
+        grpc,
     )

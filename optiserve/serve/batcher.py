@@ -4,8 +4,12 @@ One batch is formed at a time (a lock), by whichever instance is free: it takes
 the oldest waiting request, then waits until ``target`` rows are gathered or
 the oldest has waited ``max_delay`` — whichever comes first — and tops up with
 whatever is already waiting, up to ``max_batch`` rows. The batch runs on a
-thread pool of ``instances`` workers (ONNX Runtime releases the GIL). The queue
-is bounded: a full queue is the caller's cue to answer 503.
+thread pool of ``instances`` workers (ONNX Runtime releases the GIL); worker
+``i`` calls ``run[i]`` when given one callable per instance (one runtime session
+each, as Triton's instance groups), else the one shared callable. The queue
+is bounded: a full queue is the caller's cue to answer 503. ``observer`` sees
+every executed batch (rows, each request's queue wait, compute time, failure):
+what the statistics endpoint reports.
 
 Requests are stacked along each input's batch axis (not always axis 0: a state
 ``[2, batch, 128]`` stacks on axis 1) and only with requests they can share a
@@ -24,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
 
 class QueueFull(Exception):
     pass
@@ -38,6 +44,14 @@ class Pending:
     group: bytes = b""  # requests batch together only within one group
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    rows: int
+    queue_s: tuple[float, ...]  # per request: arrival to the start of its batch
+    compute_s: float
+    failed: bool
+
+
 @dataclass
 class BatchStats:
     batches: int = 0
@@ -48,7 +62,7 @@ class BatchStats:
 class DynamicBatcher:
     def __init__(
         self,
-        run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+        run: Run | Sequence[Run],
         input_names: Sequence[str],
         max_batch: int,
         max_delay_s: float,
@@ -58,8 +72,10 @@ class DynamicBatcher:
         on_batch: Callable[[int, float], None] | None = None,
         input_axes: Mapping[str, int | None] | None = None,
         output_axes: Sequence[int | None] | None = None,
+        observer: Callable[[BatchRecord], None] | None = None,
     ) -> None:
-        self._run = run
+        self._runs: list[Run] = [run] if callable(run) else list(run)
+        self._observer = observer
         self._names = list(input_names)
         self._in_axes: dict[str, int | None] = {n: 0 for n in self._names}
         self._in_axes.update(input_axes or {})
@@ -81,7 +97,9 @@ class DynamicBatcher:
         return self._queue.qsize() + (1 if self._carry else 0)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.instances)]
+        self._tasks = [
+            asyncio.create_task(self._worker(self._runs[i % len(self._runs)])) for i in range(self.instances)
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -143,7 +161,7 @@ class DynamicBatcher:
                 rows += item.rows
             return batch
 
-    async def _worker(self) -> None:
+    async def _worker(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._form()
@@ -152,16 +170,21 @@ class DynamicBatcher:
                 continue
             feeds = self._stack(batch)
             t0 = time.perf_counter()
+            rows = sum(p.rows for p in batch)
+            waits = tuple(t0 - p.arrived for p in batch)
             try:
-                outs = await loop.run_in_executor(self._pool, self._run, feeds)
+                outs = await loop.run_in_executor(self._pool, run, feeds)
             except Exception as exc:  # the runtime failed: fail these requests, keep serving
+                if self._observer:
+                    self._observer(BatchRecord(rows, waits, time.perf_counter() - t0, True))
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            rows = sum(p.rows for p in batch)
             if self._on_batch:
                 self._on_batch(rows, time.perf_counter() - t0)
+            if self._observer:
+                self._observer(BatchRecord(rows, waits, time.perf_counter() - t0, False))
             at = 0
             axes = self._out_axes or [0] * len(outs)
             for p in batch:

@@ -50,7 +50,9 @@ class RatePoint:
             "load": self.label,
             "rate": round(self.rate, 3),
             "requests": m.get("scheduled"),
-            "measured": {k: m.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "achieved_rate", "late_fraction")},
+            "measured": {
+                k: m.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "p99_ci_ms", "achieved_rate", "late_fraction")
+            },
             "predicted": {k: pred.get(k) for k in ("p50_ms", "p99_ms")} if pred else None,
             "p99_error": err,
             "prediction_within_15pct": None if err is None else abs(err) <= MAX_P99_ERROR,
@@ -59,6 +61,18 @@ class RatePoint:
             "valid": m.get("valid"),
             "verdict": m.get("verdict", "inconclusive"),
         }
+
+
+def _p99_ci(latency_ms: list[float]) -> list[float | None]:
+    """The measured p99's 95% order-statistic interval (None for an unbounded edge)."""
+    import math
+
+    import numpy as np
+
+    from optiserve.profile.stats import quantile_ci
+
+    lo, hi = quantile_ci(np.sort(np.asarray(latency_ms, dtype=np.float64)), 0.99)
+    return [None if not math.isfinite(x) else round(x, 4) for x in (lo, hi)]
 
 
 def _cli(*args: str) -> list[str]:
@@ -111,6 +125,7 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
                 lines = (proc.stderr or proc.stdout).strip().splitlines()
                 raise UsageError(f"the load test at {rate:.3g} req/s failed: {lines[-1] if lines else proc.returncode}")
             measured = json.loads(result.read_text())
+            measured["p99_ci_ms"] = _p99_ci(measured.get("latency_ms") or [])
             for big in ("latency_ms", "index", "predicted_service_ms"):
                 measured.pop(big, None)
             points.append(RatePoint(label, rate, measured, measured.get("predicted")))

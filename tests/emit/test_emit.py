@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -143,15 +144,72 @@ def test_kserve_validation_catches(mutate: Any, message: str) -> None:
         validate_object(isvc, "1.35")
 
 
-def test_triton_config_parses_and_carries_the_plan(tmp_path: Path, cnn: Path) -> None:
-    files, _ = render(PLAN, ["triton"], _opts(), {"cnn": cnn, "cnn-gpu": cnn})
-    cfg = validate_triton_config(files["triton/cnn-gpu/config.pbtxt"].decode(), "gpu")
-    chosen = PLAN["models"][1]["chosen"]
+# What Triton calls each ONNX element type (its model_config.proto DataType names), stated here, not imported.
+_TRITON_TYPE = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16", np.dtype(np.int64): "TYPE_INT64"}
+
+
+def _triton_plan() -> dict[str, Any]:
+    """The example plan with knobs no default could produce: a config that drops or mis-scales one shows it."""
+    doc: dict[str, Any] = copy.deepcopy(PLAN)
+    cpu, gpu = doc["models"][0]["chosen"], doc["models"][1]["chosen"]
+    cpu.update(max_batch=8, max_delay_ms=2.5, instances_per_pod=3, threads_per_instance=4)
+    gpu.update(max_batch=16, max_delay_ms=0.75, instances_per_pod=2)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "accelerated"),
+    [("cnn", "KIND_CPU", None), ("cnn-gpu", "KIND_GPU", "FP16")],  # the plan: CPU int8, GPU fp16 via TensorRT
+)
+def test_triton_config_file_matches_the_plan_and_the_model(
+    tmp_path: Path, cnn: Path, model: str, kind: str, accelerated: str | None
+) -> None:
+    """The written config.pbtxt, parsed by protobuf into Triton's own ModelConfig, against expectations
+    stated independently: the plan's knobs, and the names, dtypes and dims of the ONNX file shipped beside it."""
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    plan = _triton_plan()
+    emit(plan, ["triton"], tmp_path, _opts(), {"cnn": cnn, "cnn-gpu": cnn})
+    repo = tmp_path / "triton" / model
+    cfg = text_format.Parse((repo / "config.pbtxt").read_text(), mc.ModelConfig())
+    chosen = next(m["chosen"] for m in plan["models"] if m["model"] == model)
+
+    assert cfg.name == model and cfg.platform == "onnxruntime_onnx"  # Triton wants the folder's name
     assert cfg.max_batch_size == chosen["max_batch"]
-    assert cfg.dynamic_batching.max_queue_delay_microseconds == round(chosen["max_delay_ms"] * 1000)
-    assert cfg.instance_group[0].count == chosen["instances_per_pod"] and cfg.instance_group[0].kind == 1  # KIND_GPU
-    acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator[0]
-    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [chosen["max_batch"]]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == chosen["max_delay_ms"] * 1000
+    (group,) = cfg.instance_group
+    assert group.count == chosen["instances_per_pod"] and mc.ModelInstanceGroup.Kind.Name(group.kind) == kind
+    accs = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    if accelerated:
+        assert [(a.name, a.parameters["precision_mode"]) for a in accs] == [("tensorrt", accelerated)]
+    else:
+        assert not accs and cfg.parameters["intra_op_thread_count"].string_value == str(chosen["threads_per_instance"])
+
+    graph = onnx.load(repo / "1" / "model.onnx", load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+
+    def expected(values: Any) -> list[tuple[str, str, list[int]]]:
+        out = []
+        for vi in values:
+            if vi.name in weights:
+                continue
+            t = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+            np_type = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
+            out.append((vi.name, _TRITON_TYPE[np_type], dims[1:]))  # Triton batches: the batch axis is its own
+        return out
+
+    def got(tensors: Any) -> list[tuple[str, str, list[int]]]:
+        return [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in tensors]
+
+    assert got(cfg.input) == expected(graph.input) and got(cfg.output) == expected(graph.output)
+    assert all(len(dims) > 0 and -1 not in dims for _, _, dims in got(cfg.input))  # the example CNN is fully static
+
+
+def test_a_malformed_triton_config_is_refused() -> None:
     with pytest.raises(ManifestError, match="not a valid Triton model config"):
         validate_triton_config("max_batch_size: eight\n", "bad")
 

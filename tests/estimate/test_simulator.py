@@ -111,9 +111,14 @@ def test_bursty_arrivals_hurt_the_tail() -> None:
 def test_max_rate_for_p99() -> None:
     svc = ServiceModel({1: np.full(2, 1e-3)})
     rate = max_rate_for_p99(svc, BatchingPolicy(), p99_ms=5.0, n=20_000)
-    assert 500 < rate < 1000  # below capacity, above half of it (M/D/1 p99 5 ms at ~780/s)
-    at = simulate(poisson_arrivals(rate, 20_000), svc, BatchingPolicy()).percentile_ms(0.99)
-    assert at <= 5.0
+    assert 500 < rate < 1000  # below capacity, above half of it (M/D/1 p99 5 ms near 550/s)
+
+    # judged on a stream the search never saw (the default seed's would agree by construction):
+    # the rate meets the target, and 10 % more does not, so it is the highest, not merely a safe one
+    def p99(r: float) -> float:
+        return simulate(poisson_arrivals(r, 200_000, seed=11), svc, BatchingPolicy()).percentile_ms(0.99)
+
+    assert 4.5 <= p99(rate) <= 5.25 and p99(1.1 * rate) > 5.0
     assert max_rate_for_p99(svc, BatchingPolicy(), p99_ms=0.5) == 0.0  # below the service time itself
 
 

@@ -20,7 +20,6 @@ from optiserve.runtimes.gpu import engine_key, profile_shapes
 from optiserve.runtimes.onnxruntime_gpu import OnnxRuntimeCUDA, OnnxRuntimeTensorRT
 from optiserve.runtimes.registry import RUNTIMES, get_runtime
 from optiserve.runtimes.tensorrt_native import TensorRTRuntime, builder_settings
-from optiserve.testing.runtime_conformance import RuntimeConformance
 from optiserve.types import InputLayout, Precision, TensorLayout
 from tests.conftest import _gpu_reason, build_stateful
 
@@ -166,36 +165,3 @@ def test_tensorrt_profile_for_several_inputs(tmp_path: Path) -> None:
     rt = OnnxRuntimeTensorRT(cache_root=tmp_path)
     opts = rt.provider_options(enc, Precision.FP32, {**rt.defaults, "max_batch": "4"})
     assert opts["trt_profile_max_shapes"] == "input_ids:4x8,attention_mask:4x8"
-
-
-@pytest.mark.gpu
-class TestOnnxRuntimeCUDA(RuntimeConformance):
-    @pytest.fixture
-    def runtime(self) -> OnnxRuntimeCUDA:
-        return OnnxRuntimeCUDA()
-
-    @pytest.fixture
-    def model_path(self, mlp_path: Path) -> Path:
-        return mlp_path
-
-
-@pytest.mark.gpu
-class TestOnnxRuntimeTensorRT(RuntimeConformance):
-    @pytest.fixture
-    def runtime(self, tmp_path: Path) -> OnnxRuntimeTensorRT:
-        return OnnxRuntimeTensorRT(cache_root=tmp_path)
-
-    @pytest.fixture
-    def model_path(self, mlp_path: Path) -> Path:
-        return mlp_path
-
-
-@pytest.mark.gpu
-class TestTensorRT(RuntimeConformance):
-    @pytest.fixture
-    def runtime(self, tmp_path: Path) -> TensorRTRuntime:
-        return TensorRTRuntime(cache_root=tmp_path)
-
-    @pytest.fixture
-    def model_path(self, mlp_path: Path) -> Path:
-        return mlp_path

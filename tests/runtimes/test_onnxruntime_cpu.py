@@ -1,27 +1,14 @@
-from pathlib import Path
-
 import pytest
 
 from optiserve.errors import UnknownNameError
 from optiserve.runtimes.onnxruntime_cpu import OnnxRuntimeCPU
-from optiserve.runtimes.registry import availability, check_options, get_runtime
-from optiserve.testing.runtime_conformance import RuntimeConformance
-
-
-class TestOnnxRuntimeCPU(RuntimeConformance):
-    @pytest.fixture
-    def runtime(self) -> OnnxRuntimeCPU:
-        return OnnxRuntimeCPU()
-
-    @pytest.fixture
-    def model_path(self, mlp_path: Path) -> Path:
-        return mlp_path
+from optiserve.runtimes.registry import availability, check_options, get_runtime, runtime_names
 
 
 def test_registry_errors_list_valid_names() -> None:
     with pytest.raises(UnknownNameError) as exc:
         get_runtime("tensorflow")
-    assert "onnxruntime-cpu" in str(exc.value)
+    assert all(name in str(exc.value) for name in runtime_names()) and "\n" not in str(exc.value)
     assert availability()["onnxruntime-cpu"] is None
 
 

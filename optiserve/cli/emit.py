@@ -1,0 +1,68 @@
+"""``emit``: a plan becomes validated deployment files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from optiserve.cli._common import err, one_line_errors, out, pairs
+
+
+@one_line_errors
+def emit(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="plan JSON written by optiserve plan")],
+    target: Annotated[str, typer.Option(help="k8s, kserve, triton or all (comma list)")] = "all",
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the files")] = Path("deploy"),
+    model: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="NAME=FILE: the model file, checked against the plan's digest (triton copies it)"),
+    ] = None,
+    model_uri: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            help="NAME=URI where the cluster fetches the model (oci://, pvc://, https://; s3:// gs:// for kserve)"
+        ),
+    ] = None,
+    image: Annotated[
+        str, typer.Option(help="server image (runs `optiserve serve`)")
+    ] = "ghcr.io/optiserve/optiserve:0.1.0",
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "default",
+    k8s_version: Annotated[str, typer.Option(help="cluster version whose schemas validate the objects")] = "1.35",
+    canary: Annotated[str, typer.Option(help="deployment (second Deployment), argo (Rollout) or none")] = "deployment",
+    canary_weight: Annotated[int, typer.Option(help="percent of traffic for the canary")] = 10,
+    canary_image: Annotated[Optional[str], typer.Option(help="image of the canary (default: --image)")] = None,  # noqa: UP045
+) -> None:
+    """Write validated Kubernetes, KServe and Triton files for a plan (nothing is written if any is invalid)."""
+    from optiserve.emit import TARGETS, EmitOptions
+    from optiserve.emit import emit as emit_files
+    from optiserve.plan.result import read_plan
+
+    targets = list(TARGETS) if target == "all" else [t.strip() for t in target.split(",") if t.strip()]
+    plan_doc = read_plan(plan_file)
+    opts = EmitOptions(
+        image=image,
+        namespace=namespace,
+        k8s_version=k8s_version,
+        model_uris=pairs(model_uri, "--model-uri"),
+        canary=canary,
+        canary_weight=canary_weight,
+        canary_image=canary_image,
+    )
+    files = {k: Path(v) for k, v in pairs(model, "--model").items()}
+    for m in plan_doc.get("models", []):
+        c = m.get("chosen") or {}
+        if c and c.get("precision") != "fp32" and "artifact" not in c:
+            err.print(
+                f"warning: the plan predates artifacts: {m['model']}'s {c['precision']} variant is rebuilt here with "
+                "synthetic calibration, not the one measured; re-plan to ship the measured file"
+            )
+    written = emit_files(plan_doc, targets, output, opts, files)
+    for w in written:
+        out.print(f"wrote {escape(str(w))}")
+    out.print(
+        f"{len(written)} files, validated: Kubernetes {k8s_version} schemas (strict), KServe SDK types, "
+        "Triton ModelConfig protobuf"
+    )

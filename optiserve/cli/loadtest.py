@@ -1,0 +1,163 @@
+"""``loadtest`` and ``verify``: measure a server under load, and check a plan on a real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optiserve.cli._common import Instances, MaxBatch, MaxDelayMs, Precision, Threads, one_line_errors, out, pairs
+
+
+@one_line_errors
+def loadtest(
+    url: Annotated[str, typer.Argument(help="server base URL, e.g. http://127.0.0.1:8000")],
+    model: Annotated[str, typer.Option(help="model name on the server")],
+    rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
+    duration: Annotated[float, typer.Option(help="seconds of scheduled sends")] = 10.0,
+    arrival: Annotated[str, typer.Option(help="poisson, gamma or trace")] = "poisson",
+    cv: Annotated[float, typer.Option(help="gamma arrivals: coefficient of variation")] = 2.0,
+    trace: Annotated[Optional[Path], typer.Option(help="arrival trace: a text file of timestamps")] = None,  # noqa: UP045
+    users: Annotated[int, typer.Option(help="concurrent senders (0: derived from the rate)")] = 0,
+    p99_target_ms: Annotated[Optional[float], typer.Option(help="judge p99 < this, with 95% confidence")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option(help="schedule seed")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here")] = None,  # noqa: UP045
+    predict_from: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="profile of the served model: also simulate this very schedule and record the prediction"),
+    ] = None,
+    precision: Precision = "fp32",
+    threads: Threads = 1,
+    max_batch: MaxBatch = 8,
+    max_delay_ms: MaxDelayMs = 2.0,
+    instances: Instances = 1,
+    per_request_ms: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="with --predict-from: server CPU per request besides inference (default: the profile's)"),
+    ] = None,
+    overhead_ms: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="with --predict-from: latency per request outside the server (default: the profile's)"),
+    ] = None,
+    overhead_from: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="with --predict-from: a light-load --json result made with --predict-from; its measured "
+            "minus predicted latencies are the overhead distribution (instead of --overhead-ms)"
+        ),
+    ] = None,
+    inputs: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help=".npz of real inputs keyed by input name (as for profile): the first sample is sent"),
+    ] = None,
+) -> None:
+    """Open-loop load test with Locust: latency counts from each request's scheduled time.
+
+    With --predict-from, --precision, --threads, --max-batch, --max-delay-ms and --instances are the server's.
+    """
+    import json as _json
+    import math
+
+    import numpy as np
+
+    from optiserve.errors import UsageError
+    from optiserve.estimate.arrivals import make_arrivals
+    from optiserve.serve.loadtest import MAX_ERROR_RATE, MAX_REQUESTS, run_loadtest
+    from optiserve.serve.verdict import p99_verdict
+
+    if rate <= 0 or duration <= 0:
+        raise UsageError("--rate and --duration must be positive")
+    n = min(math.ceil(rate * duration), MAX_REQUESTS)
+    stamps = None
+    if trace is not None:
+        if not trace.exists():
+            raise UsageError(f"trace file not found: {trace}")
+        try:
+            stamps = np.loadtxt(trace, ndmin=1)
+        except ValueError as exc:
+            raise UsageError(f"{trace} is not a list of timestamps: {exc}") from None
+    schedule = make_arrivals(arrival, rate, n, cv, seed, stamps)
+    users = users or max(16, min(512, int(rate * 0.25) + 16))
+    forecast = None
+    if predict_from is not None:  # before the run: a bad profile must not waste a load test
+        from optiserve.serve.prediction import ServedConfig
+        from optiserve.serve.prediction import forecast as predict_schedule
+
+        config = ServedConfig(precision, threads, max_batch, max_delay_ms, instances)
+        forecast = predict_schedule(schedule, predict_from, config, per_request_ms, overhead_ms, overhead_from, seed)
+    predicted = forecast.record if forecast is not None else None
+    samples = None
+    if inputs is not None:
+        from optiserve.models.inputs import load_npz
+
+        samples = load_npz(inputs)
+    try:
+        result = run_loadtest(url, model, schedule, users, samples=samples)
+    except OSError as exc:
+        raise UsageError(f"cannot reach {url}: {exc}") from None
+    s = result.summary()
+    out.print(
+        f"{s['completed']}/{s['scheduled']} ok at {s['achieved_rate']:.1f} req/s (target {s['target_rate']:.1f}); "
+        f"p50 {s['p50_ms']:.2f}  p95 {s['p95_ms']:.2f}  p99 {s['p99_ms']:.2f}  p99.9 {s['p999_ms']:.2f} ms "
+        f"(from scheduled send); late sends {s['late_fraction']:.1%}; errors {s['errors'] or 'none'}"
+    )
+    if predicted is not None:
+        s["predicted"] = predicted
+        err_p99 = (predicted["p99_ms"] - s["p99_ms"]) / s["p99_ms"] if s["p99_ms"] else float("nan")
+        out.print(
+            f"PREDICTED for this schedule: p50 {predicted['p50_ms']:.2f}  p99 {predicted['p99_ms']:.2f} ms "
+            f"(p99 error {err_p99:+.0%} vs measured)"
+        )
+    if not result.valid:
+        out.print("[red]INVALID[/red]: the client fell behind its schedule (>1% late sends); add --users or a core")
+    too_many_errors = result.error_rate > MAX_ERROR_RATE
+    if too_many_errors:
+        out.print(
+            f"[red]FAIL[/red]: {result.failed} of {result.scheduled} requests failed ({result.error_rate:.1%}; "
+            f"a run passes with at most {MAX_ERROR_RATE:.1%})"
+        )
+    if p99_target_ms is not None:
+        v = p99_verdict(result.verdict_latencies(), p99_target_ms)  # failed requests count as over the target
+        s["verdict"] = "fail" if too_many_errors else v.outcome
+        out.print(v.line())
+    if json_out:
+        s["latency_ms"] = [round(float(x), 4) for x in result.latency_ms]
+        s["index"] = [int(i) for i in result.index]
+        if forecast is not None:  # per scheduled request, without any overhead: what --overhead-from subtracts
+            s["predicted_service_ms"] = [round(float(x), 4) for x in forecast.service_ms]
+        json_out.write_text(_json.dumps(s))
+    if not result.valid or s.get("verdict") == "fail" or too_many_errors:
+        raise typer.Exit(1)
+
+
+@one_line_errors
+def verify(
+    plan_file: Annotated[Path, typer.Argument(help="plan JSON from optiserve plan")],
+    model: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="NAME=FILE: the planned model (checked against the plan's digest; repeatable)"),
+    ] = None,
+    duration: Annotated[float, typer.Option(help="seconds of load per rate")] = 10.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for verify.json and the runs")] = Path(
+        "verify"
+    ),
+) -> None:
+    """Run the plan's serving configuration here at its per-replica target and peak rates: predicted vs measured."""
+    from optiserve.plan.result import read_plan
+    from optiserve.serve.verify import verify_plan
+
+    files = {k: Path(v) for k, v in pairs(model, "--model").items()}
+    doc = verify_plan(read_plan(plan_file), files, duration, output)
+    for m in doc["models"]:
+        for r in m["rates"]:
+            meas, pred = r["measured"], r["predicted"] or {}
+            err = f"{r['p99_error']:+.0%}" if r["p99_error"] is not None else "-"
+            out.print(
+                f"{m['model']} {r['load']} {r['rate']:.1f} req/s ({r['requests']} requests): p99 measured "
+                f"{meas['p99_ms']:.2f} ms, predicted {pred.get('p99_ms', float('nan')):.2f} ms ({err}); "
+                f"errors {r['error_rate']:.1%}; {r['verdict'].upper()}"
+            )
+    out.print(f"verify: {doc['verdict'].upper()} ({output / 'verify.json'})")
+    if doc["verdict"] == "fail":
+        raise typer.Exit(1)

@@ -1,0 +1,259 @@
+"""One served model, front-end neutral: the seam the REST (``app.py``) and gRPC front ends share.
+
+A ``ServedModel`` owns the batcher (one runtime session per instance), the
+admission control, the statistics and the model's descriptions (OIP metadata,
+Triton's JSON model config). A front end calls, per request:
+
+1. ``admit(nbytes)`` *before reading the body*: a ``Ticket`` or ``Overloaded``
+   at once (answer 503 / UNAVAILABLE without parsing). It bounds the requests
+   in flight (reading, parsing, queued, running: at most ``max_queue`` plus one
+   full batch per instance) and the body bytes held, so overload costs a refusal,
+   never memory or parsing time that starves the batcher;
+2. ``await infer(tensors, rows, ticket)``: through the batcher, counted in the
+   statistics; raises ``Overloaded`` (queue full) or ``InferenceFailed``;
+3. ``ticket.release()`` (or ``with ticket:``) when the response is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from optiserve.models.graph import InputSpec
+from optiserve.models.layout import probe_output_axes
+from optiserve.serve.batcher import BatchRecord, DynamicBatcher, QueueFull, Run
+from optiserve.serve.protocol import Tensor, model_metadata, oip_datatype
+from optiserve.serve.stats import ModelStats
+from optiserve.types import InputLayout
+
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    name: str
+    max_batch: int = 8
+    max_delay_ms: float = 2.0
+    instances: int = 1
+    max_queue: int = 256
+    max_body_bytes: int = 64 * 2**20
+    preferred: tuple[int, ...] = ()
+    max_inflight_bytes: int = 256 * 2**20  # bodies held at once (reading, parsed, queued)
+    body_timeout_s: float = 30.0  # a body must arrive whole within this after its headers
+    threads: int = 1
+    runtime: str = "onnxruntime-cpu"
+
+
+class Overloaded(Exception):
+    """The server is full: the caller should answer 503 and the client retry later."""
+
+
+class InferenceFailed(Exception):
+    """The runtime raised: the server's fault (500)."""
+
+
+class Ticket:
+    """A request's place in flight: its body bytes and its slot, until released."""
+
+    __slots__ = ("_admission", "_done", "nbytes")
+
+    def __init__(self, admission: Admission, nbytes: int) -> None:
+        self._admission, self.nbytes, self._done = admission, nbytes, False
+
+    def grow(self, nbytes: int) -> None:
+        """Reserve more body bytes (a chunked body longer than announced); ``Overloaded`` past the budget."""
+        a = self._admission
+        if a.bytes + nbytes > a.max_bytes:
+            raise Overloaded(f"{a.bytes} body bytes in flight, limit {a.max_bytes}")
+        a.bytes += nbytes
+        self.nbytes += nbytes
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._admission.requests -= 1
+            self._admission.bytes -= self.nbytes
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Admission:
+    """Counts requests and body bytes in flight; refuses past either limit without blocking."""
+
+    def __init__(self, max_requests: int, max_bytes: int) -> None:
+        self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.requests = 0
+        self.bytes = 0
+
+    def admit(self, nbytes: int) -> Ticket:
+        if self.requests >= self.max_requests:
+            raise Overloaded(f"{self.requests} requests in flight, limit {self.max_requests}")
+        if nbytes and self.bytes + nbytes > self.max_bytes:
+            raise Overloaded(f"{self.bytes} body bytes in flight, limit {self.max_bytes}")
+        self.requests += 1
+        self.bytes += nbytes
+        return Ticket(self, nbytes)
+
+
+class ServedModel:
+    """The model behind every route: see the module docstring for the calling sequence."""
+
+    def __init__(
+        self,
+        runs: Run | Sequence[Run],
+        inputs: Sequence[InputSpec],
+        output_names: Sequence[str],
+        config: ServeConfig,
+        warmup_feeds: Callable[[int], dict[str, np.ndarray]],
+        layout: InputLayout | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.runs: list[Run] = [runs] if callable(runs) else list(runs)
+        self.name, self.version = config.name, VERSION
+        self.inputs, self.output_names = list(inputs), list(output_names)
+        self.config, self.layout = config, layout
+        self._warmup_feeds = warmup_feeds
+        self.stats = ModelStats(config.name, VERSION)
+        self.admission = Admission(config.max_queue + config.instances * config.max_batch, config.max_inflight_bytes)
+        self.ready = False
+        self.outputs: list[tuple[str, str, list[int]]] = []  # name, dtype, shape with -1 on the batch axis
+        self._on_batch = on_batch
+        self.batcher: DynamicBatcher | None = None
+
+    def _observe(self, rec: BatchRecord) -> None:
+        self.stats.batch(rec)
+
+    async def start(self) -> None:
+        """Warm every batch size on every session, learn each output's batch axis, start batching."""
+        cfg, layout = self.config, self.layout
+        self.batcher = DynamicBatcher(
+            self.runs,
+            [i.name for i in self.inputs],
+            cfg.max_batch,
+            cfg.max_delay_ms / 1e3,
+            cfg.instances,
+            cfg.max_queue,
+            cfg.preferred,
+            self._on_batch,
+            input_axes={t.name: t.batch_axis for t in layout.inputs} if layout is not None else None,
+            observer=self._observe,
+        )
+        loop = asyncio.get_running_loop()
+        shapes: dict[int, list[tuple[int, ...]]] = {}
+        outs: list[np.ndarray] = []
+        sizes = [layout.fixed_batch] if layout is not None and layout.fixed_batch else range(1, cfg.max_batch + 1)
+        for run in self.runs:
+            for b in sizes:  # warm every batch size before saying ready
+                for _ in range(2):
+                    outs = await loop.run_in_executor(None, run, self._warmup_feeds(b))
+                shapes[b] = [tuple(o.shape) for o in outs]
+        if 1 in shapes and 2 in shapes:  # the axis each output grows along, seen for real
+            axes = [a for _, a in probe_output_axes(self.output_names, shapes[1], shapes[2])]
+        elif layout is not None:
+            axes = [layout.output_axis(n) for n in self.output_names]
+        else:
+            axes = [0] * len(self.output_names)
+        self.batcher.set_output_axes(axes)
+        self.output_axes = axes
+        self.outputs = [
+            (n, o.dtype.name, [-1 if i == a else d for i, d in enumerate(o.shape)])
+            for n, o, a in zip(self.output_names, outs, axes, strict=True)
+        ]
+        self.batcher.start()
+        gc.collect()
+        gc.freeze()  # model and runtime objects out of the collector's way: shorter pauses under load
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    @property
+    def depth(self) -> int:
+        return self.batcher.depth if self.batcher is not None else 0
+
+    def admit(self, nbytes: int = 0) -> Ticket:
+        return self.admission.admit(nbytes)
+
+    async def infer(self, tensors: Sequence[Tensor], rows: int, arrived: float | None = None) -> list[np.ndarray]:
+        """The outputs, in ``output_names`` order, of ``tensors`` run through the batcher."""
+        assert self.batcher is not None and self.ready, "infer() before start()"
+        t0 = arrived if arrived is not None else time.perf_counter()
+        try:
+            outs = await self.batcher.submit({t.name: t.array for t in tensors}, rows)
+        except QueueFull as exc:
+            raise Overloaded(str(exc)) from None
+        except Exception as exc:
+            self.stats.request(False, time.perf_counter() - t0)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise InferenceFailed(f"inference failed: {type(exc).__name__}: {first}") from exc
+        return outs
+
+    def metadata(self) -> dict[str, Any]:
+        meta = model_metadata(self.name, self.inputs, self.outputs, self.layout)
+        if self.batcher is not None:
+            meta.setdefault("parameters", {}).update(self.batcher.describe())
+        return meta
+
+    def triton_batches(self) -> bool:
+        """As ``emit``'s rule: Triton batches only a model batched on axis 0 everywhere."""
+        lay = self.layout
+        if lay is not None and (lay.fixed_batch is not None or any(t.batch_axis != 0 for t in lay.inputs)):
+            return False
+        return all(a == 0 for a in getattr(self, "output_axes", [0]))
+
+    def model_config(self) -> dict[str, Any]:
+        """Triton's model configuration in its JSON form, as ``emit`` writes it to ``config.pbtxt``."""
+        batching = self.triton_batches()
+        cfg = self.config
+
+        def tensor(name: str, dtype: str, dims: Sequence[int | str | None]) -> dict[str, Any]:
+            full = [d if isinstance(d, int) and d >= 0 else -1 for d in dims]
+            shown = full[1:] if batching else full
+            oip = oip_datatype(dtype)
+            t: dict[str, Any] = {"name": name, "data_type": f"TYPE_{'STRING' if oip == 'BYTES' else oip}"}
+            t["dims"] = shown or [1]
+            if not shown:
+                t["reshape"] = {"shape": []}
+            return t
+
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "platform": "onnxruntime_onnx",
+            "backend": "onnxruntime",
+            "version_policy": {"latest": {"num_versions": 1}},
+            "max_batch_size": cfg.max_batch if batching else 0,
+            "input": [tensor(i.name, i.dtype, i.dims) for i in self.inputs],
+            "output": [tensor(n, dt, shape) for n, dt, shape in self.outputs],
+            "instance_group": [
+                {
+                    "name": f"{self.name}_0",
+                    "kind": "KIND_CPU" if cfg.runtime.endswith("-cpu") else "KIND_GPU",
+                    "count": cfg.instances,
+                }
+            ],
+            "parameters": {
+                "intra_op_thread_count": {"string_value": str(cfg.threads)},
+                "inter_op_thread_count": {"string_value": "1"},
+            },
+        }
+        if batching:
+            doc["dynamic_batching"] = {
+                "preferred_batch_size": list(cfg.preferred or (cfg.max_batch,)),
+                "max_queue_delay_microseconds": round(cfg.max_delay_ms * 1000),
+            }
+        return doc
+
+    def statistics(self) -> dict[str, Any]:
+        return self.stats.json()

@@ -1,0 +1,179 @@
+"""The OIP v2 gRPC side: Triton's ``GRPCInferenceService`` on its own port, same model, same batcher.
+
+The service stubs and messages are the ones ``tritonclient[grpc]`` ships (the
+official proto, not a copy). The server is ``grpc.aio`` so it runs on the
+event loop the HTTP side and the batcher run on, against the same
+``endpoint.ServedModel``: a gRPC request takes a ticket from the same admission
+control, joins the same batcher queue and counts in the same statistics. Every
+failure is a status code with one line (INVALID_ARGUMENT, NOT_FOUND,
+UNAVAILABLE, UNAUTHENTICATED, RESOURCE_EXHAUSTED, INTERNAL), never a traceback.
+Access is the REST side's ``AccessPolicy``: the same bearer tokens (metadata
+``authorization: Bearer T``; liveness and readiness stay open for probes) and
+the same per-client rate limit; TLS (and mTLS) take the same PEM files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optiserve._imports import optional_import
+from optiserve._version import __version__
+from optiserve.serve.endpoint import InferenceFailed, Overloaded, ServedModel
+from optiserve.serve.grpc_codec import decode_request, encode_response
+from optiserve.serve.protocol import RequestError
+from optiserve.serve.security import AccessPolicy, RateLimiter, authorized
+
+# HTTP status of a RequestError -> gRPC status name (grpc.StatusCode member)
+STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED",
+          429: "UNAVAILABLE", 503: "UNAVAILABLE"}  # fmt: skip
+EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data")
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    port: int
+    host: str = "127.0.0.1"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mTLS: clients must present a certificate this CA signed
+    max_message_bytes: int = 64 * 2**20
+
+
+def _pb() -> tuple[Any, Any, Any, Any]:
+    grpc = optional_import("grpc", "serve")
+    service = optional_import("tritonclient.grpc.service_pb2", "serve")
+    stubs = optional_import("tritonclient.grpc.service_pb2_grpc", "serve")
+    json_format = optional_import("google.protobuf.json_format", "serve")
+    return grpc, service, stubs, json_format
+
+
+def _client(peer: str) -> str:
+    """The address of ``context.peer()`` (``ipv4:1.2.3.4:5678``, ``ipv6:[::1]:5678``) without its port."""
+    return peer.rpartition(":")[0] or peer
+
+
+def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any:
+    """A ``GRPCInferenceServiceServicer`` for ``model``; methods it does not override answer UNIMPLEMENTED."""
+    grpc, pb, stubs, json_format = _pb()
+    from tritonclient.grpc import model_config_pb2
+
+    policy = access or AccessPolicy()
+    limiter = RateLimiter(policy.rate, policy.burst)
+
+    async def abort(context: Any, code: str, message: str) -> None:
+        await context.abort(getattr(grpc.StatusCode, code), message)
+
+    async def authorize(context: Any) -> None:
+        sent = dict(context.invocation_metadata() or ()).get("authorization")
+        if not authorized(policy, "grpc", sent.encode() if isinstance(sent, str) else sent):
+            await abort(context, "UNAUTHENTICATED", "missing or wrong bearer token")
+        if limiter.rate > 0 and not limiter.allow(_client(context.peer() or "?")):
+            await abort(context, "RESOURCE_EXHAUSTED", "rate limit exceeded for this client; retry later")
+
+    async def known(name: str, version: str, context: Any) -> None:
+        await authorize(context)
+        if name != model.name:
+            await abort(context, "NOT_FOUND", f"unknown model {name!r}; this server has {model.name!r}")
+        if version not in ("", "1"):
+            await abort(context, "NOT_FOUND", f"model {name!r} has version 1 only, not {version!r}")
+        if not model.ready:
+            await abort(context, "UNAVAILABLE", "model is warming up")
+
+    base: Any = stubs.GRPCInferenceServiceServicer
+
+    class Servicer(base):  # type: ignore[misc]
+        async def ServerLive(self, request: Any, context: Any) -> Any:
+            return pb.ServerLiveResponse(live=True)
+
+        async def ServerReady(self, request: Any, context: Any) -> Any:
+            return pb.ServerReadyResponse(ready=model.ready)
+
+        async def ModelReady(self, request: Any, context: Any) -> Any:
+            await authorize(context)
+            ok = request.name == model.name and request.version in ("", "1") and model.ready
+            return pb.ModelReadyResponse(ready=ok)
+
+        async def ServerMetadata(self, request: Any, context: Any) -> Any:
+            await authorize(context)
+            return pb.ServerMetadataResponse(name="optiserve", version=__version__, extensions=list(EXTENSIONS))
+
+        async def ModelMetadata(self, request: Any, context: Any) -> Any:
+            await known(request.name, request.version, context)
+            meta = model.metadata()
+            out = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+            for src, dst in ((meta["inputs"], out.inputs), (meta["outputs"], out.outputs)):
+                for t in src:
+                    dst.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+            return out
+
+        async def ModelConfig(self, request: Any, context: Any) -> Any:
+            await known(request.name, request.version, context)
+            doc = model.model_config()
+            config = json_format.ParseDict(doc, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+            return pb.ModelConfigResponse(config=config)
+
+        async def ModelStatistics(self, request: Any, context: Any) -> Any:
+            await authorize(context)
+            if request.name not in ("", model.name):
+                await abort(context, "NOT_FOUND", f"unknown model {request.name!r}; this server has {model.name!r}")
+            stats = model.statistics()
+            out = pb.ModelStatisticsResponse()
+            return json_format.ParseDict({"model_stats": [stats]}, out, ignore_unknown_fields=True)
+
+        async def ModelInfer(self, request: Any, context: Any) -> Any:
+            arrived = time.perf_counter()
+            await known(request.model_name, request.model_version, context)
+            try:
+                ticket = model.admit(sum(len(r) for r in request.raw_input_contents))
+            except Overloaded as exc:
+                await abort(context, "UNAVAILABLE", f"overloaded: {exc}; retry later")
+            with ticket:
+                try:
+                    tensors, rows, wanted = decode_request(request, model.inputs, model.config.max_batch, model.layout)
+                    parsed = time.perf_counter()
+                    outs = await model.infer(tensors, rows, arrived)
+                    done = time.perf_counter()
+                    response = encode_response(
+                        pb, model.name, request.id, list(zip(model.output_names, outs, strict=True)), wanted
+                    )
+                except RequestError as exc:
+                    await abort(context, STATUS.get(exc.status, "INTERNAL"), str(exc))
+                except Overloaded as exc:
+                    await abort(context, "UNAVAILABLE", f"overloaded: {exc}; retry later")
+                except InferenceFailed as exc:  # counted by the model; one line, the server goes on
+                    await abort(context, "INTERNAL", str(exc))
+                end = time.perf_counter()
+                model.stats.request(True, end - arrived, parsed - arrived, end - done)
+                return response
+
+    return Servicer()
+
+
+async def start_grpc(model: ServedModel, settings: GrpcSettings, access: AccessPolicy | None = None) -> Any:
+    """Start a ``grpc.aio`` server for ``model`` on the running loop; the caller awaits ``stop(grace)``."""
+    grpc, _, stubs, _ = _pb()
+    limit = settings.max_message_bytes
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    )
+    stubs.add_GRPCInferenceServiceServicer_to_server(make_servicer(model, access), server)
+    address = f"{settings.host}:{settings.port}"
+    try:
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca is not None else None
+            pair = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+            creds = grpc.ssl_server_credentials(pair, root_certificates=ca, require_client_auth=ca is not None)
+            bound = server.add_secure_port(address, creds)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        from optiserve.errors import UsageError
+
+        raise UsageError(f"cannot bind the gRPC port {address}: in use or not an address here")
+    await server.start()
+    return server

@@ -1,0 +1,173 @@
+"""``POST /v2/models/{m}[/versions/1]/infer`` as a raw ASGI handler: admission first, then the body.
+
+Why raw ASGI and not a Starlette route: the refusal path must cost almost
+nothing (no Request object, no routing, a response encoded once), and the body
+is read into one buffer sized from ``Content-Length`` (no quadratic ``+=``;
+binary tensors are views of it). Parsing and encoding of large bodies run on
+one side thread so a 1.5 MB JSON image never holds the event loop (and with it
+the batcher and the 503s) for the whole parse; small ones stay inline, where a
+thread hop would cost more than the parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from optiserve.serve.endpoint import InferenceFailed, Overloaded, ServedModel, Ticket
+from optiserve.serve.protocol import (
+    InferRequest,
+    RequestError,
+    compress,
+    decompress,
+    dumps,
+    encode_response,
+    parse_request,
+    select_outputs,
+)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+OFF_LOOP_BYTES = 64 * 1024  # parse/encode on the side thread past this size
+_JSON = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [_JSON, (b"content-length", str(len(body)).encode())] + (extra or [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, status: int, message: str) -> None:
+    extra = [(b"retry-after", b"1")] if status == 503 else None
+    await send_json(send, status, dumps({"error": message}), extra)
+
+
+async def read_body(receive: Receive, length: int | None, limit: int, ticket: Ticket, timeout: float) -> bytearray:
+    """The whole body within ``timeout`` (408), at most ``limit`` bytes (413); chunked bodies
+    reserve their bytes as they come (503 past the in-flight budget)."""
+    buf = bytearray(length) if length is not None else bytearray()
+    at = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = msg.get("body", b"")
+                if chunk:
+                    end = at + len(chunk)
+                    if end > limit:
+                        raise RequestError(413, f"body exceeds the limit of {limit} bytes")
+                    if length is None:
+                        ticket.grow(len(chunk))
+                        buf += chunk
+                    elif end > length:
+                        raise RequestError(400, f"body longer than its Content-Length {length}")
+                    else:
+                        buf[at:end] = chunk
+                    at = end
+                if not msg.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise RequestError(408, f"body not received within {timeout:g} s") from None
+    if length is not None and at != length:
+        raise RequestError(400, f"body of {at} bytes, Content-Length said {length}")
+    return buf
+
+
+class InferHandler:
+    """Serves infer requests for one model; one instance per app."""
+
+    def __init__(self, model: ServedModel, count: Callable[[int, float], None]) -> None:
+        self.model = model
+        self._count = count
+        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optiserve-parse")
+
+    def close(self) -> None:
+        self._side.shutdown(wait=False, cancel_futures=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = time.perf_counter()
+        status = 200
+        try:
+            status = await self._serve(scope, receive, send, arrived)
+        except ClientGone:
+            status = 499  # nginx's number for a client that left: counted, nothing sent
+        except RequestError as exc:
+            status = exc.status
+            await send_error(send, status, str(exc))
+        except Overloaded as exc:
+            status = 503
+            await send_error(send, 503, f"overloaded: {exc}; retry later")
+        except InferenceFailed as exc:
+            status = 500
+            await send_error(send, 500, str(exc))
+        self._count(status, time.perf_counter() - arrived)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> int:
+        model, cfg = self.model, self.model.config
+        if not model.ready:
+            raise RequestError(503, "model is warming up")
+        headers = dict(scope["headers"])
+        raw_length = headers.get(b"content-length")
+        length = None
+        if raw_length is not None:
+            if not raw_length.isdigit():
+                raise RequestError(400, f"malformed Content-Length {raw_length.decode(errors='replace')!r}")
+            length = int(raw_length)
+            if length > cfg.max_body_bytes:
+                raise RequestError(413, f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}")
+        header = headers.get(b"inference-header-content-length")
+        if header is not None and not header.isdigit():
+            raise RequestError(400, f"Inference-Header-Content-Length must be a byte count, got {header.decode()!r}")
+        with model.admit(length or 0) as ticket:  # Overloaded: refused before a byte of the body is read
+            body = await read_body(receive, length, cfg.max_body_bytes, ticket, cfg.body_timeout_s)
+            encoding = headers.get(b"content-encoding")
+            big = len(body) > OFF_LOOP_BYTES
+            req = await self._off_loop(big, self._decode, body, encoding, int(header) if header is not None else None)
+            parsed = time.perf_counter()
+            outs = await model.infer(req.tensors, req.rows, arrived)
+            done = time.perf_counter()
+            selected = select_outputs(list(zip(model.output_names, outs, strict=True)), req.outputs, req.binary_output)
+            big = sum(a.nbytes for _, a, _ in selected) > OFF_LOOP_BYTES
+            accept = headers.get(b"accept-encoding")
+            payload, extra = await self._off_loop(big, self._encode, req, selected, accept)
+            await send_json(send, 200, payload, extra)
+        end = time.perf_counter()
+        model.stats.request(True, end - arrived, parsed - arrived, end - done)
+        return 200
+
+    async def _off_loop(self, big: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        if not big:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._side, fn, *args)
+
+    def _decode(self, body: bytearray, encoding: bytes | None, header_length: int | None) -> InferRequest:
+        m = self.model
+        data: bytes | bytearray = body
+        if encoding is not None:
+            data = decompress(bytes(body), encoding.decode("latin-1"), m.config.max_body_bytes)
+        return parse_request(data, m.inputs, m.config.max_batch, header_length, m.layout)
+
+    def _encode(
+        self, req: InferRequest, selected: list[Any], accept: bytes | None
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        payload, header_length = encode_response(self.model.name, req.id, selected, self.model.version)
+        extra: list[tuple[bytes, bytes]] = []
+        if header_length is not None:
+            extra.append((b"inference-header-content-length", str(header_length).encode()))
+        if accept is not None:
+            payload, enc = compress(payload, accept.decode("latin-1"))
+            if enc is not None:
+                extra.append((b"content-encoding", enc.encode()))
+        return payload, extra

@@ -1,0 +1,166 @@
+"""The uvicorn process around the app: TLS, timeouts, connection limits, descriptor exhaustion.
+
+uvicorn times out idle keep-alive connections (``timeout_keep_alive``) but not
+a fresh connection that never sends, nor headers that never finish: its
+httptools protocol is subclassed here to close a connection whose request line
+and headers take longer than ``header_timeout_s`` (slowloris), and to refuse
+(close at once) connections past ``max_connections``, which is kept below the
+descriptor limit so ``accept()`` never meets EMFILE; should it anyway, the
+loop's handler logs one line per 10 s instead of a traceback per attempt. Body
+timeouts are the app's (``ServeConfig.body_timeout_s``: a 408 it can count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from optiserve.errors import UsageError
+
+log = logging.getLogger("optiserve.serve")
+DESCRIPTOR_MARGIN = 64  # descriptors kept for model files, logs, the runtime
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mTLS: clients must present a certificate this CA signed
+    keep_alive_s: float = 5.0
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024
+    backlog: int = 2048
+
+    def check(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        for p in (self.tls_cert, self.tls_key, self.tls_client_ca):
+            if p is not None and not Path(p).is_file():
+                raise UsageError(f"TLS file not found: {p}")
+        if min(self.keep_alive_s, self.header_timeout_s) <= 0 or self.max_connections < 1:
+            raise UsageError("timeouts must be > 0 and --max-connections >= 1")
+
+
+def connection_budget(wanted: int) -> int:
+    """``wanted`` connections, fewer if the descriptor limit (raised to its hard cap first) is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, int(soft) - DESCRIPTOR_MARGIN))
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header deadline and a connection cap."""
+
+    class Guarded(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(header_timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()  # headers never came: nothing was asked, nothing to answer
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.abort()  # refused: cheaper than a 503 and never nearer the descriptor limit
+                return
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # arms uvicorn's keep-alive timer for the idle wait
+            self._disarm()
+
+    return Guarded
+
+
+class _AcceptErrors:
+    """The loop's exception handler: accept() failures summed into one line per 10 s."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if "accept" not in message and "Too many open files" not in str(context.get("exception", "")):
+            loop.default_exception_handler(context)
+            return
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= 10:
+            log.warning("refusing connections: %s (%d times since the last report)", message, self.count)
+            self.last, self.count = now, 0
+
+
+def uvicorn_config(app: Any, opts: ServerOptions) -> uvicorn.Config:
+    opts.check()
+    limit = connection_budget(opts.max_connections)
+    tls: dict[str, Any] = {"timeout_keep_alive": opts.keep_alive_s}  # a float works: it feeds call_later
+    if opts.tls_cert is not None:
+        tls = {"ssl_certfile": str(opts.tls_cert), "ssl_keyfile": str(opts.tls_key)}
+        if opts.tls_client_ca is not None:
+            tls.update(ssl_ca_certs=str(opts.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return uvicorn.Config(
+        app,
+        host=opts.host,
+        port=opts.port,
+        http=guarded_protocol(opts.header_timeout_s, limit),
+        loop="asyncio",
+        backlog=opts.backlog,
+        log_level="warning",
+        access_log=False,
+        **tls,
+    )
+
+
+def serve_forever(app: Any, opts: ServerOptions) -> None:
+    """Run until interrupted (what ``optiserve serve`` does after loading the model)."""
+    server = uvicorn.Server(uvicorn_config(app, opts))
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
+        await server.serve()
+
+    asyncio.run(main())

@@ -1,0 +1,261 @@
+"""The OIP v2 gRPC front end against Triton's own client (``tritonclient.grpc``) and the official stubs.
+
+The server is the real thing: an ONNX Runtime session of the zoo MLP behind the
+dynamic batcher (``endpoint.ServedModel``), served by ``grpc.aio`` on an event
+loop in a thread of this process; the clients talk to it over a real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as tc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from optiserve._oip_client import free_port
+from optiserve.models.graph import inspect_model
+from optiserve.models.inputs import make_inputs
+from optiserve.serve.endpoint import ServeConfig, ServedModel
+from optiserve.serve.grpc_server import GrpcSettings, start_grpc
+from optiserve.serve.security import AccessPolicy
+
+MAX_BATCH = 4
+
+
+@dataclass
+class Served:
+    url: str
+    model: ServedModel
+    gate: threading.Event  # cleared: every batch waits in the runtime until it is set
+    loop: asyncio.AbstractEventLoop
+
+
+@contextlib.contextmanager
+def _serve(mlp_path: Path, config: ServeConfig, access: AccessPolicy | None = None) -> Iterator[Served]:
+    info = inspect_model(mlp_path)
+    session = ort.InferenceSession(str(mlp_path), providers=["CPUExecutionProvider"])
+    gate = threading.Event()
+    gate.set()
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        gate.wait(30)
+        return list(session.run(None, feeds))
+
+    outputs = [o.name for o in session.get_outputs()]
+    model = ServedModel(run, info.inputs, outputs, config, lambda b: make_inputs(info, b, seed=b))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = free_port()
+
+    async def up() -> Any:
+        await model.start()
+        return await start_grpc(model, GrpcSettings(port), access)
+
+    server = asyncio.run_coroutine_threadsafe(up(), loop).result(60)
+    try:
+        yield Served(f"127.0.0.1:{port}", model, gate, loop)
+    finally:
+        gate.set()
+
+        async def down() -> None:
+            await server.stop(1)
+            await model.stop()
+
+        asyncio.run_coroutine_threadsafe(down(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(mlp_path: Path) -> Iterator[Served]:
+    with _serve(mlp_path, ServeConfig("mlp", max_batch=MAX_BATCH, max_delay_ms=1.0)) as s:
+        yield s
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[tc.InferenceServerClient]:
+    c = tc.InferenceServerClient(served.url)
+    yield c
+    c.close()
+
+
+def _x(rows: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, 64)).astype(np.float32)
+
+
+def _reference(mlp_path: Path, x: np.ndarray) -> np.ndarray:
+    return np.asarray(ort.InferenceSession(str(mlp_path)).run(None, {"features": x})[0])
+
+
+def _infer(client: tc.InferenceServerClient, x: np.ndarray, model: str = "mlp", **kw: Any) -> Any:
+    inp = tc.InferInput("features", list(x.shape), kw.pop("datatype", "FP32"))
+    inp.set_data_from_numpy(x)
+    return client.infer(model, [inp], **kw)
+
+
+def _status(call: Callable[[], object]) -> tuple[str, str]:
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    return str(info.value.status()), str(info.value.message())
+
+
+def test_health_server_and_model_metadata(client: tc.InferenceServerClient) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("mlp") and client.is_model_ready("mlp", "1")
+    assert not client.is_model_ready("mlp", "2") and not client.is_model_ready("gpt")
+    server = client.get_server_metadata(as_json=True)
+    assert server["name"] == "optiserve" and {"model_configuration", "statistics"} <= set(server["extensions"])
+    meta = client.get_model_metadata("mlp", as_json=True)
+    assert meta["name"] == "mlp" and meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "64"]}]  # int64 as JSON text
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": ["-1", "10"]}]
+
+
+def test_model_config_is_tritons_message(client: tc.InferenceServerClient, served: Served) -> None:
+    config = client.get_model_config("mlp").config  # a model_config_pb2.ModelConfig, parsed by the client
+    assert config.name == "mlp" and config.max_batch_size == MAX_BATCH
+    assert [(i.name, list(i.dims)) for i in config.input] == [("features", [64])]  # batch dim implied, as Triton's
+    assert config.input[0].data_type == tc.model_config_pb2.TYPE_FP32
+    assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [10])]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1000
+    assert config.instance_group[0].count == 1
+    assert served.model.model_config()["max_batch_size"] == config.max_batch_size  # the very document REST serves
+
+
+def test_infer_raw_matches_onnxruntime(client: tc.InferenceServerClient, mlp_path: Path) -> None:
+    x = _x(3)
+    result = _infer(client, x, request_id="r7", outputs=[tc.InferRequestedOutput("logits")])
+    assert result.get_response().id == "r7" and result.get_response().model_name == "mlp"
+    got = result.as_numpy("logits")
+    assert got.shape == (3, 10) and got.dtype == np.float32
+    np.testing.assert_allclose(got, _reference(mlp_path, x), rtol=1e-5, atol=1e-5)
+
+
+def test_infer_typed_contents_through_the_official_stub(served: Served, mlp_path: Path) -> None:
+    x = _x(2, seed=1)
+    request = service_pb2.ModelInferRequest(model_name="mlp", id="typed")
+    t = request.inputs.add(name="features", datatype="FP32", shape=[2, 64])
+    t.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    with grpc.insecure_channel(served.url) as channel:
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    (out,) = response.outputs
+    assert (out.name, out.datatype, list(out.shape)) == ("logits", "FP32", [2, 10]) and response.id == "typed"
+    got = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(2, 10)
+    np.testing.assert_allclose(got, _reference(mlp_path, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call,code,message",
+    [
+        (lambda c: _infer(c, _x(1), model="gpt"), "NOT_FOUND", "unknown model 'gpt'"),
+        (lambda c: _infer(c, _x(1), model_version="3"), "NOT_FOUND", "version 1 only"),
+        (lambda c: _infer(c, _x(1)[:, :63].copy()), "INVALID_ARGUMENT", "has shape [1, 63]; the model takes"),
+        (lambda c: _infer(c, _x(1).astype(np.float64), datatype="FP64"), "INVALID_ARGUMENT", "the model takes FP32"),
+        (lambda c: _infer(c, _x(MAX_BATCH + 1)), "INVALID_ARGUMENT", f"exceeds the server's max batch of {MAX_BATCH}"),
+        (
+            lambda c: _infer(c, _x(1), outputs=[tc.InferRequestedOutput("nope")]),
+            "INVALID_ARGUMENT",
+            "unknown output 'nope'",
+        ),
+        (lambda c: c.get_model_metadata("gpt"), "NOT_FOUND", "unknown model 'gpt'"),
+        (lambda c: c.get_model_config("gpt"), "NOT_FOUND", "unknown model 'gpt'"),
+    ],
+    ids=[
+        "unknown-model",
+        "unknown-version",
+        "bad-shape",
+        "bad-datatype",
+        "too-many-rows",
+        "bad-output",
+        "metadata-unknown",
+        "config-unknown",
+    ],
+)
+def test_errors_are_status_codes_and_the_server_goes_on(
+    client: tc.InferenceServerClient, call: Callable[[tc.InferenceServerClient], object], code: str, message: str
+) -> None:
+    status, text = _status(lambda: call(client))
+    assert status == f"StatusCode.{code}" and message in text, (status, text)
+    assert "Traceback" not in text and len(text.splitlines()) == 1
+    assert _infer(client, _x(1)).as_numpy("logits").shape == (1, 10)
+
+
+def test_raw_bytes_that_do_not_fit_the_shape_are_refused(served: Served) -> None:
+    request = service_pb2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(b"\0" * 10)
+    with grpc.insecure_channel(served.url) as channel, pytest.raises(grpc.RpcError) as info:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a whole number of FP32" in str(info.value.details())
+
+
+def test_statistics_count_grpc_requests(client: tc.InferenceServerClient) -> None:
+    def successes() -> int:
+        (stats,) = client.get_inference_statistics("mlp").model_stats
+        return int(stats.inference_stats.success.count)
+
+    before = successes()
+    for _ in range(3):
+        _infer(client, _x(2))
+    (stats,) = client.get_inference_statistics("mlp").model_stats
+    assert successes() == before + 3 and stats.name == "mlp" and stats.inference_count >= 6
+    assert _status(lambda: client.get_inference_statistics("gpt"))[0] == "StatusCode.NOT_FOUND"
+
+
+def test_admission_control_refuses_past_the_limit(mlp_path: Path) -> None:
+    """max_queue 1 + one batch of 1 in flight: with the runtime held, the third request is UNAVAILABLE at once."""
+    with _serve(mlp_path, ServeConfig("mlp", max_batch=1, max_delay_ms=0.0, max_queue=1)) as s:
+        c = tc.InferenceServerClient(s.url)
+        s.gate.clear()
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(_infer, c, _x(1)) for _ in range(2)]
+            for _ in range(3000):  # both admitted (one running, one queued)
+                if s.model.admission.requests >= 2:
+                    break
+                threading.Event().wait(0.01)
+            assert s.model.admission.requests == 2, "the held requests never took their admission tickets"
+            status, text = _status(lambda: _infer(c, _x(1)))
+            assert status == "StatusCode.UNAVAILABLE" and "overloaded" in text
+            s.gate.set()
+            assert all(f.result(30).as_numpy("logits").shape == (1, 10) for f in held)
+        assert _infer(c, _x(1)).as_numpy("logits").shape == (1, 10)
+        c.close()
+
+
+def test_a_token_guards_everything_but_the_probes(mlp_path: Path) -> None:
+    with _serve(mlp_path, ServeConfig("mlp", max_batch=2), AccessPolicy((b"other", b"s3cret"))) as s:
+        c = tc.InferenceServerClient(s.url)
+        assert c.is_server_live() and c.is_server_ready()
+        status, text = _status(lambda: _infer(c, _x(1)))
+        assert status == "StatusCode.UNAUTHENTICATED" and "bearer token" in text
+        wrong = {"authorization": "Bearer wrong"}
+        assert _status(lambda: _infer(c, _x(1), headers=wrong))[0].endswith("UNAUTHENTICATED")
+        assert _status(lambda: c.get_model_metadata("mlp"))[0].endswith("UNAUTHENTICATED")
+        ok = _infer(c, _x(1), headers={"authorization": "Bearer s3cret"})
+        assert ok.as_numpy("logits").shape == (1, 10)
+        c.close()
+
+
+def test_the_rate_limit_is_per_client_as_on_rest(mlp_path: Path) -> None:
+    with _serve(mlp_path, ServeConfig("mlp", max_batch=2), AccessPolicy((), rate=0.001, burst=2)) as s:
+        c = tc.InferenceServerClient(s.url)
+        for _ in range(2):  # the burst
+            assert _infer(c, _x(1)).as_numpy("logits").shape == (1, 10)
+        status, text = _status(lambda: _infer(c, _x(1)))
+        assert status == "StatusCode.RESOURCE_EXHAUSTED" and "rate limit" in text
+        assert c.is_server_live()  # probes are never limited
+        c.close()
