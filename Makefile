@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck check clean
+.PHONY: demo test bench lint typecheck check clean perf_analyzer
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,12 @@ demo: $(STAMP)
 	$(BIN)/optiserve emit profiles/demo-cnn/plan.json --target all -o deploy --model cnn=models/cnn.onnx
 	$(BIN)/optiserve report profiles/demo-cnn --plan profiles/demo-cnn/plan.json -o reports/demo --title 'optiserve demo'
 
-test: $(STAMP)
+# Triton's perf_analyzer for tests/serve/test_perf_analyzer.py, into .venv/perf_analyzer (ignored; idempotent):
+# the binary from tritonclient 2.51's wheel, Debian's libb64-0d, PyPI's CUDA runtime library.
+perf_analyzer: $(STAMP)
+	scripts/perf_analyzer.sh $(VENV)/perf_analyzer
+
+test: $(STAMP) perf_analyzer
 	$(BIN)/ruff check optiserve tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -37,6 +37,7 @@ RATIOS: list[Ratio] = []
 TABLES: dict[str, dict[str, list[Mapping[str, Any]]]] = {}  # module -> table -> rows
 OUTCOMES: dict[str, list[Outcome]] = {}  # module -> outcomes
 SUMMARIES: dict[str, str] = {}  # module -> first docstring line
+DESELECTED: set[str] = set()  # modules with tests left out by -k / -m
 WRITTEN: list[Path] = []
 
 RecordRatio = Callable[..., None]
@@ -94,6 +95,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    DESELECTED.update(_module(i) for i in items)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and not report.passed):
         reason = ""
@@ -114,6 +119,7 @@ def build_record(command: str) -> RunRecord:
             ratios=tuple(r for r in RATIOS if Path(r.test.split("::")[0]).stem == m),
             tables={k: tuple(v) for k, v in TABLES.get(m, {}).items()},
             outcomes=tuple(OUTCOMES.get(m, ())),
+            partial=m in DESELECTED,
         )
         for m in modules
     )

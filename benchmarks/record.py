@@ -61,6 +61,7 @@ class Benchmark:
     ratios: tuple[Ratio, ...] = ()
     tables: Mapping[str, tuple[Row, ...]] = field(default_factory=dict)
     outcomes: tuple[Outcome, ...] = ()
+    partial: bool = False  # some of its tests were deselected (-k): its tables may lack rows
 
     @property
     def asserts(self) -> bool:
@@ -131,6 +132,7 @@ class RunRecord:
                 ),
                 tables={k: tuple(rows) for k, rows in b.get("tables", {}).items()},
                 outcomes=tuple(Outcome(o["test"], o["outcome"], o.get("reason", "")) for o in b.get("outcomes", ())),
+                partial=bool(b.get("partial", False)),
             )
             for b in d["benchmarks"]
         )
@@ -231,9 +233,11 @@ def load_records(folder: Path = RESULTS) -> list[RunRecord]:
 
 def newest(records: Sequence[RunRecord], module: str) -> tuple[RunRecord, Benchmark] | None:
     """The newest run that measured ``module``: a run where it was skipped (a GPU benchmark
-    on a CPU machine) does not hide the last one that measured it."""
-    for run in reversed(records):
-        b = run.benchmark(module)
-        if b is not None and b.measured:
-            return run, b
+    on a CPU machine) does not hide the last one that measured it, and a partial run
+    (``-k``) is used only where no complete one exists."""
+    for complete in (True, False):
+        for run in reversed(records):
+            b = run.benchmark(module)
+            if b is not None and b.measured and b.partial != complete:
+                return run, b
     return None

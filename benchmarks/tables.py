@@ -97,7 +97,7 @@ def precision_drift(b: Benchmark) -> list[str]:
         if key not in top or r["batch"] > top[key]["batch"]:
             top[key] = r
     lines = [
-        "| model | precision | rel. L2 / top-1 here | committed profile | same variant? |",
+        "| model | precision | rel. L2 / top-1 here | committed profile | same cache key? |",
         "|---|---|---|---|---|",
     ]
     for (model, precision), r in sorted(top.items()):
@@ -106,7 +106,7 @@ def precision_drift(b: Benchmark) -> list[str]:
             then, same = "—", "no reference profile"
         else:
             then = f"{_num(r['profile_rel_l2'], '.3g')} / {_num(r['profile_top1'], '.0%')}"
-            same = "yes" if r["profile_variant_key"] == r["variant_key"] else "**no: profile is stale**"
+            same = "yes" if r["profile_variant_key"] == r["variant_key"] else "no: older builder or libraries"
         lines.append(f"| {model} | {precision} | {here} | {then} | {same} |")
     return lines
 
@@ -232,6 +232,7 @@ def provenance(run: RunRecord, b: Benchmark) -> str:
     k, n = sum(r.asserts for r in b.ratios), len(b.ratios)
     kind = "only reports" if k == 0 else ("asserts every target" if k == n else f"asserts {k} of {n}, reports the rest")
     note = f" {run.note[0].upper()}{run.note[1:]}." if run.note else ""
+    note = f" Partial run ({len(b.outcomes)} of its tests).{note}" if b.partial else note
     return (
         f"<sub>Measured by `benchmarks/{b.module}.py` ({kind}) on {m.cpu_model}, "
         f"{m.usable_cpus} usable CPUs{fp}, {run.date}, {commit}.{note}</sub>"

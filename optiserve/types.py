@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -74,12 +74,24 @@ class BenchConfig:
     options: tuple[tuple[str, str], ...] = ()
     variant: tuple[tuple[str, str], ...] = ()  # how the precision variant is built (calibrator, ...)
     preprocess: str = ""  # the pre-processing stage timed with each call ("" = inference only)
+    inputs: str = ""  # what was fed: each input's item shape and the --inputs file's digest ("" = unrecorded)
 
     @property
     def key(self) -> str:
-        """Stable identity across runs, used to resume a sweep."""
+        """Stable identity across runs, used to resume a sweep: two sequence lengths are two keys."""
         blob = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The key, and the key rows written before inputs were part of it (same shapes
+        only: resuming with other shapes is refused by the layout check)."""
+        if not self.inputs:
+            return (self.key,)
+        return (self.key, replace(self, inputs="").key)
+
+    def done_in(self, done: set[str]) -> bool:
+        return any(k in done for k in self.keys)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -93,6 +105,8 @@ class BenchConfig:
             d["variant"] = dict(self.variant)
         if self.preprocess:
             d["preprocess"] = self.preprocess
+        if self.inputs:
+            d["inputs"] = self.inputs
         return d
 
     @classmethod
@@ -105,6 +119,7 @@ class BenchConfig:
             options=tuple(sorted((str(k), str(v)) for k, v in dict(d["options"]).items())),
             variant=tuple(sorted((str(k), str(v)) for k, v in dict(d.get("variant") or {}).items())),
             preprocess=str(d.get("preprocess") or ""),
+            inputs=str(d.get("inputs") or ""),
         )
 
     def label(self) -> str:
@@ -296,6 +311,7 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
         "options": json.dumps(dict(m.config.options), sort_keys=True),
         "variant_recipe": json.dumps(dict(m.config.variant), sort_keys=True),
         "preprocess": m.config.preprocess,
+        "inputs": m.config.inputs,
         "status": m.status.value,
         "error": m.error,
     }
@@ -352,6 +368,7 @@ def measurement_from_row(row: dict[str, Any]) -> Measurement:
         options=tuple(sorted(json.loads(row["options"] or "{}").items())),
         variant=tuple(sorted(json.loads(row.get("variant_recipe") or "{}").items())),
         preprocess=row.get("preprocess") or "",
+        inputs=row.get("inputs") or "",
     )
     stats = None
     if row.get("n"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import json
 import os
@@ -82,6 +83,12 @@ def test_newest_skips_runs_that_did_not_measure() -> None:
     found = newest([old, mid, skipped], "test_sim")
     assert found is not None and found[0] is mid
     assert newest([old], "test_other") is None
+    partial = dataclasses.replace(mid, created_utc="2026-12-04T10:00:00+00:00")
+    partial = dataclasses.replace(partial, benchmarks=(dataclasses.replace(mid.benchmarks[0], partial=True),))
+    found = newest([old, mid, partial], "test_sim")  # a -k run does not replace a whole one
+    assert found is not None and found[0] is mid
+    found = newest([partial], "test_sim")
+    assert found is not None and found[0] is partial and "Partial run" in provenance(*found)
 
 
 def test_generated_table_names_its_run() -> None:

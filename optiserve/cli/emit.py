@@ -34,6 +34,21 @@ def emit(
     canary: Annotated[str, typer.Option(help="deployment (second Deployment), argo (Rollout) or none")] = "deployment",
     canary_weight: Annotated[int, typer.Option(help="percent of traffic for the canary")] = 10,
     canary_image: Annotated[Optional[str], typer.Option(help="image of the canary (default: --image)")] = None,  # noqa: UP045
+    grpc_port: Annotated[
+        Optional[int], typer.Option(help="also serve OIP v2 gRPC on this port (k8s)")  # noqa: UP045
+    ] = None,
+    tls_secret: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="kubernetes.io/tls Secret the server serves HTTPS and gRPC TLS with (k8s)"),
+    ] = None,
+    token_secret: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Secret whose key 'token' holds the bearer tokens clients must send (k8s)"),
+    ] = None,
+    allow_namespace: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="namespace let through the NetworkPolicy besides the model's own, e.g. ingress (repeatable)"),
+    ] = None,
 ) -> None:
     """Write validated Kubernetes, KServe and Triton files for a plan (nothing is written if any is invalid)."""
     from optiserve.emit import TARGETS, EmitOptions
@@ -50,6 +65,10 @@ def emit(
         canary=canary,
         canary_weight=canary_weight,
         canary_image=canary_image,
+        grpc_port=grpc_port,
+        tls_secret=tls_secret,
+        token_secret=token_secret,
+        allow_namespaces=tuple(allow_namespace or ()),
     )
     files = {k: Path(v) for k, v in pairs(model, "--model").items()}
     for m in plan_doc.get("models", []):

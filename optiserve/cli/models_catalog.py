@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from optiserve.cli._common import Catalogs, one_line_errors, out
+from optiserve.cli._common import Catalogs, err, one_line_errors, out
 from optiserve.errors import OptiserveError
 
 
@@ -78,6 +78,8 @@ def catalog_check(files: Annotated[list[Path], typer.Argument(help="catalog YAML
     from optiserve.estimate.catalog import load_catalog
 
     cat = load_catalog(files)
+    for w in cat.warnings:
+        err.print(f"[yellow]warning[/yellow]: {w}")
     out.print(f"ok: {len(cat.entries)} instance types after adding {', '.join(map(str, files))}")
 
 

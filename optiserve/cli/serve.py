@@ -117,6 +117,7 @@ def serve(
 
     opts = ServerOptions(host, port, tls_cert, tls_key, tls_client_ca, keep_alive_s, header_timeout_s, max_connections)
     opts.check()
+    grpc_settings = _grpc_settings(grpc_port, opts)  # before the model loads: a taken port is one line at once
     if body_timeout_s <= 0 or max_inflight_mb <= 0:
         raise UsageError("--body-timeout-s and --max-inflight-mb must be > 0")
     config = replace(config, body_timeout_s=body_timeout_s, max_inflight_bytes=int(max_inflight_mb * 2**20))
@@ -133,7 +134,7 @@ def serve(
         runtime_name=runtime,
         info=info,  # inspected (and hashed) once
         access=access,
-        grpc=_grpc_settings(grpc_port, opts),
+        grpc=grpc_settings,
     )
     scheme = "https" if tls_cert else "http"
     err.print(f"serving {config.name} on {scheme}://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
@@ -143,10 +144,11 @@ def serve(
 def _grpc_settings(port: int | None, opts: ServerOptions) -> GrpcSettings | None:
     """The gRPC server's settings from ``--grpc-port`` and the HTTP server's address and TLS files."""
     from optiserve.errors import UsageError
-    from optiserve.serve.grpc_server import GrpcSettings
+    from optiserve.serve.grpc_server import GrpcSettings, check_port
 
     if port is None:
         return None
     if not 0 < port < 65536 or port == opts.port:
         raise UsageError(f"--grpc-port {port}: a port in 1..65535 other than --port")
+    check_port(opts.host, port)
     return GrpcSettings(port, opts.host, opts.tls_cert, opts.tls_key, opts.tls_client_ca)

@@ -120,7 +120,12 @@ def _inputs(opts: PlanOptions, sla_sha: str, sla: SLA, catalog: Catalog) -> dict
     return {
         "sla": {"path": str(opts.sla), "sha256": sla_sha},
         "profiles": profiles,
-        "catalog": {"files": list(catalog.files), "sha256": cat_hash, "instance_types": len(catalog.entries)},
+        "catalog": {
+            "files": list(catalog.files),
+            "sha256": cat_hash,
+            "instance_types": len(catalog.entries),
+            "warnings": list(catalog.warnings),
+        },
         "measured_on": opts.measured_on,
     }
 

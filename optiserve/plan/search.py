@@ -26,6 +26,7 @@ import optuna
 from optiserve._registry import Entry, Registry
 from optiserve.errors import UsageError
 from optiserve.plan.evaluate import Candidate, Evaluation, Evaluator
+from optiserve.plan.storage import HEARTBEAT_S, open_storage
 
 
 @dataclass(frozen=True)
@@ -60,16 +61,6 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return SAMPLERS.create(name, seed)
 
 
-def _storage(url: str | None) -> Any:
-    if url is None:
-        return None
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL
-        raise UsageError(f"cannot open study storage {url!r}: {str(exc).splitlines()[0]}") from None
-
-
 def _suggest(trial: Any, ev: Evaluator) -> Candidate:
     keys = [e.key for e, _ in ev.entries]
     inst = trial.suggest_categorical("instance", keys)
@@ -88,12 +79,12 @@ def _suggest(trial: Any, ev: Evaluator) -> Candidate:
 
 def _objective(ev: Evaluator, seen: dict[Candidate, Evaluation]) -> Callable[[Any], tuple[float, float]]:
     def run(trial: Any) -> tuple[float, float]:
+        trial.set_user_attr("pid", os.getpid())  # which worker, set first: a killed worker's trial names it
         e = ev.evaluate(_suggest(trial, ev))
         seen.setdefault(e.candidate, e)
         for name, value in e.constraints.items():
             trial.set_constraint(name, value)  # read by TPE and NSGA-II (optuna >= 5)
         trial.set_user_attr("candidate", e.candidate.params())
-        trial.set_user_attr("pid", os.getpid())  # which worker: shared studies are auditable
         return e.cost_usd_per_hour, e.at_target.p99_ms
 
     return run
@@ -143,6 +134,15 @@ def seeds(ev: Evaluator) -> list[Candidate]:
     return out
 
 
+def enqueue_first(study: Any, ev: Evaluator, trials: int) -> None:
+    """The baseline, and one seed per instance type when the budget allows, queued once per study."""
+    first = [c for c in [baseline(ev)] if c is not None]
+    if trials >= 2 * len(ev.entries) + len(first):
+        first += seeds(ev)
+    for c in first:
+        study.enqueue_trial({k: v for k, v in c.params().items() if not (k == "threads" and v == 0)})
+
+
 def run_search(
     ev: Evaluator,
     trials: int,
@@ -151,6 +151,7 @@ def run_search(
     storage: str | None = None,
     study_name: str = "optiserve",
     progress: Callable[[int, int], None] | None = None,
+    heartbeat_s: int = HEARTBEAT_S,
 ) -> SearchResult:
     """Run until the study holds ``trials`` finished trials (a resumed study counts its past ones)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -161,19 +162,15 @@ def run_search(
         raise UsageError(f"no catalog entry is usable for {ev.sla.name}: {why}")
     study = optuna.create_study(
         study_name=study_name,
-        storage=_storage(storage),
+        storage=open_storage(storage, heartbeat_s),
         sampler=make_sampler(sampler, seed),
         directions=["minimize", "minimize"],
         load_if_exists=True,
     )
     seen: dict[Candidate, Evaluation] = {}
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if done == 0:
-        first = [c for c in [baseline(ev)] if c is not None]
-        if trials >= 2 * len(ev.entries) + len(first):
-            first += seeds(ev)
-        for c in first:
-            study.enqueue_trial({k: v for k, v in c.params().items() if not (k == "threads" and v == 0)})
+    if not study.get_trials(deepcopy=False):  # a fresh study (workers' parents seed it before they start)
+        enqueue_first(study, ev, trials)
     remaining = max(0, trials - done)
     callbacks: list[Any] = [optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))]
     if progress is not None:
@@ -189,33 +186,6 @@ def run_search(
                 seen.setdefault(c, ev.evaluate(c))
     n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     return SearchResult(tuple(seen.values()), n, study_name, storage, sampler)
-
-
-def _worker(args: tuple[Callable[[], Evaluator], int, int, str, str, str]) -> int:
-    factory, trials, seed, sampler, storage, name = args
-    return run_search(factory(), trials, seed, sampler, storage, name).trials
-
-
-def run_workers(
-    factory: Callable[[], Evaluator],
-    workers: int,
-    trials: int,
-    seed: int,
-    sampler: str,
-    storage: str,
-    study_name: str,
-) -> None:
-    """``workers`` processes optimise one study in ``storage`` together (each its own seed)."""
-    if workers < 2:
-        return
-    optuna.create_study(
-        study_name=study_name, storage=_storage(storage), directions=["minimize", "minimize"], load_if_exists=True
-    )
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        pool.map(
-            _worker, [(factory, trials, seed + 1000 * (i + 1), sampler, storage, study_name) for i in range(workers)]
-        )
 
 
 def pareto(evals: Sequence[Evaluation]) -> list[Evaluation]:

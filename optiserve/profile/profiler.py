@@ -140,7 +140,7 @@ def plan_sweep(model: Path, spec: SweepSpec, out: Path, *, resume: bool, overwri
                 f"({layout_line(old_layout)}): resuming would mix them; use another -o or the same --shape"
             )
         done = {m.config.key for m in prof.measurements}
-        todo = tuple(c for c in configs if c.key not in done)
+        todo = tuple(c for c in configs if not c.done_in(done))
     else:
         store.check_writable()
         todo = tuple(configs)
@@ -180,7 +180,7 @@ def _measure_locked(
         )
     if resume and store.exists():
         done_now = {m.config.key for m in store.load().measurements}
-        plan = replace(plan, todo=tuple(c for c in plan.todo if c.key not in done_now))
+        plan = replace(plan, todo=tuple(c for c in plan.todo if not c.done_in(done_now)))
         meta = store.read_meta()
         meta.update(
             sweep=spec.model_dump(mode="json"),
@@ -270,7 +270,7 @@ def _measure(
         store.update_meta(serving=measure_serving(Path(model), plan.layout, threads, custom_ops=libs))
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
-    store.update_meta(updated=now_iso(), complete=all(c.key in done for c in configs), planned_configs=len(configs))
+    store.update_meta(updated=now_iso(), complete=all(c.done_in(done) for c in configs), planned_configs=len(configs))
     store.flush()  # a resume with nothing left to measure still records its settings
     return store.load()
 
@@ -295,7 +295,7 @@ def _auto_fallback(
             break
         done = {m.config.key for m in store.load().measurements}
         fresh = spec.model_copy(update={"precision": [fallback.value]}).configs(family, plan.layout)
-        todo = tuple(c for c in fresh if c.key not in done)
+        todo = tuple(c for c in fresh if not c.done_in(done))
         note += f"; {current} failed to build ({rows[0].error}): fell back to {fallback}"
         store.update_meta(precision_auto=note)
         measure_all(todo)

@@ -107,6 +107,7 @@ _SCHEMA = pa.schema(
         ("variant_build_s", pa.float64()),
         ("variant_cache_hit", pa.bool_()),
         ("preprocess", pa.string()),
+        ("inputs", pa.string()),
         ("stages", pa.string()),
     ]
 )

@@ -200,10 +200,25 @@ class SweepSpec(BaseModel):
             f"(re-export it with a dynamic batch dim to sweep larger batches)"
         )
 
+    def fed(self, layout: InputLayout | None) -> str:
+        """What each config is fed, for its key: item shapes (batch axis left out) and the
+        ``--inputs`` file's digest. Empty without a layout (keys as before)."""
+        if layout is None:
+            return ""
+        parts = [
+            f"{t.name}={','.join(str(d) for i, d in enumerate(t.shape) if i != t.batch_axis)}" for t in layout.inputs
+        ]
+        if self.inputs is not None and Path(self.inputs).is_file():
+            from optiserve.models.graph import file_sha256
+
+            parts.append(f"npz={file_sha256(Path(self.inputs))[:12]}")
+        return ";".join(parts)
+
     def configs(self, family: str = "other", layout: InputLayout | None = None) -> list[BenchConfig]:
         """The cross product, ordered so cheap configs come first within a runtime."""
         grid = self.option_grid()
         batches, _ = self.batches(layout)
+        fed = self.fed(layout)
         out = []
         for name in self.runtimes():
             rt = get_runtime(name)
@@ -215,7 +230,9 @@ class SweepSpec(BaseModel):
                     for recipe in self.recipes(prec):
                         variant = tuple(sorted(recipe.identity().items()))
                         for threads, batch in itertools.product(self.threads, batches):
-                            out.append(BenchConfig(name, prec, batch, threads, chosen, variant, self.preprocess or ""))
+                            out.append(
+                                BenchConfig(name, prec, batch, threads, chosen, variant, self.preprocess or "", fed)
+                            )
         return out
 
 

@@ -114,8 +114,8 @@ def _load(path: Path | str, role: str) -> _Run:
 
 def _load_profile(p: Path) -> _Run:
     prof = load_profile(p)  # StoreError (a UsageError) when it is not a readable profile
-    configs = {
-        m.config.key: _Config(m.config.label(), np.asarray(m.samples_ns, dtype=np.float64) / 1e6) for m in prof.ok
+    configs = {  # keyed without what was fed, so profiles written before inputs were in the key still pair up
+        m.config.keys[-1]: _Config(m.config.label(), np.asarray(m.samples_ns, dtype=np.float64) / 1e6) for m in prof.ok
     }
     hw = prof.meta.get("hardware")
     hw_id = hw.get("id") if isinstance(hw, dict) else None

@@ -22,6 +22,10 @@ Contract (checked by ``optiserve.testing.runtime_conformance`` over every regist
   ``load`` receives the variant's path. For any other supported precision
   ``load`` receives the fp32 model and applies the precision itself (as
   TensorRT does with builder flags).
+- ``variant_toolkit`` names the library that builds those variants
+  (``onnxruntime``: ORT's quantisation tools; ``nncf``: Intel's, for OpenVINO):
+  each runtime is measured with its own quantisation, and the toolkit is part of
+  the variant's recipe, so of its cache key and digest.
 - ``load(model, precision, threads, options, layout=None)`` returns a ready
   ``Session``; it is what the profiler times as the cold start. ``layout`` is
   the input layout the profiler feeds (batch axis per input, other dims
@@ -85,6 +89,7 @@ class Runtime(Protocol):
     options: Mapping[str, tuple[str, ...]]
     defaults: Mapping[str, str]
     variant_precisions: frozenset[Precision]
+    variant_toolkit: str  # who builds those variants: a name in variants.recipe.TOOLKITS
 
     def available(self) -> str | None: ...
 

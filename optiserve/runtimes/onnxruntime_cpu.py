@@ -57,6 +57,7 @@ class OnnxRuntimeCPU:
     }
     # bf16 is absent: the CPU provider has bf16 kernels for almost no ops on x86.
     variant_precisions = frozenset({Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC, Precision.INT4})
+    variant_toolkit = "onnxruntime"
 
     def available(self) -> str | None:
         try:

@@ -107,6 +107,7 @@ class _OrtGpuBase:
     options: Mapping[str, tuple[str, ...]] = {}
     defaults: Mapping[str, str] = {}
     variant_precisions: frozenset[Precision] = frozenset()
+    variant_toolkit = "onnxruntime"
     native_precisions: frozenset[Precision] = frozenset({Precision.FP32})
 
     def available(self) -> str | None:

@@ -6,10 +6,17 @@ from optiserve._registry import Registry, registry_of
 from optiserve.runtimes.base import Runtime
 from optiserve.runtimes.onnxruntime_cpu import OnnxRuntimeCPU
 from optiserve.runtimes.onnxruntime_gpu import OnnxRuntimeCUDA, OnnxRuntimeTensorRT
+from optiserve.runtimes.openvino import OpenVinoCPU
 from optiserve.runtimes.options import check_options
 from optiserve.runtimes.tensorrt_native import TensorRTRuntime
 
-RUNTIMES: tuple[Runtime, ...] = (OnnxRuntimeCPU(), OnnxRuntimeCUDA(), OnnxRuntimeTensorRT(), TensorRTRuntime())
+RUNTIMES: tuple[Runtime, ...] = (
+    OnnxRuntimeCPU(),
+    OpenVinoCPU(),
+    OnnxRuntimeCUDA(),
+    OnnxRuntimeTensorRT(),
+    TensorRTRuntime(),
+)
 REGISTRY: Registry[Runtime] = registry_of("runtime", RUNTIMES)
 
 __all__ = ["REGISTRY", "RUNTIMES", "availability", "check_options", "get_runtime", "runtime_names"]

@@ -107,6 +107,7 @@ class TensorRTRuntime:
     options: Mapping[str, tuple[str, ...]] = {"device_id": (), "max_batch": (), "workspace_mb": ()}
     defaults: Mapping[str, str] = {"device_id": "0", "max_batch": "16", "workspace_mb": "4096"}
     variant_precisions = frozenset({Precision.INT8_STATIC})
+    variant_toolkit = "onnxruntime"
     native_precisions = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
 
     def __init__(self, cache_root: Path | None = None) -> None:

@@ -143,11 +143,20 @@ def create_app(
 
     model = ServedModel(run, inputs, output_names, config, warmup_feeds, layout, on_batch)
 
-    def count(status: int, seconds: float) -> None:
+    frontend = Histogram(
+        "optiserve_frontend_seconds",
+        "Event-loop time per request: reading, parsing, encoding the response (the profile's serving stage)",
+        registry=registry,
+        buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+    )
+
+    def count(status: int, seconds: float, frontend_s: float | None) -> None:
         requests.labels(str(status)).inc()
         responses.labels(str(status)).inc()
         if status == 200:
             latency.observe(seconds)
+        if frontend_s is not None:
+            frontend.observe(frontend_s)
 
     handler = InferHandler(model, count)
 

@@ -152,12 +152,31 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
     return Servicer()
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail with one line before anything loads when the gRPC port is taken (the bind itself is in the lifespan)."""
+    import socket
+
+    from optiserve.errors import UsageError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot bind the gRPC port {host}:{port}: {exc.strerror}") from None
+
+
 async def start_grpc(model: ServedModel, settings: GrpcSettings, access: AccessPolicy | None = None) -> Any:
     """Start a ``grpc.aio`` server for ``model`` on the running loop; the caller awaits ``stop(grace)``."""
     grpc, _, stubs, _ = _pb()
     limit = settings.max_message_bytes
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a second server on the same port is an error, not a silent share
+        ]
     )
     stubs.add_GRPCInferenceServiceServicer_to_server(make_servicer(model, access), server)
     address = f"{settings.host}:{settings.port}"

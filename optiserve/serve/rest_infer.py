@@ -88,7 +88,7 @@ async def read_body(receive: Receive, length: int | None, limit: int, ticket: Ti
 class InferHandler:
     """Serves infer requests for one model; one instance per app."""
 
-    def __init__(self, model: ServedModel, count: Callable[[int, float], None]) -> None:
+    def __init__(self, model: ServedModel, count: Callable[[int, float, float | None], None]) -> None:
         self.model = model
         self._count = count
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optiserve-parse")
@@ -98,9 +98,9 @@ class InferHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
-        status = 200
+        status, frontend = 200, None
         try:
-            status = await self._serve(scope, receive, send, arrived)
+            status, frontend = await self._serve(scope, receive, send, arrived)
         except ClientGone:
             status = 499  # nginx's number for a client that left: counted, nothing sent
         except RequestError as exc:
@@ -112,9 +112,10 @@ class InferHandler:
         except InferenceFailed as exc:
             status = 500
             await send_error(send, 500, str(exc))
-        self._count(status, time.perf_counter() - arrived)
+        self._count(status, time.perf_counter() - arrived, frontend)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> int:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> tuple[int, float]:
+        """(200, front-end seconds: reading, parsing, encoding); errors raise."""
         model, cfg = self.model, self.model.config
         if not model.ready:
             raise RequestError(503, "model is warming up")
@@ -145,7 +146,7 @@ class InferHandler:
             await send_json(send, 200, payload, extra)
         end = time.perf_counter()
         model.stats.request(True, end - arrived, parsed - arrived, end - done)
-        return 200
+        return 200, (parsed - arrived) + (end - done)
 
     async def _off_loop(self, big: bool, fn: Callable[..., Any], *args: Any) -> Any:
         if not big:

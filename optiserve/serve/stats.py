@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ class ModelStats:
         self._lock = threading.Lock()
         self._stages = {s: _Duration() for s in self.STAGES}
         self._batches: dict[int, _BatchSize] = {}
+        self._unclaimed: deque[tuple[float, float]] = deque(maxlen=65536)  # (queue, compute) of batched requests
         self.inference_count = 0  # rows inferred
         self.execution_count = 0  # batches executed
         self.last_inference_ms = 0
@@ -60,9 +62,10 @@ class ModelStats:
             self.inference_count += rec.rows
             self.last_inference_ms = int(time.time() * 1e3)
             self._batches.setdefault(rec.rows, _BatchSize()).compute_infer.add(rec.compute_s)
-            for wait in rec.queue_s:
-                self._stages["queue"].add(wait)
-                self._stages["compute_infer"].add(rec.compute_s)
+            # per request, queue and compute_infer count when the request finishes, with its other
+            # stages: a snapshot between the batch and the response must see equal counts per stage
+            # (perf_analyzer aborts otherwise: "Server side statistics compute counts must be the same")
+            self._unclaimed.extend((wait, rec.compute_s) for wait in rec.queue_s)
 
     def request(self, ok: bool, total_s: float, parse_s: float = 0.0, encode_s: float = 0.0) -> None:
         """A finished request that reached the model (refusals before it are not Triton's failures either)."""
@@ -71,6 +74,9 @@ class ModelStats:
             if ok:
                 self._stages["compute_input"].add(parse_s)
                 self._stages["compute_output"].add(encode_s)
+                wait, compute = self._unclaimed.popleft() if self._unclaimed else (0.0, 0.0)
+                self._stages["queue"].add(wait)
+                self._stages["compute_infer"].add(compute)
 
     def json(self) -> dict[str, Any]:
         with self._lock:

@@ -75,10 +75,12 @@ class Variant:
         return {"key": self.key, "method": self.method, "build_s": self.build_s, "cache_hit": self.cache_hit}
 
 
-def tool_versions() -> dict[str, str]:
-    """Library versions that change a variant's bytes: part of its cache key."""
+def tool_versions(toolkit: str = "onnxruntime") -> dict[str, str]:
+    """Library versions that change a variant's bytes: part of its cache key (NNCF's and
+    OpenVINO's only for its variants, so installing them re-keys nothing else)."""
     out = {"optiserve-builders": BUILDER_REVISION}
-    for dist in ("optiserve", "onnx", "onnxruntime", "onnxconverter-common", "onnx-ir"):
+    extra = ("nncf", "openvino") if toolkit == "nncf" else ()
+    for dist in ("optiserve", "onnx", "onnxruntime", "onnxconverter-common", "onnx-ir", *extra):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -341,6 +343,28 @@ BUILDERS: dict[Precision, Callable[[Path, Path, VariantRecipe, CalibrationSource
 NEEDS_CALIBRATION = frozenset({Precision.INT8_STATIC})
 
 
+def builder_for(recipe: VariantRecipe) -> Callable[[Path, Path, VariantRecipe, CalibrationSource], str]:
+    """The builder of the recipe's toolkit for its precision; none is a ``VariantError``."""
+    builders = BUILDERS
+    if recipe.toolkit == "nncf":
+        from optiserve.variants.nncf_build import NNCF_BUILDERS
+
+        builders = NNCF_BUILDERS
+    if recipe.precision not in builders:
+        raise VariantError(f"no {recipe.toolkit} variant builder for {recipe.precision}")
+    return builders[recipe.precision]
+
+
+def _check_built(path: Path, recipe: VariantRecipe) -> None:
+    """An NNCF variant must compile in OpenVINO (what runs it); an ORT one must load in ORT."""
+    if recipe.toolkit == "nncf":
+        from optiserve.variants.nncf_build import check_compiles
+
+        check_compiles(path)
+    else:
+        _check_loads(path)
+
+
 # --- the child process -----------------------------------------------------------------------
 
 
@@ -395,8 +419,8 @@ def _child(job_path: str) -> None:
     dst = Path(job["dst"])
     try:
         calib = _load_calibration(Path(job["calibration"]) if job["calibration"] else None, job["names"])
-        method = BUILDERS[recipe.precision](Path(job["src"]), dst, recipe, calib)
-        _check_loads(dst)
+        method = builder_for(recipe)(Path(job["src"]), dst, recipe, calib)
+        _check_built(dst, recipe)
         result: dict[str, Any] = {"method": method}
     except OptiserveError as exc:
         result = {"error": one_line(exc)}
@@ -482,12 +506,11 @@ def build_variant(
 ) -> Variant:
     """The variant for ``recipe``: from the cache if built before, else built now in a child
     process stopped after ``time_limit_s`` (default ``DEFAULT_TIME_LIMIT_S``)."""
-    if recipe.precision not in BUILDERS:
-        raise VariantError(f"no variant builder for {recipe.precision}")
+    builder_for(recipe)  # an unknown precision fails here, before any file is written
     limit = DEFAULT_TIME_LIMIT_S if time_limit_s is None else float(time_limit_s)
     if not limit > 0:
         raise VariantError(f"a variant build's time limit must be positive, not {limit:g} s")
-    key = recipe.cache_key(model_sha256, tool_versions())
+    key = recipe.cache_key(model_sha256, tool_versions(recipe.toolkit))
     hit = cache.get(key)
     if hit is not None:
         path, meta = hit
@@ -502,7 +525,7 @@ def build_variant(
             "build_s": time.perf_counter() - t0,
             "model_sha256": model_sha256,
             "recipe": recipe.to_dict(),
-            "versions": tool_versions(),
+            "versions": tool_versions(recipe.toolkit),
         }
 
     path, meta = cache.put(key, build)

@@ -56,6 +56,7 @@ def recipe_for(
     calibrator: str = "minmax",
     calibration_samples: int = 32,
     seed: int = 0,
+    toolkit: str = "onnxruntime",
 ) -> VariantRecipe:
     """The recipe ``optiserve profile`` makes for these settings (its defaults included)."""
     return VariantRecipe(
@@ -64,6 +65,7 @@ def recipe_for(
         calibration=file_digest(calibration) if calibration is not None else SYNTHETIC,
         calibration_samples=calibration_samples,
         seed=seed,
+        toolkit=toolkit,
     )
 
 

@@ -13,11 +13,14 @@ from optiserve.types import Precision
 
 CALIBRATORS = ("minmax", "entropy", "percentile")
 SYNTHETIC = "synthetic"
+# who builds the variant: ORT's quantisation tools, or NNCF (for OpenVINO); the first is the default
+TOOLKITS = ("onnxruntime", "nncf")
 
 
 @dataclass(frozen=True)
 class VariantRecipe:
-    """``calibration`` is the digest of the user's calibration file, or ``synthetic``."""
+    """``calibration`` is the digest of the user's calibration file, or ``synthetic``;
+    ``toolkit`` is the library that builds it (a runtime's ``variant_toolkit``)."""
 
     precision: Precision
     calibrator: str = "minmax"
@@ -26,14 +29,20 @@ class VariantRecipe:
     fp16_keep_io: bool = True
     int4_block_size: int = 32
     seed: int = 0
+    toolkit: str = TOOLKITS[0]
 
     def __post_init__(self) -> None:
         if self.calibrator not in CALIBRATORS:
             raise UnknownNameError("calibrator", self.calibrator, CALIBRATORS)
+        if self.toolkit not in TOOLKITS:
+            raise UnknownNameError("variant toolkit", self.toolkit, TOOLKITS)
 
     def identity(self) -> dict[str, str]:
-        """The recipe fields that matter for this precision (part of a config's key)."""
+        """The recipe fields that matter for this precision (part of a config's key). The
+        default toolkit is left out, so ORT variants keep the keys they always had."""
         p = self.precision
+        if self.toolkit != TOOLKITS[0]:
+            return {"toolkit": self.toolkit, **self._nncf_identity()}
         if p is Precision.INT8_STATIC:
             return {
                 "calibrator": self.calibrator,
@@ -43,6 +52,19 @@ class VariantRecipe:
             }
         if p is Precision.FP16:
             return {"fp16_keep_io": str(self.fp16_keep_io).lower()}
+        if p is Precision.INT4:
+            return {"int4_block_size": str(self.int4_block_size)}
+        return {}
+
+    def _nncf_identity(self) -> dict[str, str]:
+        """NNCF picks its own range estimators: the calibrator is not one of its inputs."""
+        p = self.precision
+        if p is Precision.INT8_STATIC:
+            return {
+                "calibration": self.calibration,
+                "calibration_samples": str(self.calibration_samples),
+                "seed": str(self.seed),
+            }
         if p is Precision.INT4:
             return {"int4_block_size": str(self.int4_block_size)}
         return {}

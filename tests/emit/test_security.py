@@ -104,3 +104,30 @@ def test_a_broken_network_policy_fails_validation() -> None:
 def test_bad_security_options_are_one_line(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         EmitOptions(model_uris=URIS, **kw)
+
+
+def test_emit_cli_passes_the_security_flags(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from optiserve.cli import app
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    uris = [a for m, u in URIS.items() for a in ("--model-uri", f"{m}={u}")]
+    flags = ["--grpc-port", "8001", "--tls-secret", "cnn-tls", "--token-secret", "cnn-token"]
+    flags += ["--allow-namespace", "ingress", "--allow-namespace", "monitoring"]
+    r = CliRunner().invoke(app, ["emit", str(plan), "--target", "k8s", "-o", str(tmp_path / "out"), *uris, *flags])
+    assert r.exit_code == 0, r.output
+    objs = list(yaml.safe_load_all((tmp_path / "out" / "k8s" / "cnn.yaml").read_text()))
+    (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    allowed = [
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for s in policy["spec"]["ingress"][0]["from"][1:]
+    ]
+    assert allowed == ["ingress", "monitoring"]
+    (dep,) = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "cnn"]
+    assert "--token-file" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    bad = CliRunner().invoke(app, ["emit", str(plan), "-o", str(tmp_path / "x"), *uris, "--tls-secret", "No_Good"])
+    assert bad.exit_code != 0 and "is not a Kubernetes Secret name" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x").exists()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,28 @@ def test_catalog_cli_lists_and_checks(tmp_path: Path) -> None:
     good.write_text(GOOD.replace("ghz: 3.0", "ghz: 0"))
     res = CliRunner().invoke(app, ["catalog", "check", str(good)])
     assert res.exit_code == 2 and "instance 'box.large', field cpu.ghz" in res.output and "Traceback" not in res.output
+
+
+def test_unknown_provider_and_future_prices_are_warned_not_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from optiserve.cli import app
+
+    p = tmp_path / "odd.yaml"
+    tomorrow = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    p.write_text(
+        f"""provider: acme-cloud
+regions: {{acme-1: {{provider: acme-cloud, country: DE, geo: [EU]}}}}
+instances:
+  - {{name: box, family: b, vcpus: 4, memory_gib: 16,
+     prices: [{{region: acme-1, on_demand_usd_per_hour: 1.0, source: https://acme.example, as_of: {tomorrow}}}],
+     cpu: {{model: x, arch: x86_64, generation: zen4, threads_per_core: 2, ghz: 3.0,
+           fp32_flops_per_cycle_per_core: 32, int8_ops_per_cycle_per_core: 128,
+           bf16_flops_per_cycle_per_core: 64, memory_bandwidth_gbs: 20}}}}
+"""
+    )
+    cat = load_catalog([p])
+    assert any("acme-cloud" in w for w in cat.warnings) and any("acme-cloud:box" in w for w in cat.warnings)
+    assert not load_catalog().warnings  # the built-in catalog has neither
+    res = CliRunner().invoke(app, ["catalog", "check", str(p)])
+    assert res.exit_code == 0 and "ok:" in res.output

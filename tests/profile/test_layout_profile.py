@@ -108,3 +108,31 @@ def test_resume_with_other_shapes_is_refused(stateful_model: Path, tmp_path: Pat
     _one_line(again, "was measured with other input shapes")
     same = profile_cli(stateful_model, out, "--batch", "1,2", "--shape", "seq=8", "--resume", cwd=tmp_path)
     assert same.returncode == 0 and len(load_profile(out).measurements) == 2
+
+
+def test_the_config_key_holds_the_shapes_fed(stateful_model: Path, tmp_path: Path) -> None:
+    """Two sequence lengths are two configs (keys differ), and rows written before the
+    shapes were in the key still count as done for a resume at the same shapes."""
+    import shutil
+    from dataclasses import replace
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert profile_cli(stateful_model, a, "--batch", "1", "--shape", "seq=8", cwd=tmp_path).returncode == 0
+    assert profile_cli(stateful_model, b, "--batch", "1", "--shape", "seq=16", cwd=tmp_path).returncode == 0
+    (ra,), (rb,) = load_profile(a).measurements, load_profile(b).measurements
+    assert "seq" in ra.config.inputs or "8" in ra.config.inputs, ra.config.inputs
+    assert ra.config.inputs != rb.config.inputs and ra.config.key != rb.config.key
+    assert replace(ra.config, inputs="").key == replace(rb.config, inputs="").key  # only the shapes differ
+    # a profile written before inputs were in the key: same rows, legacy keys, no inputs column
+    import pyarrow.parquet as pq
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(a, legacy)
+    table = pq.read_table(legacy / "profile.parquet")
+    table = table.drop(["inputs"]).set_column(
+        table.schema.get_field_index("key"), "key", [[replace(ra.config, inputs="").key]]
+    )
+    pq.write_table(table, legacy / "profile.parquet")
+    assert load_profile(legacy).measurements[0].config.inputs == ""
+    again = profile_cli(stateful_model, legacy, "--batch", "1", "--shape", "seq=8", "--resume", cwd=tmp_path)
+    assert again.returncode == 0 and len(load_profile(legacy).measurements) == 1  # nothing measured twice

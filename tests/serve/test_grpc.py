@@ -27,9 +27,11 @@ from tritonclient.utils import InferenceServerException
 from optiserve._oip_client import free_port
 from optiserve.models.graph import inspect_model
 from optiserve.models.inputs import make_inputs
+from optiserve.serve.batcher import BatchRecord
 from optiserve.serve.endpoint import ServeConfig, ServedModel
 from optiserve.serve.grpc_server import GrpcSettings, start_grpc
 from optiserve.serve.security import AccessPolicy
+from optiserve.serve.stats import ModelStats
 
 MAX_BATCH = 4
 
@@ -259,3 +261,106 @@ def test_the_rate_limit_is_per_client_as_on_rest(mlp_path: Path) -> None:
         assert status == "StatusCode.RESOURCE_EXHAUSTED" and "rate limit" in text
         assert c.is_server_live()  # probes are never limited
         c.close()
+
+
+def test_statistics_read_between_a_batch_and_its_responses_stay_consistent() -> None:
+    """perf_analyzer aborts when a snapshot's per-stage counts differ ("compute counts must be the same")."""
+    stats = ModelStats("mlp")
+    stats.batch(BatchRecord(2, (0.001, 0.002), 0.004, False))  # the batch ran; its two responses not yet sent
+    counts = {k: v["count"] for k, v in stats.json()["inference_stats"].items()}
+    assert len({counts[s] for s in ("success", "queue", "compute_input", "compute_infer", "compute_output")}) == 1
+    stats.request(True, 0.01, 0.001, 0.001)
+    stats.request(True, 0.01, 0.001, 0.001)
+    entry = stats.json()
+    assert entry["inference_stats"]["compute_infer"] == {"count": 2, "ns": 8_000_000}
+    assert entry["inference_stats"]["queue"]["count"] == 2 and entry["execution_count"] == 1
+
+
+def _pki(out: Path) -> Path:
+    """A CA, and a server and a client certificate it signed (for localhost)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")])
+    for name in ("ca", "server", "client"):
+        key = ca_key if name == "ca" else ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=name == "ca", path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        (out / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        pkcs8, none = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        (out / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, none))
+    return out
+
+
+def test_serve_app_runs_grpc_beside_rest_with_one_model_and_the_same_tls_and_tokens(
+    mlp_path: Path, tmp_path: Path
+) -> None:
+    """``app_for_model(..., grpc=...)`` (what ``serve --grpc-port`` runs): mTLS and tokens as on REST,
+    and a request over either protocol counts in the statistics the other reports."""
+    import ssl
+
+    import httpx
+
+    from optiserve.serve.app import app_for_model
+    from optiserve.serve.server import ServerOptions
+    from tests.serve.live_server import live_server
+
+    pki = _pki(tmp_path)
+    tls = (pki / "server.pem", pki / "server.key", pki / "ca.pem")
+    gport = free_port()
+    app = app_for_model(
+        mlp_path, "fp32", 1, ServeConfig("mlp", max_batch=2), access=AccessPolicy((b"tok",)),
+        grpc=GrpcSettings(gport, "127.0.0.1", *tls),
+    )  # fmt: skip
+    auth = {"authorization": "Bearer tok"}
+    with live_server(app, ServerOptions(tls_cert=tls[0], tls_key=tls[1], tls_client_ca=tls[2])) as port:
+        c = tc.InferenceServerClient(
+            f"localhost:{gport}", ssl=True, root_certificates=str(pki / "ca.pem"),
+            private_key=str(pki / "client.key"), certificate_chain=str(pki / "client.pem"),
+        )  # fmt: skip
+        assert _infer(c, _x(2), headers=auth).as_numpy("logits").shape == (2, 10)
+        assert _status(lambda: _infer(c, _x(1)))[0] == "StatusCode.UNAUTHENTICATED"
+        stranger = tc.InferenceServerClient(f"localhost:{gport}", ssl=True, root_certificates=str(pki / "ca.pem"))
+        assert _status(lambda: stranger.is_server_live())[0] == "StatusCode.UNAVAILABLE"  # no client certificate
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        ctx.load_cert_chain(pki / "client.pem", pki / "client.key")
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx, headers=auth) as web:
+            body = {"inputs": [{"name": "features", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+            assert web.post("/v2/models/mlp/infer", json=body).status_code == 200
+            (rest,) = web.get("/v2/models/mlp/stats").json()["model_stats"]
+        (grpc_stats,) = c.get_inference_statistics("mlp", headers=auth).model_stats
+        assert rest["inference_stats"]["success"]["count"] == 2 == grpc_stats.inference_stats.success.count
+        assert grpc_stats.inference_count == 3  # 2 rows over gRPC, 1 over REST: one model, one batcher
+        c.close()
+        stranger.close()
+
+
+def test_serve_grpc_port_errors_are_one_line(mlp_path: Path, tmp_path: Path) -> None:
+    import socket
+
+    from tests.conftest import run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for port, message in ((busy, "Address already in use"), (8123, "other than --port")):
+            r = run_cli("serve", str(mlp_path), "--port", "8123", "--grpc-port", str(port), cwd=tmp_path, timeout=120)
+            assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -55,7 +55,9 @@ X = [-1.0, 0.0, 1.0, 2.0]
 
 def test_nan_and_infinity_are_written_as_triton_writes_them(log_model: Path) -> None:
     with TestClient(app_for_model(log_model, "fp32", 1, ServeConfig("log", max_batch=2))) as c:
-        r = c.post("/v2/models/log/infer", json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+        r = c.post(
+            "/v2/models/log/infer", json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]}
+        )
         assert r.status_code == 200, r.text
         assert b"NaN" in r.content and b"-Infinity" in r.content  # RapidJSON's kWriteNanAndInfFlag tokens
         y = json.loads(r.content)["outputs"][0]["data"]
@@ -87,7 +89,10 @@ def _features(**over: object) -> dict[str, object]:
         (json.dumps(_features(shape=[True, 64])).encode(), "needs a shape"),
         (json.dumps(_features(shape=[1.0, 64])).encode(), "needs a shape"),
         (b"[" * 100_000, "malformed JSON"),
-        (b'{"inputs":[{"name":"features","shape":[1,64],"datatype":"FP32","data":' + b"[" * 100_000 + b"}]}", "malformed"),
+        (
+            b'{"inputs":[{"name":"features","shape":[1,64],"datatype":"FP32","data":' + b"[" * 100_000 + b"}]}",
+            "malformed",
+        ),
         (json.dumps(_features(parameters={"binary_data_size": True})).encode(), "binary_data_size"),
         (json.dumps({**_features(), "outputs": [{"name": "nope"}]}).encode(), "unknown output"),
         (json.dumps({**_features(), "parameters": {"binary_data_output": "yes"}}).encode(), "true or false"),
@@ -108,8 +113,13 @@ def test_bad_encodings_and_lengths_are_4xx(mlp: TestClient) -> None:
 
 
 def test_unknown_routes_and_methods_are_json(mlp: TestClient) -> None:
-    for path, status in [("/nope", 404), ("/v2/models/gpt/ready", 404), ("/v2/models/gpt/config", 404),
-                         ("/v2/models/mlp/versions/2", 404), ("/v2/models/mlp/infer", 405)]:
+    for path, status in [
+        ("/nope", 404),
+        ("/v2/models/gpt/ready", 404),
+        ("/v2/models/gpt/config", 404),
+        ("/v2/models/mlp/versions/2", 404),
+        ("/v2/models/mlp/infer", 405),
+    ]:
         r = mlp.get(path)
         assert r.status_code == status and "error" in r.json(), (path, r.text)
     assert mlp.post("/v2/models/gpt/infer", json=_features()).status_code == 404
@@ -125,8 +135,13 @@ def test_a_runtime_failure_is_a_counted_500() -> None:
             raise RuntimeError("kernel exploded")
         return [feeds["x"] * 2]
 
-    app = create_app(run, [InputSpec("x", "float32", ("batch", 2))], ["y"], ServeConfig("toy", max_batch=2),
-                     lambda b: {"x": np.zeros((b, 2), np.float32)})
+    app = create_app(
+        run,
+        [InputSpec("x", "float32", ("batch", 2))],
+        ["y"],
+        ServeConfig("toy", max_batch=2),
+        lambda b: {"x": np.zeros((b, 2), np.float32)},
+    )
     with TestClient(app) as c:
         state["warm"] = False
         body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}

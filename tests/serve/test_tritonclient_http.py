@@ -60,7 +60,9 @@ def test_model_config_is_tritons_json_form(client: httpclient.InferenceServerCli
 
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("version", ["", "1"])
-def test_infer_json_and_binary(client: httpclient.InferenceServerClient, mlp_path: Path, binary: bool, version: str) -> None:
+def test_infer_json_and_binary(
+    client: httpclient.InferenceServerClient, mlp_path: Path, binary: bool, version: str
+) -> None:
     x = _x(3)
     inp = httpclient.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
@@ -77,9 +79,7 @@ def test_compressed_requests_and_responses(
     x = _x(2)
     inp = httpclient.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=False)
-    r = client.infer(
-        "mlp", [inp], request_compression_algorithm=algorithm, response_compression_algorithm=algorithm
-    )
+    r = client.infer("mlp", [inp], request_compression_algorithm=algorithm, response_compression_algorithm=algorithm)
     np.testing.assert_allclose(r.as_numpy("logits"), _want(mlp_path, x), rtol=1e-5, atol=1e-5)
 
 

@@ -51,11 +51,15 @@ class Offer:
     as_of: dt.date
 
 
+KNOWN_PROVIDERS = ("aws", "azure", "gcp")  # the clouds the built-in prices and regions come from
+
+
 @dataclass(frozen=True)
 class Catalog:
     entries: tuple[Entry, ...]
     regions: dict[str, Region]
     files: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # accepted but suspicious: printed by ``plan`` and ``catalog check``
 
     def get(self, name: str) -> Entry:
         """By ``name`` or ``provider:name``."""
@@ -140,4 +144,19 @@ def load_catalog(extra: Sequence[Path] = (), builtin: bool = True) -> Catalog:
     unknown = sorted({p.region for e in entries.values() for p in e.instance.prices if p.region not in regions})
     if unknown:
         raise CatalogError(f"catalog prices name regions with no location (add them to regions): {', '.join(unknown)}")
-    return Catalog(tuple(entries.values()), regions, tuple(files))
+    return Catalog(tuple(entries.values()), regions, tuple(files), _warnings(entries.values()))
+
+
+def _warnings(entries: Iterable[Entry], today: dt.date | None = None) -> tuple[str, ...]:
+    """An unknown provider (no built-in regions or prices to compare with) and prices
+    dated in the future (a typo in ``as_of`` that would make them look fresh)."""
+    today = today or dt.date.today()
+    out: list[str] = []
+    unknown = sorted({e.provider for e in entries if e.provider not in KNOWN_PROVIDERS})
+    if unknown:
+        out.append(f"catalog provider(s) {', '.join(unknown)} not one of {', '.join(KNOWN_PROVIDERS)}: check the name")
+    future = sorted({e.key for e in entries for p in e.instance.prices if p.as_of > today})
+    if future:
+        shown = ", ".join(future[:3]) + (f" and {len(future) - 3} more" if len(future) > 3 else "")
+        out.append(f"prices dated after today ({today.isoformat()}) for {shown}: check as_of")
+    return tuple(out)
