@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck check clean perf_analyzer
+.PHONY: demo test bench bench-tables lint typecheck check clean perf_analyzer
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,10 +32,15 @@ perf_analyzer: $(STAMP)
 test: $(STAMP) perf_analyzer
 	$(BIN)/ruff check optiserve tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/mypy benchmarks/record.py benchmarks/tables.py scripts/bench_tables.py
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/pytest benchmarks -q -s --benchmark-columns=median,iqr,rounds
+	$(BIN)/python scripts/bench_tables.py  # README tables from the records just written
+
+bench-tables: $(STAMP)
+	$(BIN)/python scripts/bench_tables.py
 
 clean:
 	rm -rf $(VENV) models .optiserve-cache deploy

@@ -30,9 +30,13 @@ print("providers", ort.get_available_providers())
 from optiserve.runtimes.registry import availability
 print("optiserve runtimes", availability())
 PY
+export OPTISERVE_BENCH_RESULTS="$out/results"  # the benchmarks' record comes back with the rest
+# gpu-marked tests, and the runtime conformance suite (parametrized over every runtime, GPU ones unmarked)
+timeout 240 .venv-gpu/bin/pytest -q -rs tests/runtimes/test_conformance.py -k "gpu or tensorrt or cuda" \
+  > "$out/gpu-conformance.txt" 2>&1; echo "conformance rc=$?" >> "$out/gpu-conformance.txt"
 timeout 240 .venv-gpu/bin/pytest -q -m gpu tests -rs > "$out/gpu-tests.txt" 2>&1; echo "tests rc=$?" >> "$out/gpu-tests.txt"
 timeout 90 .venv-gpu/bin/pytest -q -s benchmarks/test_preprocess_gpu.py > "$out/gpu-bench.txt" 2>&1; echo "bench rc=$?" >> "$out/gpu-bench.txt"
 timeout 150 .venv-gpu/bin/optiserve profile cnn --device gpu --precision fp32,fp16,int8-static --batch 1,8,32 \
   --option max_batch=32 --budget 2 --warmup 1 -o "$out/profile-cnn-gpu" --overwrite > "$out/sweep.txt" 2>&1
 echo "sweep rc=$?" >> "$out/sweep.txt"
-tail -n 3 "$out"/probe.txt "$out"/gpu-tests.txt "$out"/gpu-bench.txt "$out"/sweep.txt
+tail -n 3 "$out"/probe.txt "$out"/gpu-conformance.txt "$out"/gpu-tests.txt "$out"/gpu-bench.txt "$out"/sweep.txt

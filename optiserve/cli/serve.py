@@ -117,7 +117,7 @@ def serve(
 
     opts = ServerOptions(host, port, tls_cert, tls_key, tls_client_ca, keep_alive_s, header_timeout_s, max_connections)
     opts.check()
-    grpc_settings = _grpc_settings(grpc_port, opts)  # before the model loads: a taken port is one line at once
+    grpc_settings = _grpc_settings(grpc_port, opts, int(max_body_mb * 2**20))  # before the model loads
     if body_timeout_s <= 0 or max_inflight_mb <= 0:
         raise UsageError("--body-timeout-s and --max-inflight-mb must be > 0")
     config = replace(config, body_timeout_s=body_timeout_s, max_inflight_bytes=int(max_inflight_mb * 2**20))
@@ -141,8 +141,9 @@ def serve(
     serve_forever(web, opts)
 
 
-def _grpc_settings(port: int | None, opts: ServerOptions) -> GrpcSettings | None:
-    """The gRPC server's settings from ``--grpc-port`` and the HTTP server's address and TLS files."""
+def _grpc_settings(port: int | None, opts: ServerOptions, max_message: int) -> GrpcSettings | None:
+    """The gRPC server's settings from ``--grpc-port`` and the HTTP server's address, TLS files and body limit;
+    a taken port is one line before the model loads."""
     from optiserve.errors import UsageError
     from optiserve.serve.grpc_server import GrpcSettings, check_port
 
@@ -151,4 +152,4 @@ def _grpc_settings(port: int | None, opts: ServerOptions) -> GrpcSettings | None
     if not 0 < port < 65536 or port == opts.port:
         raise UsageError(f"--grpc-port {port}: a port in 1..65535 other than --port")
     check_port(opts.host, port)
-    return GrpcSettings(port, opts.host, opts.tls_cert, opts.tls_key, opts.tls_client_ca)
+    return GrpcSettings(port, opts.host, opts.tls_cert, opts.tls_key, opts.tls_client_ca, max_message)

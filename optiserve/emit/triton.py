@@ -82,7 +82,7 @@ def served_file(d: Deployable, model: Path) -> Path:
     if not d.prebuilt:
         return model
     from optiserve.errors import UsageError
-    from optiserve.models.graph import model_sha256
+    from optiserve.models.graph import require_sha256
 
     want = d.served_sha256  # refuses a plan whose variant left the cache
     path = Path(str(d.artifact.get("path") if d.artifact else ""))
@@ -91,9 +91,7 @@ def served_file(d: Deployable, model: Path) -> Path:
             f"the plan's {d.placement['precision']} variant of {d.model!r} is not at {path}: re-profile that "
             "precision here (or pass the profile's --cache-dir), then re-plan"
         )
-    got = model_sha256(path)
-    if got != want:
-        raise UsageError(f"{path} has SHA-256 {got[:16]}..., not the plan's {want[:16]}...: refusing to ship it")
+    require_sha256(path, want, "the plan's artifact", " to ship it")
     return path
 
 

@@ -29,8 +29,10 @@ from optiserve.plan.artifact import artifact_for
 from optiserve.plan.evaluate import Evaluation, Evaluator
 from optiserve.plan.pack import shared_pools
 from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
-from optiserve.plan.search import pareto, run_search, run_workers
+from optiserve.plan.search import pareto, run_search
 from optiserve.plan.sla import SLA, load_sla
+from optiserve.plan.storage import HEARTBEAT_S
+from optiserve.plan.workers import run_workers
 from optiserve.profile.store import ParquetStore, load_profile
 from optiserve.types import LatencySource
 
@@ -46,6 +48,7 @@ class PlanOptions:
     sampler: str = "tpe"
     storage: str | None = None
     workers: int = 1
+    heartbeat_s: int = HEARTBEAT_S  # a worker silent this long x3 is dead: its trial is retried
     requests: int = 20_000
     verify_requests: int = 100_000
     alternatives: int = 5
@@ -146,13 +149,17 @@ def plan_model(
 ) -> tuple[dict[str, Any], Evaluator, Evaluation | None]:
     ev = build_evaluator(name, opts, catalog)
     study = _study_name(name, digest)
+    lost: list[dict[str, int]] = []  # workers that died: their finished trials stayed in the study
     if opts.workers > 1:
         if not opts.storage:
             raise UsageError("--workers needs --storage (sqlite:///study.db or an RDB URL) for the shared study")
         factory = functools.partial(build_evaluator, name, opts)
-        run_workers(factory, opts.workers, opts.trials, opts.seed, opts.sampler, opts.storage, study)
+        run = run_workers(
+            ev, factory, opts.workers, opts.trials, opts.seed, opts.sampler, opts.storage, study, opts.heartbeat_s
+        )
+        lost = [{"pid": e.pid, "exitcode": e.exitcode} for e in run.lost]
     t0 = time.perf_counter()
-    res = run_search(ev, opts.trials, opts.seed, opts.sampler, opts.storage, study, progress)
+    res = run_search(ev, opts.trials, opts.seed, opts.sampler, opts.storage, study, progress, opts.heartbeat_s)
     search_s = time.perf_counter() - t0
     # cheapest first; among equal costs the lower p99 (a tie in price is no reason to be slower)
     feasible = sorted(
@@ -212,6 +219,7 @@ def plan_model(
             "study_name": res.study_name,
             "storage": res.storage,
             "workers": opts.workers,
+            "workers_lost": lost,
             "simulated_requests": {"search": opts.requests, "verify": opts.verify_requests},
             "wall_s": round(search_s, 2),
         },

@@ -14,7 +14,6 @@ processes can share one study.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Sequence

@@ -93,7 +93,7 @@ def run_workers(
     try:
         while pending:
             for sentinel in wait(list(pending)):
-                p = pending.pop(sentinel)  # type: ignore[call-overload]
+                p = pending.pop(sentinel)  # type: ignore[arg-type]
                 p.join()
                 exits.append(WorkerExit(p.pid or 0, p.exitcode or 0))
                 if p.exitcode:

@@ -26,17 +26,17 @@ AUTO_CHOICE: dict[str, tuple[Precision, str]] = {
     "cnn": (
         Precision.INT8_STATIC,
         "static QDQ int8 is ONNX Runtime CPU's fast int8 path for convolutions; dynamic int8 turns "
-        "Conv into ConvInteger and ran ~7x slower than fp32 on the CNN here",
+        "Conv into ConvInteger, far slower than fp32 on the CNN (benchmarks/test_precision_speedup.py)",
     ),
     "transformer": (
         Precision.INT8_DYNAMIC,
-        "dynamic int8 quantises the MatMul weights, needs no calibration data, and ran ~1.7-2x "
-        "faster than fp32 on the encoder here, ahead of static int8",
+        "dynamic int8 quantises the MatMul weights, needs no calibration data, and beat fp32 and "
+        "static int8 on the encoder (benchmarks/test_precision_speedup.py)",
     ),
     "mlp": (
         Precision.INT8_STATIC,
-        "on the MLP here int8 pays only at large batches (batch 64: static 2.06x, dynamic 1.84x; "
-        "batch 1: 0.64x and 0.72x), so the sweep measures static int8 against fp32 at every batch",
+        "on the MLP int8 pays only at large batches (benchmarks/test_precision_speedup.py, which asserts "
+        "it at batch 64), so the sweep measures static int8 against fp32 at every batch",
     ),
     "other": (Precision.FP32, "no measured default for this family: fp32 only"),
 }
@@ -167,12 +167,14 @@ class SweepSpec(BaseModel):
             out.extend(p for p in chosen if p not in out)
         return out
 
-    def recipes(self, precision: Precision) -> list[VariantRecipe]:
-        """One recipe per way of building ``precision`` (calibrators are swept for int8-static)."""
+    def recipes(self, precision: Precision, toolkit: str = "onnxruntime") -> list[VariantRecipe]:
+        """One recipe per way of building ``precision`` with the runtime's ``toolkit``
+        (ORT's calibrators are swept for int8-static; NNCF picks its own)."""
         if self.calibration is not None and not Path(self.calibration).exists():
             raise UsageError(f"calibration file not found: {self.calibration}")
         calib = file_digest(self.calibration) if self.calibration else SYNTHETIC
-        calibrators = self.calibrator if precision is Precision.INT8_STATIC else ["minmax"]
+        sweep = precision is Precision.INT8_STATIC and toolkit == "onnxruntime"
+        calibrators = self.calibrator if sweep else ["minmax"]
         return [
             VariantRecipe(
                 precision=precision,
@@ -182,6 +184,7 @@ class SweepSpec(BaseModel):
                 fp16_keep_io=self.fp16_keep_io,
                 int4_block_size=self.int4_block_size,
                 seed=self.seed,
+                toolkit=toolkit,
             )
             for c in calibrators
         ]
@@ -220,14 +223,18 @@ class SweepSpec(BaseModel):
         batches, _ = self.batches(layout)
         fed = self.fed(layout)
         out = []
-        for name in self.runtimes():
+        names = self.runtimes()
+        for key in grid:  # a knob swept side by side applies to the runtimes that have it, and to one at least
+            if not any(key in get_runtime(n).options for n in names):
+                check_options(get_runtime(names[0]), {key: grid[key][0]})
+        for name in names:
             rt = get_runtime(name)
-            keys = sorted(grid)
+            keys = sorted(k for k in grid if k in rt.options)
             for combo in itertools.product(*(grid[k] for k in keys)):
                 opts = check_options(rt, dict(zip(keys, combo, strict=True)))
                 chosen = tuple(sorted((k, opts[k]) for k in keys))
                 for prec in self.precisions(family):
-                    for recipe in self.recipes(prec):
+                    for recipe in self.recipes(prec, rt.variant_toolkit):
                         variant = tuple(sorted(recipe.identity().items()))
                         for threads, batch in itertools.product(self.threads, batches):
                             out.append(

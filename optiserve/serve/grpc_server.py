@@ -127,7 +127,7 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
             arrived = time.perf_counter()
             await known(request.model_name, request.model_version, context)
             try:
-                ticket = model.admit(sum(len(r) for r in request.raw_input_contents))
+                ticket = model.admit(request.ByteSize())
             except Overloaded as exc:
                 await abort(context, "UNAVAILABLE", f"overloaded: {exc}; retry later")
             with ticket:

@@ -170,10 +170,9 @@ def verify_plan(
         model = Path(model_files[d.model])
         if not model.is_file():
             raise UsageError(f"model file not found: {model}")
-        from optiserve.models.graph import model_sha256
+        from optiserve.models.graph import require_sha256
 
-        if model_sha256(model) != d.model_sha256:
-            raise UsageError(f"{model} is not the model the plan was made for (SHA-256 differs): refusing")
+        require_sha256(model, d.model_sha256, "the model the plan was made for")
         if d.model not in profiles:
             raise UsageError(f"the plan names no profile for {d.model!r}: re-plan with a current optiserve")
         results.append(verify_model(d, model, profiles[d.model], duration_s, out))

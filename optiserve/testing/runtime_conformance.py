@@ -65,7 +65,8 @@ def model_for(runtime: Runtime, model: Path, precision: Precision) -> Path:
 
     info = inspect_model(model)
     try:
-        return build_from_recipe(model, info, infer_layout(info), recipe_for(precision)).path
+        recipe = recipe_for(precision, toolkit=runtime.variant_toolkit)  # each runtime's own quantisation
+        return build_from_recipe(model, info, infer_layout(info), recipe).path
     except VariantError as exc:
         pytest.skip(f"no {precision} variant of this model: {exc}")
 

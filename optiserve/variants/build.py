@@ -351,7 +351,7 @@ def builder_for(recipe: VariantRecipe) -> Callable[[Path, Path, VariantRecipe, C
 
         builders = NNCF_BUILDERS
     if recipe.precision not in builders:
-        raise VariantError(f"no {recipe.toolkit} variant builder for {recipe.precision}")
+        raise VariantError(f"no variant builder for {recipe.precision} in {recipe.toolkit}")
     return builders[recipe.precision]
 
 

@@ -195,14 +195,29 @@ def test_errors_are_status_codes_and_the_server_goes_on(
     assert _infer(client, _x(1)).as_numpy("logits").shape == (1, 10)
 
 
-def test_raw_bytes_that_do_not_fit_the_shape_are_refused(served: Served) -> None:
+def _typed(t: Any) -> None:
+    t.contents.fp32_contents.extend([0.5] * 64)
+
+
+@pytest.mark.parametrize(
+    "datatype,fill,message",
+    [
+        ("FP32", lambda r, t: r.raw_input_contents.append(b"\0" * 10), "not a whole number of FP32"),
+        ("FP32", lambda r, t: (_typed(t), r.raw_input_contents.append(b"\0" * 256)), "both contents and raw"),
+        ("BYTES", lambda r, t: t.contents.bytes_contents.append(b"x"), "the model takes FP32"),
+        ("FP32", lambda r, t: t.contents.fp32_contents.extend([0.5] * 63), "63 values for shape [1, 64]"),
+    ],
+    ids=["ragged-raw", "raw-and-typed", "bytes", "short-typed"],
+)
+def test_malformed_tensors_are_invalid_argument(
+    served: Served, datatype: str, fill: Callable[[Any, Any], object], message: str
+) -> None:
     request = service_pb2.ModelInferRequest(model_name="mlp")
-    request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
-    request.raw_input_contents.append(b"\0" * 10)
+    fill(request, request.inputs.add(name="features", datatype=datatype, shape=[1, 64]))
     with grpc.insecure_channel(served.url) as channel, pytest.raises(grpc.RpcError) as info:
         service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not a whole number of FP32" in str(info.value.details())
+    assert message in str(info.value.details()), info.value.details()
 
 
 def test_statistics_count_grpc_requests(client: tc.InferenceServerClient) -> None:
