@@ -35,6 +35,7 @@ import numpy as np
 from optiserve.errors import CatalogError, UsageError
 from optiserve.estimate.catalog import Catalog, Entry
 from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
+from optiserve.estimate.measured import measured_curve
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
 from optiserve.types import AccuracyReport, BenchConfig, InputLayout, Measurement, Profile
@@ -152,8 +153,10 @@ class CurveBuilder:
         source: Entry,
         measured_on_source: bool = False,
         runtime: str | None = None,
+        elsewhere: Mapping[str, Profile] | None = None,
     ) -> None:
         self.profile, self.model, self.catalog, self.source = profile, Path(model), catalog, source
+        self.elsewhere = dict(elsewhere or {})  # entry key -> the same model profiled on that entry
         self.measured_on_source = measured_on_source  # the source entry *is* the profiling machine
         ok = [m for m in profile.ok if m.samples_ns]
         if not ok:
@@ -195,20 +198,20 @@ class CurveBuilder:
         """How many families of this runtime share (precision, threads)."""
         return sum(1 for f in self._families if (f.precision, f.threads) == (precision, threads))
 
-    def serving(self, target: Entry) -> tuple[float, float, str]:
-        """(front end s per request, fixed s per request, basis) of the server on ``target``.
-        Measured on the profiling machine (``profile --serving``); the front end is one
-        Python event loop, so it moves with the host CPU's clock; the fixed part stays."""
+    def serving(self, target: Entry) -> tuple[float, float, float, str]:
+        """(front end s per request, fixed s per request, serving s per row, basis) of the
+        server on ``target``. Measured on the profiling machine (``profile --serving``): the
+        front end and the per-row work are Python on the host CPU, so they move with its
+        clock; the fixed part (client, network) stays."""
         from optiserve.profile.serving import serving_terms
 
-        terms = serving_terms(self.profile.meta)
+        terms = serving_terms(self.profile)
         if terms is None:
-            return 0.0, 0.0, "server cost not measured (profile --serving): left out"
-        front, fixed = terms
+            return 0.0, 0.0, 0.0, "server cost not measured (profile --serving): left out"
         scale = self.source.instance.cpu.ghz / target.instance.cpu.ghz
         where = "measured" if target.key == self.source.key else f"measured, scaled by clock x{scale:.2f}"
-        basis = f"server front end {front * scale * 1e3:.3g} ms + fixed {fixed * 1e3:.3g} ms ({where})"
-        return front * scale, fixed, basis
+        moved = replace(terms, frontend_s=terms.frontend_s * scale, per_row_s=terms.per_row_s * scale)
+        return moved.frontend_s, moved.fixed_s, moved.per_row_s, f"{moved.describe()} ({where})"
 
     # what was measured
     @property
@@ -284,6 +287,8 @@ class CurveBuilder:
                 curve = self._to_cpu(target, fam)
             else:
                 curve = self._to_accelerator(target, fam, share)
+            if target.key in self.elsewhere:  # profiled on the target itself (fanout -> gather): measured
+                curve = measured_curve(self.elsewhere, target, fam, share, curve.memory_gib) or curve
             if self.alternatives(precision, threads) > 1:
                 n = self.alternatives(precision, threads)
                 curve = replace(curve, basis=f"{curve.basis}; of {n} profiled configs, {fam.describe()}")

@@ -9,27 +9,40 @@ delay) and sending it one request at a time in each encoding a client uses:
 - ``frontend_ms``: the server's own event-loop time per request, from its
   ``optiserve_frontend_seconds`` histogram (what shares the core with inference);
 - ``fixed_ms``: the mean round trip minus that front end and the runtime's time
-  per batch (``optiserve_batch_seconds``): what every request pays outside.
+  per batch (``optiserve_batch_seconds``): what every request pays outside;
+- ``inference_ms``: the server's own time per batch-1 call (batch assembly, the
+  session, splitting the outputs); beyond the profiled session time it is a per-row
+  serving cost.
 
-The planner and ``loadtest --predict-from`` feed both to the queueing simulator,
-so a plan's p99 includes the server that gets deployed.
+Then a light open-loop run of ``optiserve loadtest`` itself (Locust, the client
+``verify`` and users load with) measures ``client.fixed_ms``: its mean latency minus
+the server's own mean request latency (``optiserve_request_latency_seconds``),
+i.e. what the load test's client and the loopback add. Where it was measured it is
+the fixed term for that encoding; the closed-loop one is kept for the other.
+
+The planner and ``loadtest --predict-from`` feed these to the queueing simulator
+through :func:`serving_terms`, so a plan's p99 includes the server that gets deployed.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from optiserve._oip_client import free_port, stop_server
 from optiserve._reasons import one_line
-from optiserve.types import InputLayout
+from optiserve.types import InputLayout, Profile, Status
 
 REQUESTS = 200  # per encoding; the front end's time per request is steady well before this
+CLIENT_REQUESTS = 200  # the light Locust run: enough for a mean to a few percent
 
 
 def _metric_sums(url: str) -> dict[str, float]:
@@ -39,7 +52,7 @@ def _metric_sums(url: str) -> dict[str, float]:
         text = r.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        for name in ("optiserve_frontend_seconds", "optiserve_batch_seconds"):
+        for name in ("optiserve_frontend_seconds", "optiserve_batch_seconds", "optiserve_request_latency_seconds"):
             for part in ("sum", "count"):
                 if line.startswith(f"{name}_{part} "):
                     out[f"{name}_{part}"] = float(line.split()[1])
@@ -113,11 +126,51 @@ def measure_serving(
                 "inference_ms": round(batch * 1e3, 4),
                 "request_bytes": len(body),
             }
+        out["client"] = _client_overhead(url, layout, out)
         return out
     except Exception as exc:  # measuring the serving path must never lose the sweep already on disk
         return {"error": one_line(exc)}
     finally:
         stop_server(server)
+
+
+def _client_overhead(url: str, layout: InputLayout, measured: dict[str, Any]) -> dict[str, Any]:
+    """A light open-loop ``optiserve loadtest`` (Locust): its mean latency minus the server's own.
+    At about a fifth of the closed-loop rate requests seldom queue, so what is left is the client."""
+    enc = client_encoding(layout)
+    rtt_ms = float(measured[enc]["round_trip_ms"])
+    rate = min(50.0, 200.0 / max(rtt_ms, 1e-3))
+    duration = min(max(3.0, CLIENT_REQUESTS / rate), 20.0)
+    try:
+        with tempfile.TemporaryDirectory(prefix="optiserve-serving-") as tmp:
+            result = Path(tmp) / "light.json"
+            before = _metric_sums(url)
+            args = [sys.executable, "-m", "optiserve", "loadtest", url, "--model", "m", "--rate", f"{rate:.4g}"]
+            args += ["--duration", f"{duration:.4g}", "--seed", "7", "--json", str(result)]
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
+            after = _metric_sums(url)
+            if not result.is_file():
+                lines = (proc.stderr or proc.stdout).strip().splitlines()
+                return {"error": f"the light load test failed: {lines[-1] if lines else proc.returncode}"}
+            data = json.loads(result.read_text())
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return {"error": f"the light load test failed: {one_line(exc)}"}
+    lat = data.get("latency_ms") or []
+    n = after["optiserve_request_latency_seconds_count"] - before["optiserve_request_latency_seconds_count"]
+    if not lat or n <= 0:
+        return {"error": "the light load test completed no request"}
+    server_s = (after["optiserve_request_latency_seconds_sum"] - before["optiserve_request_latency_seconds_sum"]) / n
+    client_ms = sum(lat) / len(lat)
+    return {
+        "encoding": enc,
+        "fixed_ms": round(max(client_ms - server_s * 1e3, 0.0), 4),
+        "client_ms": round(client_ms, 4),
+        "server_ms": round(server_s * 1e3, 4),
+        "requests": len(lat),
+        "rate": round(rate, 3),
+        "late_fraction": data.get("late_fraction"),
+        "measured_with": "optiserve loadtest (Locust), light open-loop load",
+    }
 
 
 def client_encoding(layout: InputLayout) -> str:
@@ -128,18 +181,58 @@ def client_encoding(layout: InputLayout) -> str:
     return "binary" if elements > 4096 else "json"
 
 
-def serving_terms(meta: dict[str, Any], encoding: str | None = None) -> tuple[float, float] | None:
-    """(frontend_s, fixed_s) from a profile's metadata, or None when it has no serving figures."""
+@dataclass(frozen=True)
+class ServingTerms:
+    """The served path's cost per request, as the simulator takes it (seconds)."""
+
+    frontend_s: float  # the event loop's time per request: a FIFO station before the batcher
+    fixed_s: float  # outside the server: the client and the loopback
+    per_row_s: float  # the server's time per batch-1 call beyond the profiled session run
+    encoding: str
+    fixed_from: str  # "load-test client" or "closed loop (http.client)"
+
+    def describe(self) -> str:
+        return (
+            f"server front end {self.frontend_s * 1e3:.3g} ms + {self.per_row_s * 1e3:.3g} ms per row, fixed "
+            f"{self.fixed_s * 1e3:.3g} ms ({self.encoding}; fixed from the {self.fixed_from})"
+        )
+
+
+def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms | None:
+    """The serving terms of a profile (None when ``profile --serving`` did not measure them)."""
+    meta = profile.meta
     serving = meta.get("serving") or {}
     if not serving or "error" in serving:
         return None
     if encoding is None:
         layout = meta.get("layout")
         encoding = client_encoding(InputLayout.from_dict(layout)) if layout else "json"
-    fig = serving.get(encoding) or serving.get("json")
+    enc = encoding if serving.get(encoding) else "json"
+    fig = serving.get(enc)
     if not fig:
         return None
-    return float(fig["frontend_ms"]) / 1e3, float(fig["fixed_ms"]) / 1e3
+    fixed_s, fixed_from = float(fig["fixed_ms"]) / 1e3, "closed loop (http.client)"
+    client = serving.get("client") or {}
+    if client.get("encoding") == enc and "fixed_ms" in client:
+        fixed_s, fixed_from = float(client["fixed_ms"]) / 1e3, "load-test client"
+    per_row = 0.0
+    if "inference_ms" in fig:
+        base = _profiled_batch1_s(profile, int(serving.get("threads") or 1))
+        if base is not None:
+            per_row = max(float(fig["inference_ms"]) / 1e3 - base, 0.0)
+    return ServingTerms(float(fig["frontend_ms"]) / 1e3, fixed_s, per_row, enc, fixed_from)
+
+
+def _profiled_batch1_s(profile: Profile, threads: int) -> float | None:
+    """The profiled mean of the call the serving stage ran: fp32, batch 1, its threads."""
+    import numpy as np
+
+    for m in profile.measurements:
+        c = m.config
+        ran = str(c.precision) == "fp32" and c.batch_size == 1 and c.threads == threads and not c.preprocess
+        if ran and m.status is Status.OK and m.samples_ns:
+            return float(np.mean(m.samples_ns)) / 1e9
+    return None
 
 
 def describe(meta: dict[str, Any]) -> str | None:
@@ -154,4 +247,7 @@ def describe(meta: dict[str, Any]) -> str | None:
         for enc in ("json", "binary")
         if enc in s
     ]
+    client = s.get("client") or {}
+    if "fixed_ms" in client:
+        parts.append(f"load-test client {client['fixed_ms']:.3g} ms fixed ({client['encoding']})")
     return "serving path (optiserve serve, per request): " + "; ".join(parts)

@@ -42,6 +42,7 @@ class ServerModel:
     per_request_ms: float
     overhead_ms: float
     measured_terms: bool  # True: profile --serving measured them; False: given by hand (or none)
+    basis: str = ""  # the measured terms in words
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,11 @@ def server_model(
     prof = load_profile(profile)
     service = ServiceModel.from_profile(prof, None, config.precision, config.threads)
     delay_s = config.max_delay_ms / 1e3
-    terms = serving_terms(prof.meta) if per_request_ms is None and overhead_ms is None else None
+    terms = serving_terms(prof) if per_request_ms is None and overhead_ms is None else None
     if terms is not None:  # the serving path profile --serving measured: what the planner uses
-        front_s, fixed_s = terms
-        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front_s, fixed_s)
-        return ServerModel(service, policy, front_s * 1e3, fixed_s * 1e3, True)
+        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, terms.frontend_s, terms.fixed_s)
+        served = service.plus_per_item(terms.per_row_s) if terms.per_row_s else service
+        return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, terms.describe())
     per_request_ms, overhead_ms = per_request_ms or 0.0, overhead_ms or 0.0
     # hand-given CPU per request shares the inference core: modelled per row
     policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, 0.0, overhead_ms / 1e3)
@@ -143,5 +144,6 @@ def forecast(
         "overhead_from": str(overhead_from) if overhead_from else None,
         "calibrated": bool(model.per_request_ms or model.overhead_ms or overhead_from),
         "serving_terms": "measured by profile --serving" if model.measured_terms else "given or none",
+        "serving_basis": model.basis,
     }
     return Forecast(record, sim_ms)

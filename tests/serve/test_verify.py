@@ -16,6 +16,9 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     for enc in ("json", "binary"):
         assert serving[enc]["frontend_ms"] > 0 and serving[enc]["fixed_ms"] >= 0, serving
         assert serving[enc]["round_trip_ms"] >= serving[enc]["frontend_ms"] + serving[enc]["inference_ms"]
+    client = serving["client"]  # the load test's own client, measured at light load
+    assert client["encoding"] == "json" and client["requests"] > 0 and client["fixed_ms"] >= 0, client
+    assert client["client_ms"] >= client["server_ms"] > 0
     (tmp_path / "sla.yaml").write_text(
         "defaults:\n  regions: [EU]\nmodels:\n  mlp:\n    rate: 60\n    peak_factor: 1.5\n    p99_ms: 200\n"
     )

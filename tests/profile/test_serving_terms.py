@@ -1,0 +1,34 @@
+"""What the simulator takes from ``profile --serving``: which fixed term, and the per-row serving cost."""
+
+from __future__ import annotations
+
+import pytest
+
+from optiserve.profile.serving import serving_terms
+from optiserve.types import BenchConfig, Measurement, Precision, Profile, Status
+
+
+def _profile(serving: dict[str, object], b1_ms: float = 2.0) -> Profile:
+    row = Measurement(
+        BenchConfig("onnxruntime-cpu", Precision.FP32, 1, 1), Status.OK, samples_ns=(int(b1_ms * 1e6),) * 10
+    )
+    return Profile({"serving": serving}, (row,))
+
+
+FIG = {"frontend_ms": 0.5, "fixed_ms": 0.3, "round_trip_ms": 3.5, "inference_ms": 2.6, "request_bytes": 10}
+
+
+def test_the_load_test_clients_fixed_term_wins_for_its_encoding() -> None:
+    client = {"encoding": "binary", "fixed_ms": 1.6, "client_ms": 9.0, "server_ms": 7.4, "requests": 200}
+    terms = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
+    assert terms is not None and terms.fixed_s == pytest.approx(1.6e-3) and terms.fixed_from == "load-test client"
+    other = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "json")
+    assert other is not None and other.fixed_s == pytest.approx(0.3e-3) and "closed loop" in other.fixed_from
+
+
+def test_the_servers_time_per_call_beyond_the_profiled_session_is_a_per_row_cost() -> None:
+    terms = serving_terms(_profile({"threads": 1, "json": FIG}, b1_ms=2.0), "json")
+    assert terms is not None and terms.per_row_s == pytest.approx(0.6e-3)
+    faster = serving_terms(_profile({"threads": 1, "json": FIG}, b1_ms=3.0), "json")
+    assert faster is not None and faster.per_row_s == 0.0  # never negative: noise, not a gain
+    assert serving_terms(_profile({"error": "did not start"})) is None
