@@ -44,3 +44,11 @@ bench-tables: $(STAMP)
 
 clean:
 	rm -rf $(VENV) models .optiserve-cache deploy
+
+# CRD schemas for offline validation of PrometheusRule, PodMonitor, AnalysisTemplate and Rollout
+# (optiserve/emit/crd_schemas.py): the npm packages' generated validators, into .cache/npm (ignored).
+CRD_SCHEMAS := .cache/npm/node_modules/@kubernetes-models/prometheus-operator/package.json
+crd-schemas: $(CRD_SCHEMAS)
+$(CRD_SCHEMAS):
+	npm install --prefix .cache/npm --no-save --no-audit --no-fund --ignore-scripts \
+		@kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/argo-rollouts@2.0.0

@@ -14,7 +14,7 @@ from optiserve.cli._common import err, one_line_errors, out, pairs
 @one_line_errors
 def emit(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="plan JSON written by optiserve plan")],
-    target: Annotated[str, typer.Option(help="k8s, kserve, triton or all (comma list)")] = "all",
+    target: Annotated[str, typer.Option(help="k8s, kserve, triton, alerts or all (comma list)")] = "all",
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for the files")] = Path("deploy"),
     model: Annotated[
         Optional[list[str]],  # noqa: UP045
@@ -31,7 +31,12 @@ def emit(
     ] = "ghcr.io/optiserve/optiserve:0.1.0",
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "default",
     k8s_version: Annotated[str, typer.Option(help="cluster version whose schemas validate the objects")] = "1.35",
-    canary: Annotated[str, typer.Option(help="deployment (second Deployment), argo (Rollout) or none")] = "deployment",
+    canary: Annotated[
+        str, typer.Option(help="deployment (second Deployment), argo (Rollout gated by the SLO's analysis) or none")
+    ] = "deployment",
+    prometheus_url: Annotated[
+        str, typer.Option(help="Prometheus the argo canary analysis queries")
+    ] = "http://prometheus-operated.monitoring.svc:9090",
     canary_weight: Annotated[int, typer.Option(help="percent of traffic for the canary")] = 10,
     canary_image: Annotated[Optional[str], typer.Option(help="image of the canary (default: --image)")] = None,  # noqa: UP045
     grpc_port: Annotated[
@@ -69,6 +74,7 @@ def emit(
         tls_secret=tls_secret,
         token_secret=token_secret,
         allow_namespaces=tuple(allow_namespace or ()),
+        prometheus_url=prometheus_url,
     )
     files = {k: Path(v) for k, v in pairs(model, "--model").items()}
     for m in plan_doc.get("models", []):
@@ -81,7 +87,10 @@ def emit(
     written = emit_files(plan_doc, targets, output, opts, files)
     for w in written:
         out.print(f"wrote {escape(str(w))}")
+    from optiserve.emit.crd_schemas import versions
+
+    crds = ", ".join(f"{k}@{v}" for k, v in versions().items()) if "alerts" in targets or canary == "argo" else ""
     out.print(
         f"{len(written)} files, validated: Kubernetes {k8s_version} schemas (strict), KServe SDK types, "
-        "Triton ModelConfig protobuf"
+        f"Triton ModelConfig protobuf{f', CRD schemas of {crds}' if crds else ''}"
     )

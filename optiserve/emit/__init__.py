@@ -13,6 +13,7 @@ from typing import Any
 
 from optiserve._files import atomic_write
 from optiserve.emit.common import Deployable, EmitOptions, deployables
+from optiserve.emit.crd_schemas import validate_crds
 from optiserve.emit.targets import TARGETS, shipment
 from optiserve.emit.validate import validate_object, validate_triton_config
 from optiserve.errors import UsageError
@@ -63,6 +64,7 @@ def emit(
     model_files: Mapping[str, Path] = {},
 ) -> list[Path]:
     files, objects = render(plan, targets, opts, model_files)
+    validate_crds(objects)  # every custom resource in one Node run; validate_object then finds them checked
     for obj in objects:
         validate_object(obj, opts.k8s_version)
     for rel, data in files.items():

@@ -40,6 +40,7 @@ class EmitOptions:
     tls_secret: str | None = None  # a kubernetes.io/tls Secret: the server speaks HTTPS (and TLS gRPC) with it
     token_secret: str | None = None  # a Secret whose key ``token`` clients must send as a bearer token
     allow_namespaces: tuple[str, ...] = ()  # besides the model's own: e.g. the ingress controller's, monitoring
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"  # queried by the canary analysis
 
     def __post_init__(self) -> None:
         for what, value in (("--tls-secret", self.tls_secret), ("--token-secret", self.token_secret)):

@@ -55,7 +55,19 @@ def k8s_target(d: Deployable, opts: EmitOptions, ship: Ship) -> Rendered:
     from optiserve.emit import k8s
 
     objs = k8s.objects(d, opts)
+    if opts.canary == "argo":  # the Rollout is gated by the plan's SLO: its analysis, and the scrape it reads
+        from optiserve.emit import slo
+
+        objs = [slo.gate_rollout(o, d) if o["kind"] == "Rollout" else o for o in objs]
+        objs += [slo.analysis_template(d, opts), slo.pod_monitor(d, opts)]
     return Rendered({f"k8s/{d.name}.yaml": _yaml(objs), **_bundle(d, ship)}, objs)
+
+
+def alerts_target(d: Deployable, opts: EmitOptions, ship: Ship) -> Rendered:
+    from optiserve.emit import slo
+
+    objs = [slo.pod_monitor(d, opts), slo.prometheus_rule(d, opts)]
+    return Rendered({f"alerts/{d.name}.yaml": _yaml(objs)}, objs)
 
 
 def kserve_target(d: Deployable, opts: EmitOptions, ship: Ship) -> Rendered:
@@ -80,12 +92,19 @@ def _triton_reason() -> str | None:
     return missing_reason("tritonclient.grpc.model_config_pb2", "emit")
 
 
+def _crd_reason() -> str | None:
+    from optiserve.emit.crd_schemas import unavailable_reason
+
+    return unavailable_reason()
+
+
 TARGETS: Registry[Rendered] = Registry(
     "target",
     (
         Entry("k8s", k8s_target, description="Deployment, Service, HPA, PDB, NetworkPolicy (+ canary)"),
         Entry("kserve", kserve_target, description="KServe InferenceService (+ NetworkPolicy)"),
         Entry("triton", triton_target, _triton_reason, "Triton model repository: config.pbtxt + the model"),
+        Entry("alerts", alerts_target, _crd_reason, "Prometheus Operator PodMonitor + PrometheusRule from the SLO"),
     ),
 )
 

@@ -132,8 +132,12 @@ def model_config(d: Deployable, served: Path) -> Any:
     p = d.placement
     graph = load_onnx(served)
     batching = triton_batches(d)
-    cfg = mc.ModelConfig(
-        name=d.name, platform="onnxruntime_onnx", max_batch_size=int(p["max_batch"]) if batching else 0
+    max_batch = int(p["max_batch"]) if batching else 0
+    openvino = p.get("runtime") == "openvino"  # Triton's OpenVINO backend reads the same ONNX file
+    cfg = (
+        mc.ModelConfig(name=d.name, backend="openvino", default_model_filename="model.onnx", max_batch_size=max_batch)
+        if openvino
+        else mc.ModelConfig(name=d.name, platform="onnxruntime_onnx", max_batch_size=max_batch)
     )
     axes = None
     if batching:
@@ -166,6 +170,12 @@ def model_config(d: Deployable, served: Path) -> Any:
         acc.name = "tensorrt"
         acc.parameters["precision_mode"] = TRT_PRECISION.get(p["precision"], "FP32")
         acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    elif openvino:  # the CPU plugin's properties, as the profile compiled it (runtimes/openvino.py)
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        cfg.parameters["PERFORMANCE_HINT"].string_value = "LATENCY"
+        cfg.parameters["NUM_STREAMS"].string_value = "1"
+        cfg.parameters["INFERENCE_NUM_THREADS"].string_value = str(p["threads_per_instance"] or 1)
+        cfg.parameters["INFERENCE_PRECISION_HINT"].string_value = "bf16" if p["precision"] == "bf16" else "f32"
     else:
         group.kind = mc.ModelInstanceGroup.KIND_CPU
         cfg.parameters["intra_op_thread_count"].string_value = str(p["threads_per_instance"] or 1)

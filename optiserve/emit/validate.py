@@ -7,8 +7,10 @@
   (importing it pulls in a server stack): each ``kserve/models/*.py`` declares
   ``openapi_types`` and ``attribute_map``, and Kubernetes types inside (V1Probe,
   V1ResourceRequirements, ...) are checked against the Kubernetes schemas.
-- Argo Rollouts: no schema ships in a package; its pod template is checked as a
-  PodTemplateSpec and its strategy against the fields of Argo's documentation.
+- Argo Rollouts: its pod template is checked as a PodTemplateSpec and its
+  strategy against the fields of Argo's documentation; it, AnalysisTemplates
+  and the Prometheus Operator's objects also against the CRD schemas the npm
+  ``@kubernetes-models`` packages ship (``crd_schemas``).
 - Triton ``config.pbtxt``: parsed with Triton's own model-config protobuf.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from optiserve._imports import optional_import
+from optiserve.emit.crd_schemas import covers, validate_crds
 from optiserve.errors import OptiserveError, RuntimeUnavailableError, UsageError
 
 
@@ -205,7 +208,7 @@ def validate_kserve(obj: dict[str, Any], version: str) -> None:
     _check_kserve(obj, "V1beta1InferenceService", version, _object_name(obj))
 
 
-ROLLOUT_STRATEGY = {"canary": {"steps", "maxSurge", "maxUnavailable", "canaryService", "stableService"}}
+ROLLOUT_STRATEGY = {"canary": {"steps", "maxSurge", "maxUnavailable", "canaryService", "stableService", "analysis"}}
 
 
 def validate_rollout(obj: dict[str, Any], version: str) -> None:
@@ -244,6 +247,11 @@ def validate_object(obj: dict[str, Any], version: str) -> None:
     api = str(obj.get("apiVersion", ""))
     if api.startswith("serving.kserve.io/"):
         validate_kserve(obj, version)
+    elif api.startswith("argoproj.io/") and obj.get("kind") == "Rollout":
+        validate_rollout(obj, version)  # its pod template against Kubernetes' schemas, then the CRD's
+        validate_crds([obj])
+    elif covers(obj):
+        validate_crds([obj])
     elif api.startswith("argoproj.io/"):
         validate_rollout(obj, version)
     else:

@@ -6,12 +6,16 @@ the p99 at the peak rate follow from the simulator's highest rate per pod
 then simulated at the target and at the peak rate, and the constraints the
 optimizer sees are ``<= 0`` when met: p99 at peak over the target, accuracy
 drop over the tolerance, memory over what a node or device holds.
+
+On a CPU the runtime is a dimension too: a profile that measured ONNX Runtime
+and OpenVINO side by side gives one ``CurveBuilder`` per CPU runtime (its own
+curves, its own variants' accuracy), and a CPU candidate names the one it uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -22,6 +26,7 @@ from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.simulator import BatchingPolicy, max_rate_for_p99, simulate
 from optiserve.estimate.targets import CurveBuilder, usable
 from optiserve.plan.sla import ResolvedSLA, SearchSpace
+from optiserve.types import Profile
 
 SYSTEM_VCPUS = 0.5  # kept back per node for the kubelet and system daemons
 FRONTEND_VCPUS = 0.5  # per pod, for the HTTP front end and batcher
@@ -38,6 +43,7 @@ class Candidate:
     instances: int  # model instances per pod (per device on an accelerator)
     max_batch: int
     max_delay_ms: float
+    runtime: str = ""  # a second CPU runtime whose curves it uses; "": the evaluator's main one
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +101,15 @@ class Evaluation:
         return max(0.0, *self.constraints.values())
 
 
+def cpu_runtimes(profile: Profile, first: str) -> tuple[str, ...]:
+    """The CPU runtimes with measured rows in ``profile``, ``first`` (the main one) first."""
+    from optiserve.runtimes.registry import REGISTRY, get_runtime
+
+    measured = {m.config.runtime for m in profile.ok if m.samples_ns and m.config.runtime in REGISTRY}
+    cpu = sorted(r for r in measured if get_runtime(r).device == "cpu" and r != first)
+    return (first, *cpu) if first in measured and get_runtime(first).device == "cpu" else ()
+
+
 class Evaluator:
     """Judges candidates for one model on one catalog; results cached by candidate."""
 
@@ -107,9 +122,12 @@ class Evaluator:
         runtime: str = "onnxruntime-cpu",
         requests: int = 20_000,
         seed: int = 0,
+        builders: Mapping[str, CurveBuilder] | None = None,
     ) -> None:
         self.sla, self.builder, self.catalog, self.space = sla, builder, catalog, space
         self.runtime, self.requests, self.seed = runtime, requests, seed
+        # CPU runtime -> its curves; ``builder`` (of ``runtime``) also makes the accelerators' transfers
+        self.builders: dict[str, CurveBuilder] = {runtime: builder, **(builders or {})}
         known = catalog.known_tags()
         for region in sla.regions:
             if region.lower() not in known:
@@ -141,16 +159,25 @@ class Evaluator:
 
     # the space
     @property
+    def cpu_runtimes(self) -> tuple[str, ...]:
+        return tuple(self.builders)
+
+    def builder_for(self, c: Candidate) -> CurveBuilder:
+        """The curves of the candidate's runtime (the main builder for an accelerator)."""
+        return self.builders.get(c.runtime, self.builder)
+
+    @property
     def precisions(self) -> tuple[str, ...]:
-        return self.builder.precisions
+        return tuple(sorted({p for b in self.builders.values() for p in b.precisions}))
 
     def accuracy_gate(self) -> list[dict[str, Any]]:
         """Per precision: its worst measured drop against the SLA's tolerance, and why
         it is refused (the ``accuracy`` constraint every candidate of it then misses)."""
         limit = self.sla.max_accuracy_drop
         out = []
-        for p in self.precisions:
-            drop, a = self.builder.accuracy_drop(p), self.builder.accuracy_report(p)
+        several = len(self.builders) > 1
+        for runtime, b, p in ((r, rb, p) for r, rb in self.builders.items() for p in rb.precisions):
+            drop, a = b.accuracy_drop(p), b.accuracy_report(p)
             ok = drop is not None and drop <= limit
             if drop is None or a is None:
                 why = "accepted: fp32 is the reference" if ok else "refused: no accuracy measured for it"
@@ -162,39 +189,50 @@ class Evaluator:
                     why += " (synthetic inputs)"
                 if not a.checks and p != "fp32":
                     why += "; profiled before every output was judged (first output only): re-profile"
-            out.append({"precision": p, "accuracy_drop": drop, "accepted": ok, "reason": why})
+            row = {"precision": p, "accuracy_drop": drop, "accepted": ok, "reason": why}
+            out.append({"runtime": runtime, **row} if several else row)
         return out
 
     @property
     def threads(self) -> tuple[int, ...]:
-        return tuple(sorted({t for p in self.precisions for t in self.builder.threads(p)}))
+        return tuple(sorted({t for b in self.builders.values() for p in b.precisions for t in b.threads(p)}))
 
     @property
     def batches(self) -> tuple[int, ...]:
         if self.space.max_batch:
             return tuple(sorted(self.space.max_batch))
         return tuple(
-            sorted({b for p in self.precisions for t in self.builder.threads(p) for b in self.builder.batches(p, t)})
+            sorted(
+                {n for b in self.builders.values() for p in b.precisions for t in b.threads(p) for n in b.batches(p, t)}
+            )
         )
 
     def candidates(self) -> Iterator[Candidate]:
         for e, _ in self.entries:
-            for p in self.precisions:
-                for t in self.builder.threads(p) if e.accelerator is None else (0,):
-                    for i in self.space.instances:
-                        for b in self.batches:
-                            for d in self.space.max_delay_ms:
-                                yield Candidate(e.key, p, t, i, b, d)
+            runtimes = self.builders if e.accelerator is None else {self.runtime: self.builder}
+            for name, rb in runtimes.items():
+                r = "" if name == self.runtime else name
+                for p in rb.precisions:
+                    for t in rb.threads(p) if e.accelerator is None else (0,):
+                        for i in self.space.instances:
+                            for b in self.batches:
+                                for d in self.space.max_delay_ms:
+                                    yield Candidate(e.key, p, t, i, b, d, r)
 
     def normalise(self, c: Candidate) -> Candidate:
-        """The candidate a sampler's raw choice means: threads only on CPUs, and a
-        thread count this precision was profiled with."""
+        """The candidate a sampler's raw choice means: threads and a runtime only on CPUs,
+        a runtime that profiled this precision (the first that did, if the one chosen did
+        not), and a thread count it was profiled with."""
         entry, _ = self._by_key[c.instance]
         if entry.accelerator is not None:
             return Candidate(c.instance, c.precision, 0, c.instances, c.max_batch, c.max_delay_ms)
-        profiled = self.builder.threads(c.precision)
+        runtime = c.runtime if c.runtime in self.builders else self.runtime
+        if c.precision not in self.builders[runtime].precisions:
+            runtime = next((r for r, b in self.builders.items() if c.precision in b.precisions), runtime)
+        profiled = self.builders[runtime].threads(c.precision)
         t = c.threads if c.threads in profiled else min(profiled, key=lambda x: (abs(x - c.threads), x))
-        return Candidate(c.instance, c.precision, t, c.instances, c.max_batch, c.max_delay_ms)
+        canonical = "" if runtime == self.runtime else runtime  # one candidate, one cache entry
+        return Candidate(c.instance, c.precision, t, c.instances, c.max_batch, c.max_delay_ms, canonical)
 
     # judging
     def _fleet(self, service: ServiceModel, policy: BatchingPolicy, rate: float, base: Any) -> LoadPoint:
@@ -219,21 +257,22 @@ class Evaluator:
 
     def _evaluate(self, c: Candidate, base: Any, band_edges: bool) -> Evaluation:
         entry, offer = self._by_key[c.instance]
-        sla = self.sla
-        curve = self.builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
-        front, fixed, serving_basis = self.builder.serving(entry)  # the deployed server's own cost, per request
+        sla, builder = self.sla, self.builder_for(c)
+        curve = builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
+        front, fixed, per_row, serving_basis = builder.serving(entry)  # the deployed server's own cost
+        service = curve.service.plus_per_item(per_row) if per_row else curve.service
         pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, fixed)
         fit = self._fit(entry, c, curve.memory_gib)
-        pod_rate = max_rate_for_p99(curve.service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
-        replicas, capped = self._replicas(pod_rate, curve.service.capacity(c.max_batch, c.instances))
+        pod_rate = max_rate_for_p99(service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
+        replicas, capped = self._replicas(pod_rate, service.capacity(c.max_batch, c.instances))
         nodes = math.ceil(replicas / fit.pods_per_node) if fit.pods_per_node > 0 else MAX_REPLICAS
         fleet = replace(pod, replicas=replicas)
-        at_target = self._fleet(curve.service, fleet, sla.rate, base)
-        at_peak = self._fleet(curve.service, fleet, sla.peak_rate, base)
+        at_target = self._fleet(service, fleet, sla.rate, base)
+        at_peak = self._fleet(service, fleet, sla.peak_rate, base)
         if band_edges and curve.band > 0:
-            at_target = self._with_band(at_target, curve.service, fleet, curve.band, base)
-            at_peak = self._with_band(at_peak, curve.service, fleet, curve.band, base)
-        drop = self.builder.accuracy_drop(c.precision)
+            at_target = self._with_band(at_target, service, fleet, curve.band, base)
+            at_peak = self._with_band(at_peak, service, fleet, curve.band, base)
+        drop = builder.accuracy_drop(c.precision)
         constraints = {
             "p99": at_peak.p99_ms / sla.p99_ms - 1,
             "accuracy": (1.0 if drop is None else drop - sla.max_accuracy_drop),
@@ -283,7 +322,7 @@ class Evaluator:
         mem_frac = pod_mem / alloc_mem if alloc_mem > 0 else math.inf
         if by_cpu < 1:
             mem_frac = max(mem_frac, pod_vcpus / max(inst.vcpus - SYSTEM_VCPUS, 1e-9))  # does not fit at all
-        return PodFit(pod_vcpus, pod_mem, max(0, min(by_cpu, by_mem)), mem_frac, self.runtime)
+        return PodFit(pod_vcpus, pod_mem, max(0, min(by_cpu, by_mem)), mem_frac, c.runtime or self.runtime)
 
     def _replicas(self, pod_rate: float, capacity: float) -> tuple[int, bool]:
         """(replicas, capped): the fewest pods that serve the peak within the p99 and the

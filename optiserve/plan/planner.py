@@ -26,7 +26,8 @@ from optiserve.estimate.catalog import Catalog, load_catalog
 from optiserve.estimate.targets import CurveBuilder, source_entry
 from optiserve.models.graph import file_sha256, model_sha256
 from optiserve.plan.artifact import artifact_for
-from optiserve.plan.evaluate import Evaluation, Evaluator
+from optiserve.plan.evaluate import Evaluation, Evaluator, cpu_runtimes
+from optiserve.plan.gathered import gathered_inputs, gathered_profiles
 from optiserve.plan.pack import shared_pools
 from optiserve.plan.result import PLAN_SCHEMA_VERSION, placement, plan_id
 from optiserve.plan.search import pareto, run_search
@@ -49,6 +50,7 @@ class PlanOptions:
     storage: str | None = None
     workers: int = 1
     heartbeat_s: int = HEARTBEAT_S  # a worker silent this long x3 is dead: its trial is retried
+    gathered: tuple[Path, ...] = ()  # `optiserve gather` folders: profiles measured on other entries
     requests: int = 20_000
     verify_requests: int = 100_000
     alternatives: int = 5
@@ -85,13 +87,19 @@ def build_evaluator(name: str, opts: PlanOptions, catalog: Catalog | None = None
     if want and model_sha256(model) != want:
         raise SLAError(f"model {name!r}: {model} is not the model the profile measured (sha256 differs)")
     source, explicit = source_entry(catalog, profile.meta.get("hardware", {}), opts.measured_on)
-    builder = CurveBuilder(profile, model, catalog, source, measured_on_source=explicit)
-    return Evaluator(sla.resolved(name), builder, catalog, sla.search, builder.runtime, opts.requests, opts.seed)
+    elsewhere, _ = gathered_profiles(opts.gathered, want, catalog)  # entries measured on themselves
+    builder = CurveBuilder(profile, model, catalog, source, measured_on_source=explicit, elsewhere=elsewhere)
+    others = {  # every other CPU runtime the profile measured: a dimension of the CPU placements
+        r: CurveBuilder(profile, model, catalog, source, measured_on_source=explicit, runtime=r, elsewhere=elsewhere)
+        for r in cpu_runtimes(profile, builder.runtime)[1:]
+    }
+    resolved = sla.resolved(name)
+    return Evaluator(resolved, builder, catalog, sla.search, builder.runtime, opts.requests, opts.seed, others)
 
 
 def _artifact(ev: Evaluator, e: Evaluation) -> dict[str, Any]:
     """The file of the very rows the placement's curve was made of (its family's recipe)."""
-    c, b = e.candidate, ev.builder
+    c, b = e.candidate, ev.builder_for(e.candidate)  # that runtime's rows: its own variant
     threads = c.threads or max(b.threads(c.precision))
     fam = b.family(c.precision, threads)
     return artifact_for(b.profile, e.runtime, c.precision, fam.variant)
@@ -130,7 +138,7 @@ def _inputs(opts: PlanOptions, sla_sha: str, sla: SLA, catalog: Catalog) -> dict
             "warnings": list(catalog.warnings),
         },
         "measured_on": opts.measured_on,
-    }
+    } | ({"gathered": gathered_inputs(opts.gathered, profiles, catalog)} if opts.gathered else {})
 
 
 def _verified(ev: Evaluator, ranked: Sequence[Evaluation], opts: PlanOptions, want: int) -> list[Evaluation]:

@@ -24,6 +24,7 @@ import optuna
 
 from optiserve._registry import Entry, Registry
 from optiserve.errors import UsageError
+from optiserve.estimate.targets import CurveBuilder
 from optiserve.plan.evaluate import Candidate, Evaluation, Evaluator
 from optiserve.plan.storage import HEARTBEAT_S, open_storage
 
@@ -66,6 +67,8 @@ def _suggest(trial: Any, ev: Evaluator) -> Candidate:
     entry = next(e for e, _ in ev.entries if e.key == inst)
     precision = trial.suggest_categorical("precision", list(ev.precisions))
     threads = trial.suggest_categorical("threads", list(ev.threads)) if entry.accelerator is None else 0
+    several = entry.accelerator is None and len(ev.cpu_runtimes) > 1  # the runtime is a CPU dimension
+    runtime = trial.suggest_categorical("runtime", list(ev.cpu_runtimes)) if several else ""
     return Candidate(
         inst,
         precision,
@@ -73,6 +76,7 @@ def _suggest(trial: Any, ev: Evaluator) -> Candidate:
         trial.suggest_categorical("instances", list(ev.space.instances)),
         trial.suggest_categorical("max_batch", list(ev.batches)),
         trial.suggest_categorical("max_delay_ms", list(ev.space.max_delay_ms)),
+        runtime,
     )
 
 
@@ -104,32 +108,38 @@ def seeds(ev: Evaluator) -> list[Candidate]:
     that never tried an entry cannot know it is cheap. Each seed uses the
     fastest precision within the accuracy tolerance, the largest batch, the
     most instances that fit the node, and a queue delay of about a tenth of the
-    p99 target: the config most likely to make that hardware cheap."""
-    b = ev.builder
-    best_p, best_tp = "fp32" if "fp32" in ev.precisions else ev.precisions[0], 0.0
-    for p in ev.precisions:
-        drop = b.accuracy_drop(p)
-        if drop is None or drop > ev.sla.max_accuracy_drop:
-            continue
-        for t in b.threads(p):
-            rows = b.batches(p, t)
-            if rows:
-                big = max(rows)
-                tp = big / b.measured_mean_s(p, t, big)  # measured here: the ranking transfers to any CPU
-                if tp > best_tp:
-                    best_p, best_tp = p, tp
-    threads = max(b.threads(best_p))
+    p99 target: the config most likely to make that hardware cheap. A CPU entry gets
+    one seed per CPU runtime the profile measured."""
+
+    def best(b: CurveBuilder) -> tuple[str, int]:
+        best_p, best_tp = "fp32" if "fp32" in b.precisions else b.precisions[0], 0.0
+        for p in b.precisions:
+            drop = b.accuracy_drop(p)
+            if drop is None or drop > ev.sla.max_accuracy_drop:
+                continue
+            for t in b.threads(p):
+                rows = b.batches(p, t)
+                if rows:
+                    big = max(rows)
+                    tp = big / b.measured_mean_s(p, t, big)  # measured here: the ranking transfers to any CPU
+                    if tp > best_tp:
+                        best_p, best_tp = p, tp
+        return best_p, max(b.threads(best_p))
+
     delays = sorted(ev.space.max_delay_ms)
     delay = max([d for d in delays if d <= ev.sla.p99_ms / 10] or delays[:1])
     out = []
     for entry, _ in ev.entries:
         if entry.accelerator is None:
-            fits = [i for i in ev.space.instances if i * threads + 0.5 <= entry.instance.vcpus - 0.5] or [
-                min(ev.space.instances)
-            ]
-            out.append(Candidate(entry.key, best_p, threads, max(fits), max(ev.batches), delay))
+            for runtime, b in ev.builders.items():
+                best_p, threads = best(b)
+                fits = [i for i in ev.space.instances if i * threads + 0.5 <= entry.instance.vcpus - 0.5] or [
+                    min(ev.space.instances)
+                ]
+                r = "" if runtime == ev.runtime else runtime
+                out.append(Candidate(entry.key, best_p, threads, max(fits), max(ev.batches), delay, r))
         else:
-            out.append(Candidate(entry.key, best_p, 0, max(ev.space.instances), max(ev.batches), delay))
+            out.append(Candidate(entry.key, best(ev.builder)[0], 0, max(ev.space.instances), max(ev.batches), delay))
     return out
 
 
@@ -139,7 +149,9 @@ def enqueue_first(study: Any, ev: Evaluator, trials: int) -> None:
     if trials >= 2 * len(ev.entries) + len(first):
         first += seeds(ev)
     for c in first:
-        study.enqueue_trial({k: v for k, v in c.params().items() if not (k == "threads" and v == 0)})
+        params = {k: v for k, v in c.params().items() if not (k == "threads" and v == 0)}
+        params["runtime"] = c.runtime or ev.runtime  # "" is the main runtime, named as the sampler names it
+        study.enqueue_trial(params)
 
 
 def run_search(

@@ -4,13 +4,14 @@ One machine: SQLite (a file). Many: any SQLAlchemy URL, PostgreSQL in practice
 (``optiserve[postgres]`` brings the driver). Every worker's running trial beats
 a heartbeat into the database; a trial whose worker stopped beating (killed,
 out of memory, its node gone) is marked FAIL by whichever worker starts a trial
-next (Optuna does this in ``optimize``), and ``RetryFailedTrialCallback``
+next (Optuna does this in ``optimize``), and ``RetryHeartbeatStaleTrialCallback``
 enqueues the same parameters again, so the candidate is still judged. Nothing
 here reimplements that: it only configures the engine.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from optiserve.errors import UsageError
@@ -37,13 +38,15 @@ def open_storage(url: str | None, heartbeat_s: int = HEARTBEAT_S) -> Any:
         raise UsageError("the study heartbeat must be at least 1 second")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=heartbeat_s,
-            grace_period=grace_s(heartbeat_s),
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY),
-        )
+        with warnings.catch_warnings():  # the heartbeat has been "experimental" since Optuna 2.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s(heartbeat_s),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )
     except ModuleNotFoundError as exc:
         extra = _DRIVERS.get(str(exc.name).split(".")[0], "")
         hint = f": pip install 'optiserve[{extra}]'" if extra else ""

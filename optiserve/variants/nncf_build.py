@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -38,7 +39,7 @@ INSTALL_HINT = "pip install 'optiserve[openvino]'"
 _NO_COMPRESS = ["Conv", "ConvTranspose", "Gemm"]
 
 
-def _nncf():  # type: ignore[no-untyped-def]
+def _nncf() -> Any:
     try:
         import nncf
     except ImportError as exc:
@@ -90,7 +91,10 @@ def _compress(src: Path, dst: Path, mode: str, group: int | None) -> str:
     if group is not None:
         kw.update(group_size=group, ratio=1.0)
     scope = nncf.IgnoredScope(types=_NO_COMPRESS, validate=False)
-    _save(nncf.compress_weights(model, ignored_scope=scope, **kw), src, dst)
+    compressed = nncf.compress_weights(model, ignored_scope=scope, **kw)
+    if not {"DequantizeLinear", "MatMulNBits"} & (_ops(compressed) - _ops(model)):
+        raise VariantError("nncf weight compression found no constant MatMul weights in this graph")
+    _save(compressed, src, dst)
     return f"nncf compress_weights {mode}" + (f", groups of {group}" if group else ", per channel") + ", weight-only"
 
 

@@ -41,7 +41,8 @@ opts = PlanOptions(Path(sla), trials=int(trials), storage=url, workers=3, heartb
                    requests=5000, verify_requests=20000, alternatives=2)
 Path(out).write_text(json.dumps(make_plan(opts)))
 """
-COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)
+State = optuna.trial.TrialState
+COMPLETE, RUNNING, FAIL = State.COMPLETE, State.RUNNING, State.FAIL
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def _kill_a_worker_mid_trial(url: str, parent: subprocess.Popen[str]) -> tuple[i
     pytest.fail("never caught a worker inside a trial")
 
 
-def test_a_killed_worker_loses_no_finished_trial_and_the_study_completes(sla: Path, pg_url: str, tmp_path: Path) -> None:
+def test_a_killed_worker_loses_no_finished_trial_and_the_study_ends(sla: Path, pg_url: str, tmp_path: Path) -> None:
     trials = 240
     out = tmp_path / "plan.json"
     parent = subprocess.Popen(
@@ -104,7 +105,9 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_completes(sla: Pa
     assert all(by_number[n].state == COMPLETE for n in finished_before)  # the dead worker's work is kept
     assert by_number[killed_in].state == FAIL  # its heartbeat stopped: failed, not left RUNNING forever
     retried = [
-        t for t in by_number.values() if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == killed_in
+        t
+        for t in by_number.values()
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_in
     ]
     assert retried and retried[0].params == by_number[killed_in].params  # the same candidate, queued again
     assert len({t.user_attrs["pid"] for t in complete}) >= 3  # the others (and the parent) carried on
