@@ -200,7 +200,7 @@ def test_store_keeps_the_new_columns(tmp_path: Path) -> None:
     acc = compare_outputs([ref], [ref * 0.9], output_axes=[("output", 0)])
     m = Measurement(BenchConfig("onnxruntime-cpu", Precision.FP16, 1, 1), Status.OK, accuracy=acc)
     store = ParquetStore(tmp_path / "p")
-    store.create({"model": {}})
+    store.create({"model": {"name": "det", "sha256": "0" * 64}, "hardware": {"id": "x"}})  # what every profile has
     store.append(replace(m))
     assert store.load().measurements[0].accuracy == acc
 
