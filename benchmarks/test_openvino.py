@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from optiserve.errors import VariantError
 from optiserve.models.graph import inspect_model
 from optiserve.models.inputs import make_inputs
 from optiserve.models.layout import infer_layout, parse_shape_overrides
@@ -74,14 +75,19 @@ def test_onnxruntime_vs_openvino_p50(
                 path = model
                 if prec in rt.variant_precisions:
                     recipe = recipe_for(prec, toolkit=rt.variant_toolkit)
-                    path = build_from_recipe(model, info, layout, recipe, cache_dir=tmp_path / "cache").path
+                    try:
+                        path = build_from_recipe(model, info, layout, recipe, cache_dir=tmp_path / "cache").path
+                    except VariantError as exc:  # a failed row, as the profile records it
+                        rows.append({"model": name, "runtime": rname, "precision": str(prec), "error": str(exc)})
+                        print(f"\n{name} {rname} {prec}: {exc}")
+                        continue
                 sessions[(rname, prec)] = rt.load(path, prec, THREADS, {})
         for batch in BATCHES:
             feeds = make_inputs(info, batch, seed=1, layout=layout)
             times: dict[tuple[str, Precision], list[float]] = {k: [] for k in sessions}
             for _ in range(ROUNDS):  # interleaved: both runtimes share the machine's noise
                 for key, s in sessions.items():
-                    times[key].append(_p50_ms(lambda s=s: s.run(feeds)))
+                    times[key].append(_p50_ms(lambda s=s, feeds=feeds: s.run(feeds)))
             for (rname, prec), ts in times.items():
                 rows.append(
                     {"model": name, "runtime": rname, "precision": str(prec), "batch": batch, "p50_ms": min(ts)}

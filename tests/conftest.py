@@ -24,6 +24,14 @@ def variant_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The audit lines of plan/emit/verify run by the tests (and their subprocesses) stay out of ~/.local/state."""
+    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    os.environ["OPTISERVE_AUDIT_LOG"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zoo")

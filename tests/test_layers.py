@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "optiserve"
 BASE = {
     "_version",
+    "_rows",
     "_lazy",
     "_registry",
     "_imports",
@@ -23,6 +24,9 @@ BASE = {
     "_reasons",
     "_validated_yaml",
     "_oip_client",
+    "_audit",
+    "_signing",
+    "_mlflow",
     "types",
     "errors",
 }

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from optiserve.cli import emit, loadtest, models_catalog, plan, profile, reports, serve
+from optiserve.cli import emit, loadtest, models_catalog, plan, profile, reports, scale_out, serve, trust
 from optiserve.cli._common import err
 
 app = typer.Typer(
@@ -36,11 +36,16 @@ for command in (
     plan.predict,
     plan.plan,
     emit.emit,
+    scale_out.fanout,
+    scale_out.gather,
     reports.compare,
     reports.report,
     serve.serve,
     loadtest.loadtest,
     loadtest.verify,
+    trust.keygen,
+    trust.sign,
+    trust.check_signature,
 ):
     app.command()(command)
 

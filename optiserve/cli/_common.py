@@ -29,6 +29,29 @@ MaxDelayMs = Annotated[float, typer.Option(help="longest a request waits for a b
 Instances = Annotated[int, typer.Option(help="batches run concurrently")]
 # Extra hardware catalog files, read over the built-in one (`plan`, `catalog list`).
 Catalogs = Annotated[Optional[list[Path]], typer.Option(help="extra catalog YAML (repeatable)")]  # noqa: UP045
+# An MLflow tracking URI (sqlite:///mlflow.db, http://...): the command is logged there as a run,
+# and models:/NAME/VERSION model arguments resolve through its registry.
+Mlflow = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--mlflow", help="MLflow tracking URI: log this command as a run (also resolves models:/ URIs)"),
+]
+
+
+def mlflow_run(
+    uri: str | None,
+    command: str,
+    logged: tuple[dict[str, Any], dict[str, Any], dict[str, str]],
+    artifacts: list[Path],
+) -> str | None:
+    """Log one run when ``--mlflow`` was given; one line says which."""
+    if not uri:
+        return None
+    from optiserve._mlflow import log_run
+
+    params, metrics, tags = logged
+    rid = log_run(uri, command, params, metrics, artifacts, tags)
+    err.print(f"mlflow: {command} logged as run {rid} in {escape(uri)}", highlight=False)
+    return rid
 
 
 def pairs(

@@ -54,6 +54,12 @@ def emit(
         Optional[list[str]],  # noqa: UP045
         typer.Option(help="namespace let through the NetworkPolicy besides the model's own, e.g. ingress (repeatable)"),
     ] = None,
+    plan_public_key: Annotated[
+        Optional[Path], typer.Option(help="refuse a plan whose signature this Ed25519 public key does not verify")  # noqa: UP045
+    ] = None,
+    sign_key: Annotated[
+        Optional[Path], typer.Option(help="Ed25519 private key: sign the written folder (optiserve.sig)")  # noqa: UP045
+    ] = None,
 ) -> None:
     """Write validated Kubernetes, KServe and Triton files for a plan (nothing is written if any is invalid)."""
     from optiserve.emit import TARGETS, EmitOptions
@@ -61,7 +67,14 @@ def emit(
     from optiserve.plan.result import read_plan
 
     targets = list(TARGETS) if target == "all" else [t.strip() for t in target.split(",") if t.strip()]
+    if plan_public_key is not None:
+        from optiserve._signing import check
+
+        check(plan_file, plan_public_key)
     plan_doc = read_plan(plan_file)
+    from optiserve._audit import record_for_plan
+
+    record = record_for_plan("emit", plan_doc, plan_file)  # its time, user and inputs go on every object
     opts = EmitOptions(
         image=image,
         namespace=namespace,
@@ -75,6 +88,7 @@ def emit(
         token_secret=token_secret,
         allow_namespaces=tuple(allow_namespace or ()),
         prometheus_url=prometheus_url,
+        annotations=record.annotations(),
     )
     files = {k: Path(v) for k, v in pairs(model, "--model").items()}
     for m in plan_doc.get("models", []):
@@ -85,6 +99,13 @@ def emit(
                 "synthetic calibration, not the one measured; re-plan to ship the measured file"
             )
     written = emit_files(plan_doc, targets, output, opts, files)
+    if sign_key is not None:
+        from optiserve._signing import sign
+
+        written.append(sign(output, sign_key))
+    from optiserve.cli.trust import audit
+
+    audit("emit", plan_doc, plan_file, written)
     for w in written:
         out.print(f"wrote {escape(str(w))}")
     from optiserve.emit.crd_schemas import versions

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from optiserve.cli._common import Instances, MaxBatch, MaxDelayMs, Precision, Threads, one_line_errors, out, pairs
+from optiserve.cli._common import (
+    Instances,
+    MaxBatch,
+    MaxDelayMs,
+    Mlflow,
+    Precision,
+    Threads,
+    mlflow_run,
+    one_line_errors,
+    out,
+    pairs,
+)
 
 
 @one_line_errors
@@ -142,13 +154,26 @@ def verify(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for verify.json and the runs")] = Path(
         "verify"
     ),
+    mlflow: Mlflow = None,
 ) -> None:
     """Run the plan's serving configuration here at its per-replica target and peak rates: predicted vs measured."""
     from optiserve.plan.result import read_plan
     from optiserve.serve.verify import verify_plan
 
-    files = {k: Path(v) for k, v in pairs(model, "--model").items()}
-    doc = verify_plan(read_plan(plan_file), files, duration, output)
+    if mlflow:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow
+    from optiserve.models.zoo import resolve_model
+
+    files = {k: resolve_model(v) for k, v in pairs(model, "--model").items()}  # a file or models:/NAME/VERSION
+    plan_doc = read_plan(plan_file)
+    doc = verify_plan(plan_doc, files, duration, output)
+    from optiserve.cli.trust import audit
+
+    audit("verify", plan_doc, plan_file, [output / "verify.json"], {"verdict": doc["verdict"]})
+    if mlflow:
+        from optiserve._mlflow import verify_metrics
+
+        mlflow_run(mlflow, "verify", verify_metrics({**doc, "plan_id": plan_doc.get("plan_id")}), [output])
     for m in doc["models"]:
         for r in m["rates"]:
             meas, pred = r["measured"], r["predicted"] or {}

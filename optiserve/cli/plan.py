@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from optiserve.cli._common import Catalogs, Instances, MaxBatch, MaxDelayMs, err, one_line_errors, out, pairs
+from optiserve.cli._common import (
+    Catalogs,
+    Instances,
+    MaxBatch,
+    MaxDelayMs,
+    Mlflow,
+    err,
+    mlflow_run,
+    one_line_errors,
+    out,
+    pairs,
+)
 
 
 @one_line_errors
@@ -74,8 +86,20 @@ def plan(
         typer.Option(help="Optuna storage URL (sqlite:///study.db, postgresql://...): resumable, shared by workers"),
     ] = None,
     workers: Annotated[int, typer.Option(help="search processes sharing the study (needs --storage)")] = 1,
+    gathered: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="folder written by `optiserve gather`: those entries get measured curves (repeatable)"),
+    ] = None,
     requests: Annotated[int, typer.Option(help="simulated requests per candidate during the search")] = 20_000,
     output: Annotated[Path, typer.Option("--output", "-o", help="where the plan JSON goes")] = Path("plan.json"),
+    sign_key: Annotated[
+        Optional[Path], typer.Option(help="Ed25519 private key: sign the plan (PLAN.sig beside it)")  # noqa: UP045
+    ] = None,
+    mlflow: Mlflow = None,
+    register: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="with --mlflow: register the chosen variant as a version of this registered model"),
+    ] = None,
 ) -> None:
     """Find the cheapest placement that meets the SLA over the hardware catalog (Optuna + the simulator)."""
     from optiserve.errors import InfeasibleError, UsageError
@@ -101,6 +125,7 @@ def plan(
     opts = PlanOptions(
         sla, profiles, tuple(catalog or ()), measured_on, trials, seed, sampler, storage, workers, requests
     )
+    opts = replace(opts, gathered=tuple(gathered or ()))
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as bar:
@@ -113,6 +138,23 @@ def plan(
 
         result = make_plan(opts, tick)
     write_plan(result, output)
+    written = [output]
+    if sign_key is not None:
+        from optiserve._signing import sign
+
+        written.append(sign(output, sign_key))
+    from optiserve.cli.trust import audit
+
+    audit("plan", result, output, written)
     render(result, output, out, err)
+    if register and not mlflow:
+        raise UsageError("--register needs --mlflow TRACKING_URI")
+    if mlflow:
+        from optiserve._mlflow import plan_metrics, register_chosen
+
+        rid = mlflow_run(mlflow, "plan", plan_metrics(result), written)
+        if register and rid and result["feasible"]:
+            version = register_chosen(mlflow, result, rid, register)
+            out.print(f"registered models:/{register}/{version} (the chosen variant, digest-tagged)")
     if not result["feasible"]:
         raise InfeasibleError(closest_misses(result, output))

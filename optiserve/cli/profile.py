@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from optiserve.cli._common import err, one_line_errors, out, with_sweep_options
+from optiserve.cli._common import Mlflow, err, mlflow_run, one_line_errors, out, with_sweep_options
 from optiserve.errors import OptiserveError
 from optiserve.types import BenchConfig, Measurement, Status
 
@@ -25,6 +26,7 @@ def profile(
     sweep: Annotated[Optional[Path], typer.Option(help="YAML sweep file; flags override it")] = None,  # noqa: UP045
     resume: Annotated[bool, typer.Option(help="measure only the configs still missing")] = False,
     overwrite: Annotated[bool, typer.Option(help="discard an existing profile in the folder")] = False,
+    mlflow: Mlflow = None,
     sweep_overrides: dict[str, Any] | None = None,
 ) -> None:
     """Sweep runtimes x precisions x batch sizes x threads and store every measurement."""
@@ -36,6 +38,8 @@ def profile(
     if resume and overwrite:
         raise OptiserveError("--resume and --overwrite contradict each other; pick one")
     spec = build_spec(sweep, sweep_overrides)
+    if mlflow:  # models:/ arguments resolve through the same store
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow
     path = resolve_model(model)
     folder = output or Path("profiles") / path.stem
     from optiserve.profile.profiler import plan_sweep
@@ -75,6 +79,10 @@ def profile(
             raise typer.Exit(130) from None
     render(prof, out)
     out.print(f"profile written to {folder}/")
+    if mlflow:
+        from optiserve._mlflow import profile_metrics
+
+        mlflow_run(mlflow, "profile", profile_metrics(folder), [folder / "profile.json", folder / "profile.parquet"])
 
 
 @one_line_errors
@@ -110,3 +118,7 @@ def env() -> None:
         precs = ",".join(p.value for p in Precision if r.supports(p))
         t.add_row(r.name, "[green]yes[/green]" if reason is None else "[red]no[/red]", precs, escape(reason or ""))
     out.print(t)
+    from optiserve.estimate.catalog import load_catalog
+    from optiserve.estimate.cpu_id import explain
+
+    out.print("[bold]catalog match[/bold]  " + escape(explain(hw, load_catalog())))

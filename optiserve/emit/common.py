@@ -41,6 +41,7 @@ class EmitOptions:
     token_secret: str | None = None  # a Secret whose key ``token`` clients must send as a bearer token
     allow_namespaces: tuple[str, ...] = ()  # besides the model's own: e.g. the ingress controller's, monitoring
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"  # queried by the canary analysis
+    annotations: Mapping[str, str] = field(default_factory=dict)  # added to every object: the audit record
 
     def __post_init__(self) -> None:
         for what, value in (("--tls-secret", self.tls_secret), ("--token-secret", self.token_secret)):

@@ -4,8 +4,8 @@ For the K cheapest feasible placements of a plan whose latency was transferred,
 a Job lands on that instance type (nodeSelector, the plan's resources requested
 as limits so the profile gets dedicated CPUs, GPU and toleration where needed),
 checks the model by the plan's SHA-256, runs a fixed ``optiserve profile``
-recipe (the placement's runtime, precision and threads; the source profile's
-batch sizes and shapes) under a deadline, and leaves ``profile/`` and
+recipe (the placement's runtime and precision; the source profile's batch
+sizes, thread counts and shapes) under a deadline, and leaves ``profile/`` and
 ``fanout.json`` (what was asked) at ``STORE/<plan>/<model>/<entry>/``:
 
 - ``pvc://CLAIM/PATH``: the profile container writes to the claim directly;
@@ -94,10 +94,12 @@ def _transferred(p: Mapping[str, Any]) -> bool:
     return bool(p.get("feasible", True)) and "transferred" in str(p["provenance"]["latency"])
 
 
-def picks(plan: Mapping[str, Any], top: int) -> list[tuple[Deployable, Mapping[str, Any]]]:
+def picks(
+    plan: Mapping[str, Any], top: int, model_uris: Mapping[str, str] | None = None
+) -> list[tuple[Deployable, Mapping[str, Any]]]:
     """Per model: the ``top`` cheapest feasible placements with transferred latency, one per instance type."""
     out = []
-    for d in deployables(plan, {}):
+    for d in deployables(plan, model_uris or {}):
         m = next(m for m in plan["models"] if m["model"] == d.model)
         seen: set[str] = set()
         for p in sorted([m["chosen"], *m["alternatives"]], key=lambda p: p["cost_usd_per_hour"]):
@@ -108,22 +110,23 @@ def picks(plan: Mapping[str, Any], top: int) -> list[tuple[Deployable, Mapping[s
     return out
 
 
-def _batches(plan: Mapping[str, Any], model: str) -> str:
-    """The source profile's batch sizes (so the curves compare size for size)."""
+def _sweep(plan: Mapping[str, Any], model: str) -> tuple[str, str]:
+    """(batch sizes, thread counts) of the source profile, so every curve on the entry is measured size
+    for size and thread count for thread count, whatever the re-plan then prefers."""
     prof: Mapping[str, Any] = next((p for p in plan["inputs"].get("profiles", []) if p["model"] == model), {})
     meta = Path(str(prof.get("path", ""))) / "profile.json"
     try:
-        sizes = json.loads(meta.read_text())["sweep"]["batch"]
-        return ",".join(str(int(b)) for b in sizes)
+        sweep = json.loads(meta.read_text())["sweep"]
+        return ",".join(str(int(b)) for b in sweep["batch"]), ",".join(str(int(t)) for t in sweep["threads"])
     except (OSError, KeyError, TypeError, ValueError):
-        return "1,2,4,8,16"
+        return "1,2,4,8,16", ""
 
 
-def profile_flags(d: Deployable, batches: str, recipe: Recipe) -> list[str]:
+def profile_flags(d: Deployable, sweep: tuple[str, str], recipe: Recipe) -> list[str]:
     p = d.placement
-    flags = ["--runtime", p["runtime"], "--precision", p["precision"], "--batch", batches]
+    flags = ["--runtime", p["runtime"], "--precision", p["precision"], "--batch", sweep[0]]
     if p["threads_per_instance"]:
-        flags += ["--threads", str(p["threads_per_instance"])]
+        flags += ["--threads", sweep[1] or str(p["threads_per_instance"])]
     flags += ["--budget", f"{recipe.budget_s:g}", "--warmup", f"{recipe.warmup_s:g}"]
     return [*flags, "--min-samples", str(recipe.min_samples), *d.layout_args()]
 
@@ -164,7 +167,7 @@ def job(d: Deployable, plan: Mapping[str, Any], opts: FanoutOptions) -> FanoutJo
         "name": "profile",
         "image": eo.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", script(profile_flags(d, _batches(plan, d.model), opts.recipe))],
+        "command": ["sh", "-c", script(profile_flags(d, _sweep(plan, d.model), opts.recipe))],
         "env": env,
         "resources": {"requests": dict(limits), "limits": limits},
         "securityContext": _container_security(),
@@ -238,7 +241,7 @@ def job(d: Deployable, plan: Mapping[str, Any], opts: FanoutOptions) -> FanoutJo
 
 def fanout(plan: Mapping[str, Any], opts: FanoutOptions, out_dir: Path) -> list[FanoutJob]:
     """Validate and write one Job file per pick, and ``fanout.json`` (what the executor and people read)."""
-    chosen = picks(plan, opts.top)
+    chosen = picks(plan, opts.top, opts.emit.model_uris)
     if not chosen:
         raise UsageError("no feasible placement of the plan has transferred latency: nothing to measure elsewhere")
     jobs = [job(d, plan, opts) for d, _ in chosen]

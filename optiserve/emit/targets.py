@@ -43,6 +43,14 @@ def _yaml(objs: list[dict[str, Any]]) -> bytes:
     return yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False, width=120).encode()
 
 
+def _stamped(objs: list[dict[str, Any]], opts: EmitOptions) -> list[dict[str, Any]]:
+    """Every object carries ``opts.annotations`` (the audit record of this emit)."""
+    for o in objs:
+        if opts.annotations:
+            o.setdefault("metadata", {}).setdefault("annotations", {}).update(opts.annotations)
+    return objs
+
+
 def _bundle(d: Deployable, ship: Ship) -> dict[str, bytes]:
     """A measured variant to upload where the manifests' model URI points."""
     if ship is None or not d.prebuilt:
@@ -60,20 +68,21 @@ def k8s_target(d: Deployable, opts: EmitOptions, ship: Ship) -> Rendered:
 
         objs = [slo.gate_rollout(o, d) if o["kind"] == "Rollout" else o for o in objs]
         objs += [slo.analysis_template(d, opts), slo.pod_monitor(d, opts)]
+    objs = _stamped(objs, opts)
     return Rendered({f"k8s/{d.name}.yaml": _yaml(objs), **_bundle(d, ship)}, objs)
 
 
 def alerts_target(d: Deployable, opts: EmitOptions, ship: Ship) -> Rendered:
     from optiserve.emit import slo
 
-    objs = [slo.pod_monitor(d, opts), slo.prometheus_rule(d, opts)]
+    objs = _stamped([slo.pod_monitor(d, opts), slo.prometheus_rule(d, opts)], opts)
     return Rendered({f"alerts/{d.name}.yaml": _yaml(objs)}, objs)
 
 
 def kserve_target(d: Deployable, opts: EmitOptions, ship: Ship) -> Rendered:
     from optiserve.emit import kserve
 
-    objs = kserve.objects(d, opts)
+    objs = _stamped(kserve.objects(d, opts), opts)
     return Rendered({f"kserve/{d.name}.yaml": _yaml(objs), **_bundle(d, ship)}, objs)
 
 

@@ -2,7 +2,7 @@
 
 For one profiled config (runtime, precision, threads), the roofline fit of
 ``transfer.py`` is made against the ceilings of the machine that measured it
-(``source``: a catalog entry, matched from the profile's CPU flags or named by
+(``source``: a catalog entry, matched from the profile's CPU identity or named by
 the user). On a target, each measured batch size's samples are scaled by
 ``predicted(target) / predicted(source)``: the measured distribution's shape
 (its tail) is kept, its scale moves with the roofline, and the fit's error on
@@ -34,6 +34,8 @@ import numpy as np
 
 from optiserve.errors import CatalogError, UsageError
 from optiserve.estimate.catalog import Catalog, Entry
+from optiserve.estimate.cpu_id import check_named, match
+from optiserve.estimate.gpu_prior import prior
 from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
 from optiserve.estimate.measured import measured_curve
 from optiserve.estimate.service import ServiceModel
@@ -51,13 +53,6 @@ PRECISION_COST: dict[str, tuple[str, str]] = {
 }
 LAUNCH_S = 5e-6  # per kernel launch on a GPU, an assumption (TensorRT fuses nodes, so this is pessimistic)
 BANDS = {"same-generation": 0.20, "same-arch": 0.30, "other-arch": 0.40, "accelerator": 0.50}
-# Which generation tag each CPU feature set most likely is, newest first.
-_GENERATIONS: tuple[tuple[frozenset[str], tuple[str, ...]], ...] = (
-    (frozenset({"amx_int8"}), ("sapphire-rapids", "emerald-rapids", "granite-rapids")),
-    (frozenset({"avx512_vnni"}), ("ice-lake", "cascade-lake", "zen4", "zen5")),
-    (frozenset({"avx512f"}), ("skylake", "cascade-lake")),
-    (frozenset({"avx2"}), ("zen3", "zen2", "broadwell", "haswell")),
-)
 
 
 def cpu_ceiling(entry: Entry, threads: int, compute: str) -> Ceiling:
@@ -82,23 +77,11 @@ def device_ceiling(entry: Entry, share: int, compute: str) -> Ceiling:
 
 
 def match_source(hardware: Mapping[str, Any], catalog: Catalog) -> Entry:
-    """The catalog CPU entry most like the machine that measured a profile."""
-    flags = set(hardware.get("cpu_flags") or ())
-    arch = "arm64" if hardware.get("arch") in ("aarch64", "arm64") else "x86_64"
-    cpus = [e for e in catalog.entries if e.accelerator is None and e.instance.cpu.arch == arch]
-    if arch == "x86_64":
-        for needs, gens in _GENERATIONS:
-            if needs <= flags:
-                for gen in gens:
-                    hits = [e for e in cpus if e.instance.cpu.generation == gen]
-                    if hits:
-                        return min(hits, key=lambda e: e.instance.vcpus)
-    elif cpus:
-        return min(cpus, key=lambda e: (e.instance.cpu.generation, e.instance.vcpus))
-    raise CatalogError(
-        f"no catalog CPU entry resembles the profiling machine ({hardware.get('cpu_model', '?')}): "
-        "name one with --measured-on"
-    )
+    """The catalog CPU entry standing in for the machine that measured a profile:
+    identified by vendor, part name, family/model, then flags (``cpu_id.match``);
+    never another vendor's. A nearest-generation stand-in carries the measured
+    generation, so its band is "other CPU generation"."""
+    return match(hardware, catalog).entry
 
 
 @dataclass(frozen=True)
@@ -323,7 +306,8 @@ class CurveBuilder:
         return Curve(ServiceModel(samples), True, max(band, fit.rel_rms), basis, self._host_memory_gib(fam))
 
     def _to_accelerator(self, target: Entry, fam: Family, share: int) -> Curve:
-        """The fp32 fit's efficiency at the device's ceiling for the precision, plus one
+        """The fp32 fit's efficiency at the device's ceiling for the precision (or the GPU
+        prior's, fitted to published results, where it has the precision), plus one
         launch per node and the inputs and outputs over the host link."""
         acc = target.accelerator
         assert acc is not None
@@ -334,10 +318,15 @@ class CurveBuilder:
         base_rows = self._rows.get(("fp32", base_t), self._families[fam])
         base_ceil = cpu_ceiling(self.source, base_t, "fp32")
         dev = device_ceiling(target, share, PRECISION_COST[precision][1])
+        # --- GPU prior (gpu_prior.py): a calibrated device efficiency where published results exist ---
+        calibrated = prior(precision) if acc.kind == "gpu" else None
         samples: dict[int, np.ndarray] = {}
         for b, m in base_rows.items():
             c, c32 = self.cost(b, precision), self.cost(b, "fp32")
-            on_dev = base_fit.inverse_efficiency * c.roofline_s(dev.flops_per_s, dev.bytes_per_s)
+            if calibrated is not None:
+                on_dev = calibrated.device_s(c, dev)
+            else:
+                on_dev = base_fit.inverse_efficiency * c.roofline_s(dev.flops_per_s, dev.bytes_per_s)
             on_dev += base_fit.overhead_s + len(c.nodes) * LAUNCH_S + 2 * c.io_bytes / (acc.interconnect_gbs * 1e9)
             ratio = on_dev / base_fit.predict(c32, base_ceil)[0]
             samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
@@ -345,17 +334,19 @@ class CurveBuilder:
         act = max((nb for _, nb in c.nodes), default=0.0) * 2
         mem = (c.weight_bytes + act) / 2**30 + 0.5  # + CUDA context and workspace, an assumption
         band, why = self._band(target)
-        basis = (
-            f"roofline transfer from {self.source.key} to {acc.model} "
-            f"(fp32 efficiency {base_fit.efficiency:.2f} at {acc.model}'s {precision} ceiling); band: {why}"
+        how = (
+            f"GPU prior: {calibrated.basis}"
+            if calibrated is not None
+            else f"fp32 efficiency {base_fit.efficiency:.2f} at {acc.model}'s {precision} ceiling"
         )
+        basis = f"roofline transfer from {self.source.key} to {acc.model} ({how}); band: {why}"
         return Curve(ServiceModel(samples), True, max(band, fit.rel_rms), basis, mem)
 
 
 def source_entry(catalog: Catalog, hardware: Mapping[str, Any], measured_on: str | None) -> tuple[Entry, bool]:
-    """(entry, explicit): the named entry, or the one matched from the profile's CPU flags.
+    """(entry, explicit): the named entry, or the one matched from the profile's CPU identity.
     A named entry must be the kind of machine the profile's fingerprint says measured it:
-    the same CPU architecture, and an accelerator only where the profile saw a GPU."""
+    the same CPU architecture and vendor, and an accelerator only where the profile saw a GPU."""
     if measured_on:
         entry = catalog.get(measured_on)
         arch = "arm64" if hardware.get("arch") in ("aarch64", "arm64") else "x86_64"
@@ -370,6 +361,7 @@ def source_entry(catalog: Catalog, hardware: Mapping[str, Any], measured_on: str
                 f"--measured-on {measured_on} has {entry.accelerator.model} GPUs; "
                 f"the profile's machine had none ({cpu})"
             )
+        check_named(hardware, entry)
         return entry, True
     return match_source(hardware, catalog), False
 

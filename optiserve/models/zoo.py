@@ -70,7 +70,12 @@ def build_zoo(out: Path, names: list[str] | None = None, seed: int = 0, force: b
 
 
 def resolve_model(arg: str, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
-    """A MODEL argument is a path to an ONNX file, or a zoo name built on demand."""
+    """A MODEL argument is a path to an ONNX file, a zoo name built on demand, or an MLflow
+    ``models:/NAME/VERSION`` (``$MLFLOW_TRACKING_URI``'s registry; downloaded, digest checked)."""
+    if arg.startswith("models:/"):
+        from optiserve._mlflow import resolve_models_uri
+
+        return resolve_models_uri(arg, os.environ.get("MLFLOW_TRACKING_URI"))
     p = Path(arg)
     if p.exists() or p.suffix == ".onnx" or os.sep in arg:
         if not p.exists():

@@ -24,7 +24,7 @@ from typing import Any
 from optiserve._files import atomic_write, read_json
 from optiserve.errors import OptiserveError, UsageError
 from optiserve.estimate.catalog import Catalog, Entry
-from optiserve.estimate.targets import _GENERATIONS
+from optiserve.estimate.cpu_id import entry_vendor, identify, order
 from optiserve.models.graph import file_sha256
 from optiserve.profile.store import load_profile
 from optiserve.types import Profile
@@ -61,16 +61,23 @@ class GatherResult:
 
 
 def machine_check(hardware: Mapping[str, Any], entry: Entry) -> tuple[list[str], list[str]]:
-    """(errors, warnings): is the profiling machine the kind of machine ``entry`` is?"""
+    """(errors, warnings): is the profiling machine the kind of machine ``entry`` is?
+    Its CPU is identified as the planner identifies a source (``cpu_id``): vendor,
+    then part name or family/model (the generation itself), else flags (a floor)."""
     errors, warnings = [], []
-    arch = "arm64" if hardware.get("arch") in ("aarch64", "arm64") else "x86_64"
-    cpu = entry.instance.cpu
-    if arch != cpu.arch:
-        errors.append(f"measured on {arch} ({hardware.get('cpu_model', '?')}), {entry.key} is {cpu.arch}")
-    flags = set(hardware.get("cpu_flags") or ())
-    tier = next((gens for needs, gens in _GENERATIONS if needs <= flags), None)
-    if arch == cpu.arch == "x86_64" and tier is not None and cpu.generation not in tier:
-        errors.append(f"the machine's CPU flags say {'/'.join(tier)}, {entry.key} is {cpu.generation}")
+    ident = identify(hardware)
+    cpu, cpu_name = entry.instance.cpu, hardware.get("cpu_model", "?")
+    if ident.arch != cpu.arch:
+        errors.append(f"measured on {ident.arch} ({cpu_name}), {entry.key} is {cpu.arch}")
+    theirs = entry_vendor(entry)
+    if ident.vendor and theirs and ident.vendor != theirs:
+        errors.append(f"measured on an {ident.vendor} CPU ({cpu_name}), {entry.key} has an {theirs} one")
+    elif ident.vendor and ident.generation and ident.arch == cpu.arch:
+        here, want = order(ident.vendor, ident.generation), order(ident.vendor, cpu.generation)
+        if here is not None and want is not None and (want < here if ident.rule == "flags" else want != here):
+            errors.append(f"the machine is {ident.generation} (by {ident.rule}), {entry.key} is {cpu.generation}")
+    if ident.generation is None:
+        warnings.append(f"the machine's CPU generation is unknown ({ident.reason})")
     acc = entry.accelerator
     gpus = [str(g.get("name", g) if isinstance(g, dict) else g) for g in hardware.get("gpus") or ()]
     if acc is not None and not any(acc.model.lower() in g.lower() for g in gpus):

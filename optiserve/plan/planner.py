@@ -49,11 +49,11 @@ class PlanOptions:
     sampler: str = "tpe"
     storage: str | None = None
     workers: int = 1
-    heartbeat_s: int = HEARTBEAT_S  # a worker silent this long x3 is dead: its trial is retried
-    gathered: tuple[Path, ...] = ()  # `optiserve gather` folders: profiles measured on other entries
     requests: int = 20_000
     verify_requests: int = 100_000
     alternatives: int = 5
+    heartbeat_s: int = HEARTBEAT_S  # a worker silent this long x3 is dead: its trial is retried
+    gathered: tuple[Path, ...] = ()  # `optiserve gather` folders: profiles measured on other entries
 
 
 def _relative_to_sla(path: str, opts: PlanOptions) -> Path:

@@ -29,21 +29,70 @@ _FLAGS_OF_INTEREST = (
     "amx_bf16",
     "amx_int8",
     "amx_tile",
+    "amx_fp16",
+    "avx512ifma",
+    "avx512vbmi",
+    "vaes",
+    "clwb",
     "neon",
     "asimd",
+    "asimddp",
+    "sve",
+    "sve2",
+    "i8mm",
+    "bf16",
 )
+# cpuinfo keys that identify the part (estimate/cpu_id.py): x86 vendor/family/model/stepping, ARM implementer/part.
+_ID_KEYS = {
+    "cpu_vendor": "vendor_id",
+    "cpu_family": "cpu family",
+    "cpu_model_number": "model",
+    "cpu_stepping": "stepping",
+    "cpu_implementer": "CPU implementer",
+    "cpu_part": "CPU part",
+}
+
+
+_NUMERIC = {"cpu_family", "cpu_model_number", "cpu_stepping"}
+
+
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first value of each key in /proc/cpuinfo text (the first processor's block)."""
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = (s.strip() for s in line.split(":", 1))
+            info.setdefault(k, v)
+    return info
 
 
 def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if ":" in line:
-                k, v = (s.strip() for s in line.split(":", 1))
-                info.setdefault(k, v)
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return info
+        return {}
+
+
+def cpu_fields(ci: dict[str, str]) -> dict[str, Any]:
+    """The identifying fields of a parsed cpuinfo; a key the kernel did not print is left out.
+    Older profiles lack them all: cpu_id falls back to the model name, then the flags."""
+    out: dict[str, Any] = {}
+    for field, key in _ID_KEYS.items():
+        if key in ci:
+            value = ci[key]
+            out[field] = int(value) if field in _NUMERIC and value.isdigit() else value
+    return out
+
+
+def cpu_fingerprint(ci: dict[str, str]) -> dict[str, Any]:
+    """The CPU part of the fingerprint from a parsed cpuinfo: model name, flags of
+    interest, and the identifying fields (vendor, family/model/stepping, ARM part)."""
+    flags = set((ci.get("flags") or ci.get("Features") or "").split())
+    return {
+        "cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags),
+        **cpu_fields(ci),
+    }
 
 
 def gpus() -> list[dict[str, str]]:
@@ -73,20 +122,18 @@ def fingerprint() -> dict[str, Any]:
     """The machine as the numbers depend on it. ``id`` hashes what makes two
     machines measure alike (CPU model, core counts, memory, GPUs), not the host name."""
     ci = _cpuinfo()
-    flags = set((ci.get("flags") or ci.get("Features") or "").split())
     mem = psutil.virtual_memory().total
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count() or 1
     fp: dict[str, Any] = {
-        "cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
+        **cpu_fingerprint(ci),
         "arch": platform.machine(),
         "physical_cores": psutil.cpu_count(logical=False) or 0,
         "logical_cpus": psutil.cpu_count(logical=True) or 0,
         "usable_cpus": affinity,
         "memory_gb": round(mem / 2**30, 1),
-        "cpu_flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags),
         "gpus": gpus(),
         "os": f"{platform.system()} {platform.release()}",
         "hostname": platform.node(),

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from optiserve.types import BenchConfig, Measurement, Status, measurement_from_row
+from optiserve._rows import measurement_from_row
+from optiserve.types import BenchConfig, Measurement, Status
 
 
 def _describe_exit(rc: int, stderr_tail: str) -> str:

@@ -33,14 +33,13 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from optiserve._rows import measurement_from_row, measurement_row
 from optiserve.errors import StoreError
 from optiserve.profile.sidecar import check_meta
 from optiserve.types import (
     SCHEMA_VERSION,
     Measurement,
     Profile,
-    measurement_from_row,
-    measurement_row,
 )
 
 PARQUET, SIDECAR = "profile.parquet", "profile.json"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optiserve._reasons import one_line
+from optiserve._rows import measurement_row
 from optiserve.errors import OptiserveError
 from optiserve.types import (
     AccuracyReport,
@@ -29,7 +30,6 @@ from optiserve.types import (
     Measurement,
     Precision,
     Status,
-    measurement_row,
 )
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from optiserve.serve.batcher import Run
 from optiserve.serve.endpoint import ServeConfig, ServedModel
 from optiserve.serve.grpc_server import GrpcSettings, start_grpc
 from optiserve.serve.protocol import dumps
-from optiserve.serve.rest_infer import InferHandler, Receive, Scope, Send, send_error, send_json
+from optiserve.serve.rest_infer import BIG_BYTES, InferHandler, Receive, Scope, Send, send_error, send_json
 from optiserve.serve.security import AccessPolicy, RateLimiter, authorized
 from optiserve.types import InputLayout
 
@@ -59,6 +59,34 @@ class Front:
         self.responses = responses
         name = model.name
         self.infer_paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{model.version}/infer"}
+
+    def shed(self, scope: Scope) -> tuple[bytes, bool] | None:
+        """(a whole 503 response, close after it) for an infer request the model would refuse now, or None.
+
+        Called by the connection protocol from the headers alone (``server.py``): no ASGI task, no
+        body parsed. A large body's 503 closes the connection so the client stops sending it.
+        Requests this cannot judge (unauthorized, malformed length) take the normal path."""
+        if scope["method"] != "POST" or scope["path"] not in self.infer_paths or not self.model.ready:
+            return None
+        length, auth = 0, None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                if not v.isdigit():
+                    return None
+                length = int(v)
+            elif k == b"authorization":
+                auth = v
+        if length > self.model.config.max_body_bytes or not authorized(self.access, scope["path"], auth):
+            return None
+        reason = self.model.admission.refusal(length)
+        if reason is None:
+            return None
+        self.model.count(503, 0.0, None)
+        body = dumps({"error": f"overloaded: {reason}; retry later"})
+        close = length > BIG_BYTES
+        head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+        head += b"connection: close\r\n" if close else b""
+        return head + b"content-length: %d\r\n\r\n" % len(body) + body, close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,15 +178,21 @@ def create_app(
         buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
     )
 
+    by_status: dict[int, tuple[Any, Any]] = {}  # label children, looked up once: a 503 must cost little
+
     def count(status: int, seconds: float, frontend_s: float | None) -> None:
-        requests.labels(str(status)).inc()
-        responses.labels(str(status)).inc()
+        pair = by_status.get(status)
+        if pair is None:
+            pair = by_status[status] = (requests.labels(str(status)), responses.labels(str(status)))
+        pair[0].inc()
+        pair[1].inc()
         if status == 200:
             latency.observe(seconds)
         if frontend_s is not None:
             frontend.observe(frontend_s)
 
-    handler = InferHandler(model, count)
+    model.counter = count  # REST and gRPC count the same way
+    handler = InferHandler(model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -42,6 +42,7 @@ class Pending:
     arrived: float
     future: asyncio.Future[list[np.ndarray]] = field(repr=False)
     group: bytes = b""  # requests batch together only within one group
+    on_start: Callable[[], None] | None = field(default=None, repr=False)  # its batch began (admission's clock)
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,13 @@ class DynamicBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+    async def submit(
+        self, feeds: dict[str, np.ndarray], rows: int, on_start: Callable[[], None] | None = None
+    ) -> list[np.ndarray]:
         if self.depth >= self.max_queue:
             raise QueueFull(f"queue full ({self.max_queue} requests waiting)")
         fut: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds)))
+        self._queue.put_nowait(Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds), on_start))
         return await fut
 
     def group_of(self, feeds: Mapping[str, np.ndarray]) -> bytes:
@@ -172,6 +175,9 @@ class DynamicBatcher:
             t0 = time.perf_counter()
             rows = sum(p.rows for p in batch)
             waits = tuple(t0 - p.arrived for p in batch)
+            for p in batch:
+                if p.on_start is not None:
+                    p.on_start()
             try:
                 outs = await loop.run_in_executor(self._pool, run, feeds)
             except Exception as exc:  # the runtime failed: fail these requests, keep serving

@@ -7,11 +7,14 @@ Triton's JSON model config). A front end calls, per request:
 1. ``admit(nbytes)`` *before reading the body*: a ``Ticket`` or ``Overloaded``
    at once (answer 503 / UNAVAILABLE without parsing). It bounds the requests
    in flight (reading, parsing, queued, running: at most ``max_queue`` plus one
-   full batch per instance) and the body bytes held, so overload costs a refusal,
-   never memory or parsing time that starves the batcher;
-2. ``await infer(tensors, rows, ticket)``: through the batcher, counted in the
+   full batch per instance), the body bytes held and the queue's standing time,
+   so overload costs a refusal, never memory or parsing time that starves the batcher;
+   ``ticket.queued()`` once the body is in: from then on it counts as waiting
+   (``admission.py``: a queue that stands too long refuses new requests);
+2. ``await infer(tensors, rows, arrived, ticket)``: through the batcher, counted in the
    statistics; raises ``Overloaded`` (queue full) or ``InferenceFailed``;
-3. ``ticket.release()`` (or ``with ticket:``) when the response is written.
+3. ``ticket.release()`` (or ``with ticket:``) when the response is written, and
+   ``count(status, seconds)``: the metrics hook both front ends share.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ import numpy as np
 
 from optiserve.models.graph import InputSpec
 from optiserve.models.layout import probe_output_axes
+from optiserve.serve.admission import Admission, Overloaded, Ticket
 from optiserve.serve.batcher import BatchRecord, DynamicBatcher, QueueFull, Run
 from optiserve.serve.protocol import Tensor, model_metadata, oip_datatype
 from optiserve.serve.stats import ModelStats
 from optiserve.types import InputLayout
+
+__all__ = ["Admission", "InferenceFailed", "Overloaded", "ServeConfig", "ServedModel", "Ticket"]
 
 VERSION = "1"
 
@@ -48,61 +54,11 @@ class ServeConfig:
     body_timeout_s: float = 30.0  # a body must arrive whole within this after its headers
     threads: int = 1
     runtime: str = "onnxruntime-cpu"
-
-
-class Overloaded(Exception):
-    """The server is full: the caller should answer 503 and the client retry later."""
+    max_wait_ms: float | None = None  # refuse once the queue stands this long (None: follows the batch time)
 
 
 class InferenceFailed(Exception):
     """The runtime raised: the server's fault (500)."""
-
-
-class Ticket:
-    """A request's place in flight: its body bytes and its slot, until released."""
-
-    __slots__ = ("_admission", "_done", "nbytes")
-
-    def __init__(self, admission: Admission, nbytes: int) -> None:
-        self._admission, self.nbytes, self._done = admission, nbytes, False
-
-    def grow(self, nbytes: int) -> None:
-        """Reserve more body bytes (a chunked body longer than announced); ``Overloaded`` past the budget."""
-        a = self._admission
-        if a.bytes + nbytes > a.max_bytes:
-            raise Overloaded(f"{a.bytes} body bytes in flight, limit {a.max_bytes}")
-        a.bytes += nbytes
-        self.nbytes += nbytes
-
-    def release(self) -> None:
-        if not self._done:
-            self._done = True
-            self._admission.requests -= 1
-            self._admission.bytes -= self.nbytes
-
-    def __enter__(self) -> Ticket:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-class Admission:
-    """Counts requests and body bytes in flight; refuses past either limit without blocking."""
-
-    def __init__(self, max_requests: int, max_bytes: int) -> None:
-        self.max_requests, self.max_bytes = max_requests, max_bytes
-        self.requests = 0
-        self.bytes = 0
-
-    def admit(self, nbytes: int) -> Ticket:
-        if self.requests >= self.max_requests:
-            raise Overloaded(f"{self.requests} requests in flight, limit {self.max_requests}")
-        if nbytes and self.bytes + nbytes > self.max_bytes:
-            raise Overloaded(f"{self.bytes} body bytes in flight, limit {self.max_bytes}")
-        self.requests += 1
-        self.bytes += nbytes
-        return Ticket(self, nbytes)
 
 
 class ServedModel:
@@ -124,14 +80,28 @@ class ServedModel:
         self.config, self.layout = config, layout
         self._warmup_feeds = warmup_feeds
         self.stats = ModelStats(config.name, VERSION)
-        self.admission = Admission(config.max_queue + config.instances * config.max_batch, config.max_inflight_bytes)
+        self.admission = Admission(
+            config.max_queue + config.instances * config.max_batch,
+            config.max_inflight_bytes,
+            config.max_wait_ms / 1e3 if config.max_wait_ms is not None else None,
+            config.max_delay_ms / 1e3,
+        )
+        self.counter: Callable[[int, float, float | None], None] | None = None  # the front ends' metrics hook
         self.ready = False
+        self.warm = asyncio.Event()  # set once ready: what the gRPC health service waits for
         self.outputs: list[tuple[str, str, list[int]]] = []  # name, dtype, shape with -1 on the batch axis
         self._on_batch = on_batch
         self.batcher: DynamicBatcher | None = None
 
     def _observe(self, rec: BatchRecord) -> None:
         self.stats.batch(rec)
+        if not rec.failed:
+            self.admission.observe(rec.compute_s)
+
+    def count(self, status: int, seconds: float, frontend_s: float | None = None) -> None:
+        """One answered infer request, whichever front end answered it (HTTP status; gRPC maps to it)."""
+        if self.counter is not None:
+            self.counter(status, seconds, frontend_s)
 
     async def start(self) -> None:
         """Warm every batch size on every session, learn each output's batch axis, start batching."""
@@ -173,6 +143,7 @@ class ServedModel:
         gc.collect()
         gc.freeze()  # model and runtime objects out of the collector's way: shorter pauses under load
         self.ready = True
+        self.warm.set()
 
     async def stop(self) -> None:
         self.ready = False
@@ -186,12 +157,16 @@ class ServedModel:
     def admit(self, nbytes: int = 0) -> Ticket:
         return self.admission.admit(nbytes)
 
-    async def infer(self, tensors: Sequence[Tensor], rows: int, arrived: float | None = None) -> list[np.ndarray]:
-        """The outputs, in ``output_names`` order, of ``tensors`` run through the batcher."""
+    async def infer(
+        self, tensors: Sequence[Tensor], rows: int, arrived: float | None = None, ticket: Ticket | None = None
+    ) -> list[np.ndarray]:
+        """The outputs, in ``output_names`` order, of ``tensors`` run through the batcher
+        (``ticket`` stops counting as waiting when its batch starts)."""
         assert self.batcher is not None and self.ready, "infer() before start()"
         t0 = arrived if arrived is not None else time.perf_counter()
         try:
-            outs = await self.batcher.submit({t.name: t.array for t in tensors}, rows)
+            on_start = ticket.started if ticket is not None else None
+            outs = await self.batcher.submit({t.name: t.array for t in tensors}, rows, on_start)
         except QueueFull as exc:
             raise Overloaded(str(exc)) from None
         except Exception as exc:

@@ -14,6 +14,7 @@ the same per-client rate limit; TLS (and mTLS) take the same PEM files.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from optiserve.serve.security import AccessPolicy, RateLimiter, authorized
 # HTTP status of a RequestError -> gRPC status name (grpc.StatusCode member)
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED",
           429: "UNAVAILABLE", 503: "UNAVAILABLE"}  # fmt: skip
+HTTP_OF = {"UNAUTHENTICATED": 401, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503}
 EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data")
 
 
@@ -53,6 +55,14 @@ def _pb() -> tuple[Any, Any, Any, Any]:
 def _client(peer: str) -> str:
     """The address of ``context.peer()`` (``ipv4:1.2.3.4:5678``, ``ipv6:[::1]:5678``) without its port."""
     return peer.rpartition(":")[0] or peer
+
+
+class _Abort(Exception):
+    """An infer answer other than OK: its HTTP-equivalent status (for the shared metrics) and gRPC code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any:
@@ -125,26 +135,43 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
 
         async def ModelInfer(self, request: Any, context: Any) -> Any:
             arrived = time.perf_counter()
+            status = 500  # the HTTP status this answer counts as in /metrics, as REST counts it
+            try:
+                response = await self._infer(request, context, arrived)
+                status = 200
+                return response
+            except _Abort as exc:
+                status = exc.status
+                await abort(context, exc.code, exc.message)
+            except BaseException:  # aborted by the access or name checks
+                code = context.code()
+                status = HTTP_OF.get(getattr(code, "name", ""), 500)
+                raise
+            finally:
+                model.count(status, time.perf_counter() - arrived, None)
+
+        async def _infer(self, request: Any, context: Any, arrived: float) -> Any:
             await known(request.model_name, request.model_version, context)
             try:
                 ticket = model.admit(request.ByteSize())
             except Overloaded as exc:
-                await abort(context, "UNAVAILABLE", f"overloaded: {exc}; retry later")
+                raise _Abort(503, "UNAVAILABLE", f"overloaded: {exc}; retry later") from None
             with ticket:
+                ticket.queued(arrived)  # the message is whole: from now on it waits for the server
                 try:
                     tensors, rows, wanted = decode_request(request, model.inputs, model.config.max_batch, model.layout)
                     parsed = time.perf_counter()
-                    outs = await model.infer(tensors, rows, arrived)
+                    outs = await model.infer(tensors, rows, arrived, ticket)
                     done = time.perf_counter()
                     response = encode_response(
                         pb, model.name, request.id, list(zip(model.output_names, outs, strict=True)), wanted
                     )
                 except RequestError as exc:
-                    await abort(context, STATUS.get(exc.status, "INTERNAL"), str(exc))
+                    raise _Abort(exc.status, STATUS.get(exc.status, "INTERNAL"), str(exc)) from None
                 except Overloaded as exc:
-                    await abort(context, "UNAVAILABLE", f"overloaded: {exc}; retry later")
+                    raise _Abort(503, "UNAVAILABLE", f"overloaded: {exc}; retry later") from None
                 except InferenceFailed as exc:  # counted by the model; one line, the server goes on
-                    await abort(context, "INTERNAL", str(exc))
+                    raise _Abort(500, "INTERNAL", str(exc)) from None
                 end = time.perf_counter()
                 model.stats.request(True, end - arrived, parsed - arrived, end - done)
                 return response
@@ -167,6 +194,26 @@ def check_port(host: str, port: int) -> None:
         raise UsageError(f"cannot bind the gRPC port {host}:{port}: {exc.strerror}") from None
 
 
+async def _add_health(server: Any, model: ServedModel) -> None:
+    """The standard ``grpc.health.v1.Health`` service (what Kubernetes' gRPC probes and grpc_health_probe ask):
+    the server (``""``), the inference service and the model answer NOT_SERVING until warm, then SERVING."""
+    health_mod = optional_import("grpc_health.v1.health", "serve")
+    pb = optional_import("grpc_health.v1.health_pb2", "serve")
+    stubs = optional_import("grpc_health.v1.health_pb2_grpc", "serve")
+    health = health_mod.aio.HealthServicer()
+    names = ("", "inference.GRPCInferenceService", model.name)
+    for n in names:
+        await health.set(n, pb.HealthCheckResponse.NOT_SERVING)
+    stubs.add_HealthServicer_to_server(health, server)
+
+    async def serving_when_warm() -> None:
+        await model.warm.wait()
+        for n in names:
+            await health.set(n, pb.HealthCheckResponse.SERVING)
+
+    health.optiserve_task = asyncio.get_running_loop().create_task(serving_when_warm())  # kept: not collected
+
+
 async def start_grpc(model: ServedModel, settings: GrpcSettings, access: AccessPolicy | None = None) -> Any:
     """Start a ``grpc.aio`` server for ``model`` on the running loop; the caller awaits ``stop(grace)``."""
     grpc, _, stubs, _ = _pb()
@@ -179,6 +226,7 @@ async def start_grpc(model: ServedModel, settings: GrpcSettings, access: AccessP
         ]
     )
     stubs.add_GRPCInferenceServiceServicer_to_server(make_servicer(model, access), server)
+    await _add_health(server, model)
     address = f"{settings.host}:{settings.port}"
     try:
         if settings.tls_cert is not None and settings.tls_key is not None:

@@ -3,10 +3,14 @@
 Why raw ASGI and not a Starlette route: the refusal path must cost almost
 nothing (no Request object, no routing, a response encoded once), and the body
 is read into one buffer sized from ``Content-Length`` (no quadratic ``+=``;
-binary tensors are views of it). Parsing and encoding of large bodies run on
-one side thread so a 1.5 MB JSON image never holds the event loop (and with it
-the batcher and the 503s) for the whole parse; small ones stay inline, where a
-thread hop would cost more than the parse.
+binary tensors are views of it). Most refusals never get here: the connection
+protocol sheds them from the headers (``server.py``, ``Front.shed``).
+
+Parsing and encoding run on the event loop, not a side thread: orjson holds the
+GIL for the whole parse, so a side thread only made the loop wait a switch
+interval (5 ms) at every socket call while it parsed, and 503s took seconds. A
+large body waits for the parse gate (one at a time, I/O polled before each), so
+back-to-back 1.5 MB parses never hold the loop for more than one parse.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from optiserve.serve.endpoint import InferenceFailed, Overloaded, ServedModel, Ticket
@@ -33,7 +36,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-OFF_LOOP_BYTES = 64 * 1024  # parse/encode on the side thread past this size
+BIG_BYTES = 64 * 1024  # past this, parse and encode wait for the gate (one at a time, I/O polled first)
 _JSON = (b"content-type", b"application/json")
 
 
@@ -88,13 +91,12 @@ async def read_body(receive: Receive, length: int | None, limit: int, ticket: Ti
 class InferHandler:
     """Serves infer requests for one model; one instance per app."""
 
-    def __init__(self, model: ServedModel, count: Callable[[int, float, float | None], None]) -> None:
+    def __init__(self, model: ServedModel) -> None:
         self.model = model
-        self._count = count
-        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optiserve-parse")
+        self._gate = asyncio.Lock()
 
     def close(self) -> None:
-        self._side.shutdown(wait=False, cancel_futures=True)
+        pass
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
@@ -112,7 +114,7 @@ class InferHandler:
         except InferenceFailed as exc:
             status = 500
             await send_error(send, 500, str(exc))
-        self._count(status, time.perf_counter() - arrived, frontend)
+        self.model.count(status, time.perf_counter() - arrived, frontend)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> tuple[int, float]:
         """(200, front-end seconds: reading, parsing, encoding); errors raise."""
@@ -133,25 +135,28 @@ class InferHandler:
             raise RequestError(400, f"Inference-Header-Content-Length must be a byte count, got {header.decode()!r}")
         with model.admit(length or 0) as ticket:  # Overloaded: refused before a byte of the body is read
             body = await read_body(receive, length, cfg.max_body_bytes, ticket, cfg.body_timeout_s)
+            ticket.queued()
             encoding = headers.get(b"content-encoding")
-            big = len(body) > OFF_LOOP_BYTES
-            req = await self._off_loop(big, self._decode, body, encoding, int(header) if header is not None else None)
+            big = len(body) > BIG_BYTES
+            req = await self._gated(big, self._decode, body, encoding, int(header) if header is not None else None)
             parsed = time.perf_counter()
-            outs = await model.infer(req.tensors, req.rows, arrived)
+            outs = await model.infer(req.tensors, req.rows, arrived, ticket)
             done = time.perf_counter()
             selected = select_outputs(list(zip(model.output_names, outs, strict=True)), req.outputs, req.binary_output)
-            big = sum(a.nbytes for _, a, _ in selected) > OFF_LOOP_BYTES
+            big = sum(a.nbytes for _, a, _ in selected) > BIG_BYTES
             accept = headers.get(b"accept-encoding")
-            payload, extra = await self._off_loop(big, self._encode, req, selected, accept)
+            payload, extra = await self._gated(big, self._encode, req, selected, accept)
             await send_json(send, 200, payload, extra)
         end = time.perf_counter()
         model.stats.request(True, end - arrived, parsed - arrived, end - done)
         return 200, (parsed - arrived) + (end - done)
 
-    async def _off_loop(self, big: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _gated(self, big: bool, fn: Callable[..., Any], *args: Any) -> Any:
         if not big:
             return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._side, fn, *args)
+        async with self._gate:
+            await asyncio.sleep(0)  # the loop polls I/O (503s, finished batches) before each big parse
+            return fn(*args)
 
     def _decode(self, body: bytearray, encoding: bytes | None, header_length: int | None) -> InferRequest:
         m = self.model

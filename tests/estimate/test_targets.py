@@ -100,7 +100,9 @@ def test_source_matched_from_cpu_flags() -> None:
         "emerald-rapids",
         "granite-rapids",
     )
-    assert match_source({"arch": "aarch64", "cpu_flags": []}, cat).instance.cpu.arch == "arm64"
+    assert match_source({"arch": "aarch64", "cpu_flags": ["asimd", "sve"]}, cat).instance.cpu.arch == "arm64"
+    with pytest.raises(CatalogError, match="--measured-on"):  # an ARM core of unknown generation
+        match_source({"arch": "aarch64", "cpu_flags": []}, cat)
     with pytest.raises(CatalogError, match="--measured-on"):
         match_source({"cpu_flags": ["sse2"]}, cat)
 

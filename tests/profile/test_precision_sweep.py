@@ -150,7 +150,7 @@ def test_device_auto_keeps_going_past_unavailable_runtimes(mlp_path: Path, tmp_p
     proc = profile_cli(mlp_path, tmp_path / "p", "--device", "auto", "--batch", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {m.config.runtime: m for m in load_profile(tmp_path / "p").measurements}
-    assert set(rows) == {"onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"}
+    assert set(rows) == {"onnxruntime-cpu", "openvino", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"}
     assert rows["onnxruntime-cpu"].status is Status.OK
     if _gpu_reason() is not None:
         for name in ("onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"):

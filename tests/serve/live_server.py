@@ -1,4 +1,4 @@
-"""A real uvicorn server on a free port in a background thread, configured as ``optiserve serve`` does."""
+"""A real uvicorn server on a free port in a background thread, configured (and looped) as ``optiserve serve``."""
 
 from __future__ import annotations
 
@@ -12,19 +12,20 @@ from typing import Any
 
 import uvicorn
 
-from optiserve.serve.server import ServerOptions, _AcceptErrors, uvicorn_config
+from optiserve.serve.server import ServerOptions, _AcceptErrors, run_loop, uvicorn_config
 
 
 @contextmanager
 def live_server(app: Any, opts: ServerOptions | None = None) -> Iterator[int]:
     """Yields the port once the app has warmed up; stops the server afterwards."""
-    server = uvicorn.Server(uvicorn_config(app, replace(opts or ServerOptions(), port=0)))
+    opts = replace(opts or ServerOptions(), port=0)
+    server = uvicorn.Server(uvicorn_config(app, opts))
 
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
         await server.serve()
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread = threading.Thread(target=run_loop, args=(main(), opts.loop), daemon=True)  # the loop serve runs on
     thread.start()
     deadline = time.monotonic() + 120
     while not server.started:

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from optiserve._rows import measurement_from_row, measurement_row
 from optiserve.models.graph import inspect_model
 from optiserve.models.inputs import make_inputs
 from optiserve.profile.store import _SCHEMA, ParquetStore, load_profile
@@ -18,8 +19,6 @@ from optiserve.types import (
     Measurement,
     Precision,
     Status,
-    measurement_from_row,
-    measurement_row,
 )
 from optiserve.variants.accuracy import compare_outputs, group_axis, group_errors
 
