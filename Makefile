@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-tables lint typecheck check clean perf_analyzer
+.PHONY: demo test bench bench-tables lint typecheck check clean perf_analyzer system-deps crd-schemas
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3 ddddocr==1.6.1  # real models for tests/real_models: only their ONNX files are used
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps crd-schemas
 	$(BIN)/optiserve models build --out models
 	$(BIN)/optiserve profile models/cnn.onnx --batch 1,4,16 --threads 1,2 --budget 3 \
 		--precision fp32,int8-static --max-accuracy-drop 0.01 --serving -o profiles/demo-cnn --overwrite
@@ -24,12 +24,16 @@ demo: $(STAMP)
 	$(BIN)/optiserve emit profiles/demo-cnn/plan.json --target all -o deploy --model cnn=models/cnn.onnx
 	$(BIN)/optiserve report profiles/demo-cnn --plan profiles/demo-cnn/plan.json -o reports/demo --title 'optiserve demo'
 
+# Debian packages the tests drive for real (perf_analyzer's libb64, PostgreSQL, Node for the CRD schemas).
+system-deps:
+	scripts/system_deps.sh
+
 # Triton's perf_analyzer for tests/serve/test_perf_analyzer.py, into .venv/perf_analyzer (ignored; idempotent):
 # the binary from tritonclient 2.51's wheel, Debian's libb64-0d, PyPI's CUDA runtime library.
-perf_analyzer: $(STAMP)
+perf_analyzer: $(STAMP) system-deps
 	scripts/perf_analyzer.sh $(VENV)/perf_analyzer
 
-test: $(STAMP) perf_analyzer
+test: $(STAMP) system-deps perf_analyzer crd-schemas
 	$(BIN)/ruff check optiserve tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/mypy benchmarks/record.py benchmarks/tables.py scripts/bench_tables.py
@@ -49,6 +53,6 @@ clean:
 # (optiserve/emit/crd_schemas.py): the npm packages' generated validators, into .cache/npm (ignored).
 CRD_SCHEMAS := .cache/npm/node_modules/@kubernetes-models/prometheus-operator/package.json
 crd-schemas: $(CRD_SCHEMAS)
-$(CRD_SCHEMAS):
+$(CRD_SCHEMAS): | system-deps
 	npm install --prefix .cache/npm --no-save --no-audit --no-fund --ignore-scripts \
 		@kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/argo-rollouts@2.0.0
