@@ -52,8 +52,9 @@ def payload_for(
     each input at the shape the server was sized for (its advertised layout: batch
     axis per input, dynamic dims resolved; unbatched inputs such as scalars as they
     are), filled from ``samples`` (a user's .npz, first row) when given, else synthetic.
-    Large inputs (or ``binary=True``) use the binary tensor extension: JSON has to
-    print and parse every float, which for an image costs more than inference."""
+    Large inputs (or ``binary=True``) use the binary tensor extension both ways (outputs
+    too, as ``tritonclient`` asks by default): JSON has to print and parse every float,
+    which for an image or a detector's output costs more than inference."""
     import urllib.request
 
     with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=timeout) as r:
@@ -91,7 +92,7 @@ def payload_for(
         {"name": i["name"], "shape": s, "datatype": i["datatype"], "parameters": {"binary_data_size": a.nbytes}}
         for i, s, a in arrays
     ]
-    header = json.dumps({"inputs": inputs}).encode()
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
     body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, _, a in arrays)
     return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
 

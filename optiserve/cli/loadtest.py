@@ -63,6 +63,9 @@ def loadtest(
         Optional[Path],  # noqa: UP045
         typer.Option(help=".npz of real inputs keyed by input name (as for profile): the first sample is sent"),
     ] = None,
+    encoding: Annotated[
+        str, typer.Option(help="auto (binary past 4096 input elements), json, or binary (inputs and outputs)")
+    ] = "auto",
 ) -> None:
     """Open-loop load test with Locust: latency counts from each request's scheduled time.
 
@@ -80,6 +83,8 @@ def loadtest(
 
     if rate <= 0 or duration <= 0:
         raise UsageError("--rate and --duration must be positive")
+    if encoding not in ("auto", "json", "binary"):
+        raise UsageError(f"unknown --encoding {encoding!r}; valid: auto, json, binary")
     n = min(math.ceil(rate * duration), MAX_REQUESTS)
     stamps = None
     if trace is not None:
@@ -97,7 +102,9 @@ def loadtest(
         from optiserve.serve.prediction import forecast as predict_schedule
 
         config = ServedConfig(precision, threads, max_batch, max_delay_ms, instances)
-        forecast = predict_schedule(schedule, predict_from, config, per_request_ms, overhead_ms, overhead_from, seed)
+        forecast = predict_schedule(
+            schedule, predict_from, config, per_request_ms, overhead_ms, overhead_from, seed, encoding
+        )
     predicted = forecast.record if forecast is not None else None
     samples = None
     if inputs is not None:
@@ -105,7 +112,8 @@ def loadtest(
 
         samples = load_npz(inputs)
     try:
-        result = run_loadtest(url, model, schedule, users, samples=samples)
+        binary = None if encoding == "auto" else encoding == "binary"
+        result = run_loadtest(url, model, schedule, users, samples=samples, binary=binary)
     except OSError as exc:
         raise UsageError(f"cannot reach {url}: {exc}") from None
     s = result.summary()

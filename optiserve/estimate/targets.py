@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from optiserve.estimate.measured import measured_curve
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
 from optiserve.types import AccuracyReport, BenchConfig, InputLayout, Measurement, Profile
+
+if TYPE_CHECKING:
+    from optiserve.profile.serving import ServingTerms
 
 # precision -> (element size key for bytes, compute class for ceilings)
 PRECISION_COST: dict[str, tuple[str, str]] = {
@@ -181,20 +184,21 @@ class CurveBuilder:
         """How many families of this runtime share (precision, threads)."""
         return sum(1 for f in self._families if (f.precision, f.threads) == (precision, threads))
 
-    def serving(self, target: Entry) -> tuple[float, float, float, str]:
-        """(front end s per request, fixed s per request, serving s per row, basis) of the
-        server on ``target``. Measured on the profiling machine (``profile --serving``): the
-        front end and the per-row work are Python on the host CPU, so they move with its
-        clock; the fixed part (client, network) stays."""
+    def serving(self, target: Entry, encoding: str | None = None) -> tuple[ServingTerms | None, str]:
+        """(terms, basis) of the server on ``target`` for clients sending ``encoding`` (None or
+        ``auto``: what the load test picks for this model); terms None: not measured.
+        Measured on the profiling machine (``profile --serving``): the front end and the
+        per-row work are Python on the host CPU, so they move with its clock; the fixed
+        part (client, network) stays."""
         from optiserve.profile.serving import serving_terms
 
-        terms = serving_terms(self.profile)
+        terms = serving_terms(self.profile, None if encoding in (None, "auto") else encoding)
         if terms is None:
-            return 0.0, 0.0, 0.0, "server cost not measured (profile --serving): left out"
+            return None, "server cost not measured (profile --serving): left out"
         scale = self.source.instance.cpu.ghz / target.instance.cpu.ghz
         where = "measured" if target.key == self.source.key else f"measured, scaled by clock x{scale:.2f}"
         moved = replace(terms, frontend_s=terms.frontend_s * scale, per_row_s=terms.per_row_s * scale)
-        return moved.frontend_s, moved.fixed_s, moved.per_row_s, f"{moved.describe()} ({where})"
+        return moved, f"{moved.describe()} ({where})"
 
     # what was measured
     @property

@@ -259,8 +259,9 @@ class Evaluator:
         entry, offer = self._by_key[c.instance]
         sla, builder = self.sla, self.builder_for(c)
         curve = builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
-        front, fixed, per_row, serving_basis = builder.serving(entry)  # the deployed server's own cost
-        service = curve.service.plus_per_item(per_row) if per_row else curve.service
+        terms, serving_basis = builder.serving(entry, sla.encoding)  # the deployed server's own cost
+        front, fixed = (terms.frontend_s, terms.fixed_s) if terms else (0.0, 0.0)
+        service = curve.service.plus_per_item(terms.per_row_s) if terms and terms.per_row_s else curve.service
         pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, fixed)
         fit = self._fit(entry, c, curve.memory_gib)
         pod_rate = max_rate_for_p99(service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
@@ -304,6 +305,7 @@ class Evaluator:
             basis=f"{curve.basis}; {serving_basis}",
             binding=self._binding(constraints, feasible, replicas, pod_rate),
             verified_requests=int(base.size) if band_edges else 0,
+            extra={"encoding": terms.encoding} if terms else {},
         )
 
     def _fit(self, entry: Entry, c: Candidate, instance_gib: float) -> PodFit:

@@ -48,6 +48,7 @@ def placement(e: Evaluation) -> dict[str, Any]:
         "instances_per_pod": c.instances,
         "max_batch": c.max_batch,
         "max_delay_ms": c.max_delay_ms,
+        "client_encoding": e.extra.get("encoding"),  # the serving cost charged is this encoding's
         "replicas": e.replicas,
         "nodes": e.nodes,
         "pods_per_node": e.pods_per_node,

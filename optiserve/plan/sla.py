@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
@@ -36,7 +36,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+Encoding = Literal["auto", "json", "binary"]  # how clients send tensors; auto: binary past 4096 elements
+
+
 class Defaults(_Strict):
+    encoding: Encoding = "auto"
     regions: tuple[StrictStr, ...] = ()
     spot: StrictBool = False
     headroom: StrictFloat = Field(default=0.2, ge=0, lt=1)
@@ -56,6 +60,7 @@ class ModelSLA(_Strict):
     headroom: StrictFloat | None = Field(default=None, ge=0, lt=1)
     providers: tuple[StrictStr, ...] | None = None
     instance_types: tuple[StrictStr, ...] | None = None
+    encoding: Encoding | None = None
 
     @property
     def peak_rate(self) -> float:
@@ -96,6 +101,7 @@ class SLA(_Strict):
             headroom=m.headroom if m.headroom is not None else d.headroom,
             providers=m.providers if m.providers is not None else d.providers,
             instance_types=m.instance_types if m.instance_types is not None else d.instance_types,
+            encoding=m.encoding if m.encoding is not None else d.encoding,
         )
 
 
@@ -112,6 +118,7 @@ class ResolvedSLA(_Strict):
     headroom: float
     providers: tuple[str, ...]
     instance_types: tuple[str, ...]
+    encoding: str = "auto"  # the clients' tensor encoding, whose measured serving cost the plan charges
 
     @property
     def peak_rate(self) -> float:

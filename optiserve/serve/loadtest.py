@@ -88,14 +88,16 @@ def run_loadtest(
     late_ms: float = 5.0,
     timeout_s: float = 30.0,
     samples: Mapping[str, np.ndarray] | None = None,
+    binary: bool | None = None,
 ) -> LoadResult:
-    """Send one request at each scheduled time (seconds from start) and collect latencies."""
+    """Send one request at each scheduled time (seconds from start) and collect latencies
+    (``binary``: the tensor encoding both ways; None: binary past 4096 input elements)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UsageError(f"not an http(s) URL: {url!r}")
     if schedule_s.size == 0 or schedule_s.size > MAX_REQUESTS:
         raise UsageError(f"a load test sends between 1 and {MAX_REQUESTS} requests, not {schedule_s.size}")
-    body, headers = payload_for(url, model, samples=samples)
+    body, headers = payload_for(url, model, samples=samples, binary=binary)
 
     import gevent
     from locust import FastHttpUser, constant, task

@@ -54,7 +54,11 @@ class Forecast:
 
 
 def server_model(
-    profile: Path, config: ServedConfig, per_request_ms: float | None = None, overhead_ms: float | None = None
+    profile: Path,
+    config: ServedConfig,
+    per_request_ms: float | None = None,
+    overhead_ms: float | None = None,
+    encoding: str = "auto",
 ) -> ServerModel:
     """The profile's service times under ``config``; serving terms measured by ``profile --serving``
     unless either is given, in which case hand-given CPU per request is charged per row."""
@@ -63,7 +67,8 @@ def server_model(
     prof = load_profile(profile)
     service = ServiceModel.from_profile(prof, None, config.precision, config.threads)
     delay_s = config.max_delay_ms / 1e3
-    terms = serving_terms(prof) if per_request_ms is None and overhead_ms is None else None
+    wanted = None if encoding == "auto" else encoding
+    terms = serving_terms(prof, wanted) if per_request_ms is None and overhead_ms is None else None
     if terms is not None:  # the serving path profile --serving measured: what the planner uses
         policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, terms.frontend_s, terms.fixed_s)
         served = service.plus_per_item(terms.per_row_s) if terms.per_row_s else service
@@ -128,9 +133,10 @@ def forecast(
     overhead_ms: float | None = None,
     overhead_from: Path | None = None,
     seed: int = 0,
+    encoding: str = "auto",
 ) -> Forecast:
     """What ``loadtest --predict-from`` records: p50/p99 for this very schedule and how they were made."""
-    model = server_model(profile, config, per_request_ms, overhead_ms)
+    model = server_model(profile, config, per_request_ms, overhead_ms, encoding)
     extra = overheads_from(overhead_from) if overhead_from is not None else None
     sim_ms = simulated_ms(schedule, model.service, model.policy)  # the simulator's own seed, as before
     lat_ms = with_overheads(sim_ms, extra, seed)

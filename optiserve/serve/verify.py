@@ -119,6 +119,7 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
                 "--predict-from", str(profile_dir), "--precision", str(p["precision"]),
                 "--threads", str(p["threads_per_instance"] or 1), "--max-batch", str(p["max_batch"]),
                 "--max-delay-ms", f"{float(p['max_delay_ms']):g}", "--instances", str(p["instances_per_pod"]),
+                "--encoding", str(p.get("client_encoding") or "auto"),
             ]  # fmt: skip
             proc = subprocess.run(_cli(*load), capture_output=True, text=True, timeout=duration_s * 4 + 180)
             if not result.is_file():

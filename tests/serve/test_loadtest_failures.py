@@ -107,3 +107,9 @@ def test_serve_on_the_plans_runtime_or_say_why_not(mlp_path: Path, tmp_path: Pat
     assert lines == [f"error: cannot serve on onnxruntime-cuda: {reason}"]
     bad = run_cli("serve", str(mlp_path), "--runtime", "nope", "--port", "1", cwd=tmp_path, timeout=60)
     assert bad.returncode == 2 and "valid runtimes: onnxruntime-cpu" in bad.stderr
+
+
+def test_an_unknown_encoding_is_one_line_before_any_request(tmp_path: Path) -> None:
+    res = run_cli("loadtest", "http://127.0.0.1:9", "--model", "m", "--encoding", "xml", cwd=tmp_path)
+    assert res.returncode == 2 and "unknown --encoding 'xml'; valid: auto, json, binary" in res.stderr
+    assert "Traceback" not in res.stderr

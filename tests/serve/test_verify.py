@@ -21,12 +21,14 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     assert client["client_ms"] >= client["server_ms"] > 0
     (tmp_path / "sla.yaml").write_text(
         "defaults:\n  regions: [EU]\nmodels:\n  mlp:\n    rate: 60\n    peak_factor: 1.5\n    p99_ms: 200\n"
+        "    encoding: binary\n"  # the clients send binary tensors: the plan charges that encoding's cost
     )
     plan = tmp_path / "plan.json"
     args = ["plan", "--sla", "sla.yaml", "--profile", f"mlp={prof}", "-o", str(plan), "--trials", "20"]
     assert run_cli(*args, "--requests", "2000", cwd=tmp_path).returncode == 0
     basis = json.loads(plan.read_text())["models"][0]["chosen"]["provenance"]["latency_basis"]
-    assert "server front end" in basis, basis  # the plan's pods include the server that gets deployed
+    assert "server front end" in basis and "(binary;" in basis, basis  # the server that gets deployed, binary
+    assert json.loads(plan.read_text())["models"][0]["chosen"]["client_encoding"] == "binary"
     missing = run_cli("verify", str(plan), cwd=tmp_path)
     assert missing.returncode == 2 and "give --model mlp=FILE" in missing.stderr and "Traceback" not in missing.stderr
     other = run_cli("verify", str(plan), "--model", f"mlp={plan}", cwd=tmp_path)
@@ -47,4 +49,5 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
         assert lo is not None and lo <= r["measured"]["p99_ms"] and (hi is None or hi >= r["measured"]["p99_ms"])
     raw = json.loads((out / "mlp-target.json").read_text())
     assert raw["predicted"]["serving_terms"] == "measured by profile --serving"
+    assert "(binary;" in raw["predicted"]["serving_basis"]  # verify loads with the plan's encoding
     assert "p99 measured" in proc.stdout and "predicted" in proc.stdout
