@@ -51,7 +51,7 @@ clean:
 
 # CRD schemas for offline validation of PrometheusRule, PodMonitor, AnalysisTemplate and Rollout
 # (optiserve/emit/crd_schemas.py): the npm packages' generated validators, into .cache/npm (ignored).
-CRD_SCHEMAS := .cache/npm/node_modules/@kubernetes-models/prometheus-operator/package.json
+CRD_SCHEMAS := .cache/npm/node_modules/@kubernetes-models/validate/dist/index.js  # the last file an install writes
 crd-schemas: $(CRD_SCHEMAS)
 $(CRD_SCHEMAS): | system-deps
 	npm install --prefix .cache/npm --no-save --no-audit --no-fund --ignore-scripts \

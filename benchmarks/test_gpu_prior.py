@@ -2,7 +2,7 @@
 predicted throughput of the repo's onnx-zoo ResNet-50 through the accelerator model's
 device terms, against the published figure, asserted within the prior's band.
 
-Asserted: one batch's device time (``gpu_prior.device_s``) at an offline-sized batch --
+Asserts one batch's device time (``gpu_prior.device_s``) at an offline-sized batch --
 what the prior claims. Reported beside it: the same plus one launch per node (``LAUNCH_S``,
 as every curve adds; TensorRT fuses nodes and CUDA graphs cut launch cost, so that term is
 a pessimistic assumption). The host-link term is left out of both: MLPerf's offline harness

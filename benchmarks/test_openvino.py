@@ -6,7 +6,7 @@ runtime's own quantiser (ORT's ``quantize_static`` QDQ, NNCF's ``quantize``), bu
 through the variant cache exactly as ``optiserve profile`` builds them, on the same
 synthetic calibration; bf16 on OpenVINO where the CPU has it (ONNX Runtime's CPU
 provider does not run bf16). Rounds are interleaved so both runtimes see the same
-machine noise; medians only report, nothing is asserted (a shared CPU's absolute
+machine noise; Only reports: the medians, nothing is asserted (a shared CPU's absolute
 times mean nothing; the ratio is the figure).
 """
 
