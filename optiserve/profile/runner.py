@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from optiserve._rows import measurement_from_row
+from optiserve.errors import UsageError
 from optiserve.types import BenchConfig, Measurement, Status
 
 
@@ -41,13 +43,33 @@ def _tail(path: Path, lines: int = 1) -> str:
     return " | ".join(t.strip() for t in text[-lines:])[:300]
 
 
+_HINT = " (every finished config is on disk; free space or set TMPDIR, then --resume)"
+
+
+class ScratchFullError(UsageError):
+    """The temporary folder the workers run in cannot be written (full, read-only)."""
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    try:
+        holder = tempfile.TemporaryDirectory(prefix="optiserve-")
+    except OSError as exc:
+        where = tempfile.gettempdir()
+        raise ScratchFullError(f"cannot make a worker folder in {where}: {exc.strerror}{_HINT}") from None
+    with holder as tmpdir:
+        yield Path(tmpdir)
+
+
 def run_isolated(job: dict[str, Any], timeout_s: float) -> Measurement:
     """Measure ``job`` in a fresh interpreter; every outcome is a ``Measurement``."""
     config = BenchConfig.from_dict(job["config"])
-    with tempfile.TemporaryDirectory(prefix="optiserve-") as tmpdir:
-        tmp = Path(tmpdir)
+    with _scratch() as tmp:
         job_path, out_path, err_path = tmp / "job.json", tmp / "result.json", tmp / "stderr.txt"
-        job_path.write_text(json.dumps(job))
+        try:
+            job_path.write_text(json.dumps(job))
+        except OSError as exc:
+            raise ScratchFullError(f"cannot write the worker's job in {tmp.parent}: {exc.strerror}{_HINT}") from None
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with err_path.open("wb") as err:
             proc = subprocess.Popen(

@@ -223,3 +223,41 @@ def test_worker_dies_with_a_killed_parent_and_cleans_up(mlp_path: Path, tmp_path
             parent.kill()
         if worker is not None and worker.is_running():
             worker.kill()  # only when the test failed: never leave a hung worker behind
+
+
+@pytest.mark.parametrize("where", ["folder", "job"])
+def test_a_full_temporary_folder_is_one_line_and_loses_nothing(
+    mlp_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The temporary folder each worker's job goes to is full (no usable folder at all, or
+    ENOSPC writing the job): one line saying so and how to go on; the profile as it was.
+    (A real full TMPDIR cannot be staged: Python's tempfile then falls back to /tmp.)"""
+    import tempfile
+
+    from optiserve.profile import runner
+    from optiserve.profile.profiler import run_sweep
+
+    out = tmp_path / "prof"
+    run_sweep(mlp_path, _spec("1"), out)  # type: ignore[arg-type]
+    before = _digest(out)
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if where == "folder":
+
+        def no_folder(*a: object, **k: object) -> tempfile.TemporaryDirectory[str]:
+            raise enospc
+
+        monkeypatch.setattr(runner.tempfile, "TemporaryDirectory", no_folder)
+    else:
+        real = Path.write_text
+
+        def full(self: Path, *a: object, **k: object) -> int:
+            if self.name == "job.json":
+                raise enospc
+            return real(self, *a, **k)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(runner.ScratchFullError, match="No space left") as exc:
+        run_sweep(mlp_path, _spec("1,2"), out, resume=True)  # type: ignore[arg-type]
+    assert "--resume" in str(exc.value) and "\n" not in str(exc.value)
+    monkeypatch.undo()
+    assert _digest(out) == before
