@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from optiserve.cli import emit, loadtest, models_catalog, plan, profile, reports, scale_out, serve, trust
+from optiserve.cli import drift, emit, loadtest, models_catalog, plan, profile, reports, scale_out, serve, trust
 from optiserve.cli._common import err
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ for command in (
     reports.compare,
     reports.report,
     serve.serve,
+    drift.drift,
     loadtest.loadtest,
     loadtest.verify,
     trust.keygen,

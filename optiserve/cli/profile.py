@@ -63,6 +63,9 @@ def profile(
             if event == "serving":
                 bar.update(task, current="the serving path through optiserve serve")
                 return
+            if event == "ceilings":
+                bar.update(task, current="ONNX Runtime's effective ceilings (a few seconds)")
+                return
             done["n"] += 1
             bar.advance(task)
             if m is not None and m.status is Status.FAILED:

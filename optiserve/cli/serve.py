@@ -10,6 +10,7 @@ import typer
 from optiserve.cli._common import Instances, MaxBatch, MaxDelayMs, Precision, Threads, err, one_line_errors
 
 if TYPE_CHECKING:
+    from optiserve.serve.drift import DriftMonitor
     from optiserve.serve.grpc_server import GrpcSettings
     from optiserve.serve.server import ServerOptions
 
@@ -78,6 +79,12 @@ def serve(
         Optional[int],  # noqa: UP045
         typer.Option(help="also serve OIP v2 gRPC (Triton's GRPCInferenceService) on this port, same --host and TLS"),
     ] = None,
+    reference: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="profile folder whose reference inputs /metrics scores input drift against"),
+    ] = None,
+    drift_window_s: Annotated[float, typer.Option(help="input drift: sliding window length")] = 300.0,
+    drift_rows_per_s: Annotated[float, typer.Option(help="input drift: rows summarised per second at most")] = 50.0,
 ) -> None:
     """Serve a model over the Open Inference Protocol v2 with dynamic batching and /metrics."""
     from dataclasses import replace
@@ -122,6 +129,7 @@ def serve(
         raise UsageError("--body-timeout-s and --max-inflight-mb must be > 0")
     config = replace(config, body_timeout_s=body_timeout_s, max_inflight_bytes=int(max_inflight_mb * 2**20))
     access = AccessPolicy.from_token_file(token_file, rate_limit, rate_burst)
+    drift = _drift_monitor(reference, drift_window_s, drift_rows_per_s)
     web = app_for_model(
         path,
         precision,
@@ -135,10 +143,24 @@ def serve(
         info=info,  # inspected (and hashed) once
         access=access,
         grpc=grpc_settings,
+        drift=drift,
     )
     scheme = "https" if tls_cert else "http"
     err.print(f"serving {config.name} on {scheme}://{host}:{port}/v2/models/{config.name} (ready after warm-up)")
     serve_forever(web, opts)
+
+
+def _drift_monitor(reference: Path | None, window_s: float, rows_per_s: float) -> DriftMonitor | None:
+    """The input drift monitor of ``--reference``; synthetic reference data is said out loud."""
+    if reference is None:
+        return None
+    from optiserve.profile.reference import load_reference
+    from optiserve.serve.drift import DriftMonitor, DriftSettings
+
+    ref = load_reference(reference)
+    if ref.synthetic:
+        err.print(f"input drift is scored against {ref.source} inputs: meaningless for real traffic")
+    return DriftMonitor(ref, DriftSettings(window_s=window_s, rows_per_s=rows_per_s))
 
 
 def _grpc_settings(port: int | None, opts: ServerOptions, max_message: int) -> GrpcSettings | None:

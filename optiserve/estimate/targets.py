@@ -16,6 +16,11 @@ launch per graph node and its inputs and outputs over the host link. On an
 accelerator, the CPU precision rows say nothing about tensor cores, so the
 fp32 fit's efficiency meets the device's ceiling for the precision asked for.
 
+Ceilings are effective, not peaks (``reach.py``): the source's come from the
+profile's own microbenchmark when it has one, a target's from its catalog
+``effective`` block, else its datasheet peak times a reach factor per ISA class,
+which widens the band by ``DATASHEET_WIDENING``.
+
 Error bands: the fit's own RMS error on the source is the floor; a band
 measured on this machine (1 -> 2 threads, ``benchmarks/test_transfer.py``:
 14-19%) sets 20% for the same CPU generation; other generations, other
@@ -38,8 +43,10 @@ from optiserve.estimate.cpu_id import check_named, match
 from optiserve.estimate.gpu_prior import prior
 from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
 from optiserve.estimate.measured import measured_curve
+from optiserve.estimate.reach import DATASHEET_WIDENING, entry_compute, measured_compute
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
+from optiserve.profile.ceilings import Ceilings, from_meta
 from optiserve.types import AccuracyReport, BenchConfig, InputLayout, Measurement, Profile
 
 if TYPE_CHECKING:
@@ -58,17 +65,22 @@ LAUNCH_S = 5e-6  # per kernel launch on a GPU, an assumption (TensorRT fuses nod
 BANDS = {"same-generation": 0.20, "same-arch": 0.30, "other-arch": 0.40, "accelerator": 0.50}
 
 
-def cpu_ceiling(entry: Entry, threads: int, compute: str) -> Ceiling:
+CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
+
+
+def cpu_ceiling(
+    entry: Entry, threads: int, compute: str, conv_share: float = 0.0, measured: Ceilings | None = None
+) -> Ceiling:
+    """``threads`` vCPUs' effective compute (``measured`` on the profiling machine where
+    given, else ``reach.entry_compute``) and their share of the datasheet bandwidth."""
     cpu = entry.instance.cpu
-    per_cycle = {
-        "fp32": cpu.fp32_flops_per_cycle_per_core,
-        "fp16": cpu.fp32_flops_per_cycle_per_core,  # ONNX Runtime's CPU kernels compute fp16 graphs in fp32
-        "bf16": cpu.bf16_flops_per_cycle_per_core,
-        "int8": cpu.int8_ops_per_cycle_per_core,
-    }[compute]
-    cores = threads / cpu.threads_per_core
+    ops = measured_compute(measured, threads, compute, conv_share)
+    kind = "measured"
+    if ops is None:
+        found = entry_compute(entry, threads, compute, conv_share)
+        ops, kind = found.ops_per_s, found.kind
     bw = cpu.memory_bandwidth_gbs * 1e9 * min(1.0, threads / entry.instance.vcpus)
-    return Ceiling(f"{entry.name} x{threads} threads {compute}", cores * cpu.ghz * 1e9 * per_cycle, bw)
+    return Ceiling(f"{entry.name} x{threads} threads {compute} ({kind})", ops, bw)
 
 
 def device_ceiling(entry: Entry, share: int, compute: str) -> Ceiling:
@@ -165,6 +177,7 @@ class CurveBuilder:
         self._costs: dict[tuple[int, str], GraphCost] = {}
         self._layout: InputLayout | None = None  # read with the first cost: how the profile fed the model
         self._fits: dict[tuple[str, int], TransferFit] = {}
+        self.ceilings = from_meta(profile.meta)  # the profiling machine's effective ceilings, if measured
         self._curves: dict[tuple[str, str, int, int], Curve] = {}
 
     def _rank(self, fam: Family) -> tuple[bool, float, float]:
@@ -237,12 +250,24 @@ class CurveBuilder:
             self._costs[key] = graph_cost(self.model, batch, key[1], self._layout)
         return self._costs[key]
 
+    def conv_share(self, precision: str) -> float:
+        """The share of the graph's FLOPs in convolutions: how its compute ceiling blends
+        the convolution and GEMM rates."""
+        c = self.cost(1, precision)
+        conv = sum(c.by_op.get(op, (0.0, 0.0))[0] for op in CONV_OPS)
+        return conv / c.flops if c.flops else 0.0
+
+    def ceiling(self, target: Entry, precision: str, threads: int) -> Ceiling:
+        """The ceiling of ``target`` for this graph; the source's own is measured where the profile has it."""
+        measured = self.ceilings if target.key == self.source.key else None
+        return cpu_ceiling(target, threads, PRECISION_COST[precision][1], self.conv_share(precision), measured)
+
     def fit(self, precision: str, threads: int) -> TransferFit:
         key = (precision, threads)
         if key not in self._fits:
             rows = self._rows[key]
             sizes = sorted(rows)
-            ceil = cpu_ceiling(self.source, threads, PRECISION_COST[precision][1])
+            ceil = self.ceiling(self.source, precision, threads)
             costs = [self.cost(b, precision) for b in sizes]
             secs = [float(np.mean(rows[b].samples_ns)) / 1e9 for b in sizes]
             if len(sizes) == 1:  # one size: all of it is efficiency, no overhead to separate
@@ -252,15 +277,20 @@ class CurveBuilder:
                 self._fits[key] = fit_transfer(costs, secs, ceil)
         return self._fits[key]
 
-    def _band(self, target: Entry) -> tuple[float, str]:
+    def _band(self, target: Entry, precision: str = "fp32", threads: int = 1) -> tuple[float, str]:
         src, tgt = self.source.instance.cpu, target.instance.cpu
         if target.accelerator is not None:
             return BANDS["accelerator"], "accelerator (prior, never validated here)"
         if tgt.generation == src.generation:
-            return BANDS["same-generation"], "same CPU generation (measured 14-19% for 1->2 threads here)"
-        if tgt.arch == src.arch:
-            return BANDS["same-arch"], "other CPU generation (prior, not validated here)"
-        return BANDS["other-arch"], "other CPU architecture (prior, not validated here)"
+            band, why = BANDS["same-generation"], "same CPU generation (measured 14-19% for 1->2 threads here)"
+        elif tgt.arch == src.arch:
+            band, why = BANDS["same-arch"], "other CPU generation (prior, not validated here)"
+        else:
+            band, why = BANDS["other-arch"], "other CPU architecture (prior, not validated here)"
+        found = entry_compute(target, threads, PRECISION_COST[precision][1], self.conv_share(precision))
+        if found.kind == "datasheet":  # a peak times a reach factor: a wider band, and it says so
+            return band + DATASHEET_WIDENING, f"{why}; ceilings {found.basis}: +{DATASHEET_WIDENING:.0%}"
+        return band, f"{why}; ceilings {found.basis}"
 
     def curve(self, target: Entry, precision: str, threads: int, share: int = 1) -> Curve:
         """Service times of ``precision`` on ``target``: ``threads`` per instance on a
@@ -293,16 +323,16 @@ class CurveBuilder:
 
     def _to_cpu(self, target: Entry, fam: Family) -> Curve:
         """Each batch's samples scaled by the roofline's target/source ratio, threads for threads."""
-        rows, compute = self._families[fam], PRECISION_COST[fam.precision][1]
+        rows = self._families[fam]
         fit = self.fit(fam.precision, fam.threads)
-        src_ceil = cpu_ceiling(self.source, fam.threads, compute)
-        tgt_ceil = cpu_ceiling(target, fam.threads, compute)
+        src_ceil = self.ceiling(self.source, fam.precision, fam.threads)
+        tgt_ceil = self.ceiling(target, fam.precision, fam.threads)
         samples: dict[int, np.ndarray] = {}
         for b, m in rows.items():
             c = self.cost(b, fam.precision)
             ratio = fit.predict(c, tgt_ceil)[0] / fit.predict(c, src_ceil)[0]
             samples[b] = np.asarray(m.samples_ns, np.float64) / 1e9 * ratio
-        band, why = self._band(target)
+        band, why = self._band(target, fam.precision, fam.threads)
         basis = (
             f"roofline transfer from {self.source.key} ({fam.precision}, {fam.threads} threads, "
             f"fit rms {fit.rel_rms:.0%}); band: {why}"
@@ -320,7 +350,7 @@ class CurveBuilder:
         base_t = max(self.threads("fp32")) if self.threads("fp32") else fam.threads
         base_fit = self.fit("fp32", base_t) if self.threads("fp32") else fit
         base_rows = self._rows.get(("fp32", base_t), self._families[fam])
-        base_ceil = cpu_ceiling(self.source, base_t, "fp32")
+        base_ceil = self.ceiling(self.source, "fp32", base_t)
         dev = device_ceiling(target, share, PRECISION_COST[precision][1])
         # --- GPU prior (gpu_prior.py): a calibrated device efficiency where published results exist ---
         calibrated = prior(precision) if acc.kind == "gpu" else None

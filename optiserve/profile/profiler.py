@@ -17,6 +17,7 @@ from optiserve.models.layout import infer_layout, parse_batch_axes, parse_shape_
 from optiserve.profile.evaluation import load_labels
 from optiserve.profile.hardware import fingerprint, library_versions, now_iso
 from optiserve.profile.pipeline import StageSpec
+from optiserve.profile.reference import reference_for
 from optiserve.profile.runner import run_isolated
 from optiserve.profile.store import ParquetStore, StoreWriteError
 from optiserve.profile.summary import layout_line
@@ -98,6 +99,7 @@ def metadata(info: ModelInfo, spec: SweepSpec, configs: list[BenchConfig], layou
         "precision_auto": _auto_note(info, spec),
         "planned_configs": len(configs),
         "complete": False,
+        "reference": reference_for(info, layout, spec.inputs, spec.seed).to_dict(),  # what serve scores drift on
     }
 
 
@@ -188,6 +190,7 @@ def _measure_locked(
             precision_auto=_auto_note(plan.info, spec),
             layout=plan.layout.to_dict(),
             batch_note=spec.batches(plan.layout)[1],
+            reference=reference_for(plan.info, plan.layout, spec.inputs, spec.seed).to_dict(),
         )
         store.stage(meta, keep_rows=True)
     else:  # fresh or --overwrite: the old profile stays until the first new row replaces it
@@ -268,6 +271,12 @@ def _measure(
             progress("serving", plan.configs[0], None)
         threads = min(spec.threads)
         store.update_meta(serving=measure_serving(Path(model), plan.layout, threads, custom_ops=libs))
+    if spec.ceilings and (overwrite or not resume or not store.read_meta().get("ceilings")):
+        from optiserve.profile.ceilings import measure
+
+        if progress:
+            progress("ceilings", plan.configs[0], None)
+        store.update_meta(ceilings=measure(spec.threads).to_dict())  # the fit's source ceilings (estimate/targets)
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
     store.update_meta(updated=now_iso(), complete=all(c.done_in(done) for c in configs), planned_configs=len(configs))

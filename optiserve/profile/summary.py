@@ -173,4 +173,9 @@ def render(profile: Profile, console: Console | None = None) -> None:
     stages = stage_table(profile)
     if stages is not None:
         parts.append(stages)
+    from optiserve.profile.runtime_compare import compare_runtimes, rich_table
+
+    side_by_side = compare_runtimes(profile)  # several runtimes swept: read across them
+    if side_by_side is not None:
+        parts.append(rich_table(side_by_side))
     console.print(Group(*parts, warnings_block(profile)))

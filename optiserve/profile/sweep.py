@@ -97,6 +97,9 @@ class SweepSpec(BaseModel):
     cache_dir: Path | None = Field(None, description="variant cache (default: ~/.cache/optiserve)")
     custom_ops: list[Path] = Field([], description="custom-op shared libraries registered in every session")
     serving: bool = Field(False, description="also measure the server's own cost per request (optiserve serve)")
+    ceilings: bool = Field(
+        True, description="measure ONNX Runtime's effective compute and memory ceilings here (a few seconds)"
+    )
     preprocess: str | None = Field(
         None, description="time a pre-processing stage with each call: image:resize=224[,crop=..,src=640x480,impl=..]"
     )

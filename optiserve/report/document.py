@@ -22,7 +22,8 @@ from typing import Any
 from optiserve._files import read_json
 from optiserve._version import __version__
 from optiserve.errors import UsageError
-from optiserve.report import figures
+from optiserve.profile.runtime_compare import compare_runtimes
+from optiserve.report import figures, runtimes
 from optiserve.types import LatencySource, Profile, Status
 
 CSS = """
@@ -250,6 +251,10 @@ def render_html(
             "<h2>Load tests</h2><table><tr><th class=l>result</th><th>rate req/s</th><th>p50 ms</th><th>p99 ms</th>"
             f"<th>predicted p99 ms</th><th>error</th><th>valid</th></tr>{rows}</table>"
         )
+    compared = {n: c for n, c in ((n, compare_runtimes(p)) for n, p in profiles.items()) if c is not None}
+    if compared:
+        parts.append("<h2>Runtimes side by side</h2>")
+        parts += [runtimes.html_table(n, c) for n, c in compared.items()]
     parts.append("<h2>Measurements</h2>")
     parts += [_profile_table(n, p) for n, p in profiles.items()]
     parts.append("</body></html>")
@@ -294,6 +299,10 @@ def render_markdown(
     n_warn = len(_warnings(profiles, plan, loadtests))
     if n_warn:
         lines.append(f"- ⚠ {n_warn} warning(s): see the HTML report")
+    for prof in profiles.values():  # several runtimes swept: the side-by-side table
+        cmp = compare_runtimes(prof)
+        if cmp is not None:
+            lines += ["", *runtimes.markdown_table(cmp)]
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,7 @@ from optiserve._version import __version__
 from optiserve.models.graph import InputSpec, ModelInfo
 from optiserve.models.inputs import make_inputs
 from optiserve.serve.batcher import Run
+from optiserve.serve.drift import DriftCollector, DriftMonitor
 from optiserve.serve.endpoint import ServeConfig, ServedModel
 from optiserve.serve.grpc_server import GrpcSettings, start_grpc
 from optiserve.serve.protocol import dumps
@@ -134,10 +135,14 @@ def create_app(
     layout: InputLayout | None = None,
     access: AccessPolicy | None = None,
     grpc: GrpcSettings | None = None,
+    drift: DriftMonitor | None = None,
+    describe_runtime: Callable[[], dict[str, Any]] | None = None,
 ) -> Any:
     """The ASGI app; with ``grpc``, also the OIP v2 gRPC server (same loop, model and access).
     ``run``: one callable per instance (one session each) or one shared;
-    ``layout`` says where each input's batch axis is (default: axis 0 of every input)."""
+    ``layout`` says where each input's batch axis is (default: axis 0 of every input);
+    ``drift``: served inputs are summarised and scored against its reference on ``/metrics``;
+    ``describe_runtime``: what the model metadata's parameters say of the runtime."""
     registry = CollectorRegistry()
     requests = Counter("optiserve_requests", "Inference requests by HTTP status", ["status"], registry=registry)
     responses = Counter(
@@ -169,7 +174,7 @@ def create_app(
         batch_rows.observe(rows)
         infer_time.observe(seconds)
 
-    model = ServedModel(run, inputs, output_names, config, warmup_feeds, layout, on_batch)
+    model = ServedModel(run, inputs, output_names, config, warmup_feeds, layout, on_batch, describe_runtime)
 
     frontend = Histogram(
         "optiserve_frontend_seconds",
@@ -192,6 +197,10 @@ def create_app(
             frontend.observe(frontend_s)
 
     model.counter = count  # REST and gRPC count the same way
+    if drift is not None:
+        drift.check(inputs)
+        model.observe_inputs = drift.observe
+        registry.register(DriftCollector(drift, model.name))
     handler = InferHandler(model)
 
     @contextlib.asynccontextmanager
@@ -301,6 +310,7 @@ def app_for_model(
     info: ModelInfo | None = None,
     access: AccessPolicy | None = None,
     grpc: GrpcSettings | None = None,
+    drift: DriftMonitor | None = None,
 ) -> Any:
     """Load ``model_path`` at ``precision`` on ONNX Runtime CPU and serve it, sized and warmed
     for ``layout`` (inferred from the graph when not given). A precision variant is the one
@@ -309,7 +319,8 @@ def app_for_model(
     ``prebuilt``: ``model_path`` already is that variant (what ``emit`` ships): served as is.
     ``runtime_name``: the plan's runtime (a GPU placement is served on its GPU runtime).
     ``info``: the model already inspected by the caller (inspecting hashes the whole file).
-    ``config.instances`` sessions are loaded, one per batcher worker (as Triton's instance group)."""
+    ``config.instances`` sessions are loaded, one per batcher worker (as Triton's instance group);
+    on openvino, one compiled model with an infer request per worker (``runtimes.openvino.load_instances``)."""
     from pathlib import Path
 
     from optiserve.errors import RuntimeUnavailableError, UsageError
@@ -336,10 +347,19 @@ def app_for_model(
     run_path = path
     if prec in runtime.variant_precisions and not prebuilt:
         calib = Path(calibration) if calibration is not None else None
-        recipe = recipe_for(prec, calib, calibrator)
+        recipe = recipe_for(prec, calib, calibrator, toolkit=runtime.variant_toolkit)  # NNCF's for openvino
         cache = Path(cache_dir) if cache_dir is not None else None
         run_path = build_from_recipe(path, info, layout, recipe, calib, cache).path
-    sessions = [runtime.load(run_path, prec, threads, {}, layout=layout) for _ in range(config.instances)]
+    describe: Callable[[], dict[str, Any]] | None = None
+    if runtime_name == "openvino":  # one compilation, one infer request per instance
+        from optiserve.runtimes.openvino import load_instances
+
+        pool = load_instances(run_path, prec, threads, config.instances, layout=layout)
+        runs: list[Run] = list(pool.runs())
+        output_names, describe = pool.session.output_names, pool.describe
+    else:
+        sessions = [runtime.load(run_path, prec, threads, {}, layout=layout) for _ in range(config.instances)]
+        runs, output_names = [s.run for s in sessions], sessions[0].output_names
     config = replace(config, threads=threads, runtime=runtime_name)
     served = info if run_path == path else inspect_model(run_path)  # a variant may take other input types
     served_layout = InputLayout(
@@ -348,12 +368,14 @@ def app_for_model(
         layout.output_axes,
     )
     return create_app(
-        [s.run for s in sessions],
+        runs,
         served.inputs,
-        sessions[0].output_names,
+        output_names,
         config,
         lambda b: make_inputs(served, b, seed=b, layout=served_layout),
         served_layout,
         access,
         grpc,
+        drift,
+        describe_runtime=describe,
     )

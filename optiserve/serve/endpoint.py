@@ -73,6 +73,7 @@ class ServedModel:
         warmup_feeds: Callable[[int], dict[str, np.ndarray]],
         layout: InputLayout | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        describe_runtime: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.runs: list[Run] = [runs] if callable(runs) else list(runs)
         self.name, self.version = config.name, VERSION
@@ -87,10 +88,12 @@ class ServedModel:
             config.max_delay_ms / 1e3,
         )
         self.counter: Callable[[int, float, float | None], None] | None = None  # the front ends' metrics hook
+        self.observe_inputs: Callable[[Sequence[Tensor]], None] | None = None  # input drift (serve/drift.py)
         self.ready = False
         self.warm = asyncio.Event()  # set once ready: what the gRPC health service waits for
         self.outputs: list[tuple[str, str, list[int]]] = []  # name, dtype, shape with -1 on the batch axis
         self._on_batch = on_batch
+        self._describe_runtime = describe_runtime  # openvino: infer requests, streams, peak overlap
         self.batcher: DynamicBatcher | None = None
 
     def _observe(self, rec: BatchRecord) -> None:
@@ -173,12 +176,16 @@ class ServedModel:
             self.stats.request(False, time.perf_counter() - t0)
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise InferenceFailed(f"inference failed: {type(exc).__name__}: {first}") from exc
+        if self.observe_inputs is not None:  # after the answer is computed: both front ends, decoded inputs
+            self.observe_inputs(tensors)
         return outs
 
     def metadata(self) -> dict[str, Any]:
         meta = model_metadata(self.name, self.inputs, self.outputs, self.layout)
         if self.batcher is not None:
             meta.setdefault("parameters", {}).update(self.batcher.describe())
+        if self._describe_runtime is not None:
+            meta.setdefault("parameters", {}).update(self._describe_runtime())
         return meta
 
     def triton_batches(self) -> bool:
@@ -203,10 +210,10 @@ class ServedModel:
                 t["reshape"] = {"shape": []}
             return t
 
+        openvino = cfg.runtime == "openvino"  # as emit writes it: the openvino backend, one stream per instance
         doc: dict[str, Any] = {
             "name": self.name,
-            "platform": "onnxruntime_onnx",
-            "backend": "onnxruntime",
+            **({"backend": "openvino"} if openvino else {"platform": "onnxruntime_onnx", "backend": "onnxruntime"}),
             "version_policy": {"latest": {"num_versions": 1}},
             "max_batch_size": cfg.max_batch if batching else 0,
             "input": [tensor(i.name, i.dtype, i.dims) for i in self.inputs],
@@ -223,6 +230,12 @@ class ServedModel:
                 "inter_op_thread_count": {"string_value": "1"},
             },
         }
+        if openvino:
+            doc["parameters"] = {
+                "PERFORMANCE_HINT": {"string_value": "LATENCY"},
+                "NUM_STREAMS": {"string_value": "1"},
+                "INFERENCE_NUM_THREADS": {"string_value": str(cfg.threads)},
+            }
         if batching:
             doc["dynamic_batching"] = {
                 "preferred_batch_size": list(cfg.preferred or (cfg.max_batch,)),

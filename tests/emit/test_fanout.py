@@ -143,8 +143,12 @@ def test_nothing_transferred_means_nothing_to_fan_out(setup: tuple[Path, Path, d
         fanout(measured, FanoutOptions("pvc://r/x"), Path("/nonexistent-not-written"))
 
 
-def test_cli_writes_jobs_and_bad_input_is_one_line(setup: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_cli_writes_jobs_and_bad_input_is_one_line(
+    setup: tuple[Path, Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)  # the default -o of gather is ./gathered: a refusal must not make it
 
     from optiserve.cli import app
     from optiserve.plan.result import write_plan
@@ -163,3 +167,4 @@ def test_cli_writes_jobs_and_bad_input_is_one_line(setup: tuple[Path, Path, dict
     ):
         bad = runner.invoke(app, args)
         assert bad.exit_code == 2 and "Traceback" not in bad.output and bad.output.count("error:") == 1, bad.output
+    assert not (tmp_path / "gathered").exists()  # a refused gather writes nothing (here: the default -o)

@@ -31,6 +31,19 @@ class Price(_Strict):
         return self
 
 
+class Effective(_Strict):
+    """What ONNX Runtime's kernels reach on this CPU (``optiserve profile``'s ceilings
+    microbenchmark), per core and cycle at ``ghz`` like the peaks: used instead of the
+    peaks for transfer fits (``estimate/reach.py``). Memory bandwidth stays the datasheet share."""
+
+    fp32_gemm_flops_per_cycle_per_core: float = Field(gt=0)
+    fp32_conv_flops_per_cycle_per_core: float = Field(gt=0)
+    int8_gemm_ops_per_cycle_per_core: float = Field(gt=0)
+    int8_conv_ops_per_cycle_per_core: float = Field(gt=0)
+    source: str = Field(min_length=4)  # where it was measured: a reference profile
+    as_of: dt.date
+
+
 class Cpu(_Strict):
     model: str
     arch: Literal["x86_64", "arm64"]
@@ -41,6 +54,7 @@ class Cpu(_Strict):
     int8_ops_per_cycle_per_core: float = Field(gt=0)
     bf16_flops_per_cycle_per_core: float = Field(gt=0)
     memory_bandwidth_gbs: float = Field(gt=0)
+    effective: Effective | None = None
 
 
 class Accelerator(_Strict):

@@ -1,0 +1,141 @@
+"""Predict every reference machine from every other, through the planner's own path.
+
+Each machine under ``profiles/reference/machines/<generation>-<vcpus>vcpu/`` holds
+the fixed recipe (CNN and encoder; fp32 and int8-static; batch 1 and 8; threads
+1 and 2) profiled with its ceilings. A machine stands in the catalog as the
+entry its CPU matches, resized to its own vCPUs and cores, with its measured
+ceilings as the ``effective`` block (``ceilings="effective"``) or without them
+(``"datasheet"``: the peaks times ``reach.REACH``). ``CurveBuilder`` fitted on
+machine A predicts machine B's rows; the "no transfer" baseline predicts B's
+time as A's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optiserve.estimate.catalog import Catalog, Entry
+from optiserve.estimate.catalog.schema import Effective
+from optiserve.estimate.cpu_id import match
+from optiserve.estimate.reach import effective_block
+from optiserve.estimate.targets import CurveBuilder
+from optiserve.profile.ceilings import from_meta
+from optiserve.profile.store import load_profile
+from optiserve.types import Profile
+
+TARGET = 0.15  # issue 18: mean |error| per machine pair and precision
+PRECISIONS = ("fp32", "int8-static")
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str  # the folder: <generation>-<vcpus>vcpu
+    profiles: Mapping[str, Profile]  # model name -> its profile there
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One source -> target prediction of one precision, over models, batches and threads."""
+
+    source: str
+    target: str
+    precision: str
+    ceilings: str  # "effective" | "datasheet"
+    mean_abs_error: float
+    no_transfer: float  # mean |error| of predicting the target's time as the source's
+    covered: int  # rows whose band held the truth
+    rows: int
+    errors: tuple[float, ...]
+
+
+def load_machines(root: Path) -> list[Machine]:
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        profs = {p.parent.name: load_profile(p.parent) for p in sorted(folder.glob("*/profile.json"))}
+        if profs:
+            out.append(Machine(folder.name, profs))
+    return out
+
+
+def machine_entry(machine: Machine, catalog: Catalog, ceilings: str = "effective") -> Entry:
+    """The catalog entry this machine's CPU matches, resized to the machine and, for
+    ``effective``, carrying its measured ceilings (as a catalog entry for it would)."""
+    prof = next(iter(machine.profiles.values()))
+    hw = prof.meta["hardware"]
+    entry = match(hw, catalog).entry
+    logical = int(hw.get("logical_cpus") or 1)
+    per_core = max(1, min(2, round(logical / int(hw.get("physical_cores") or logical))))
+    cpu = entry.instance.cpu.model_copy(update={"threads_per_core": per_core, "effective": None})
+    inst = entry.instance.model_copy(update={"name": machine.name, "vcpus": int(hw.get("usable_cpus") or logical)})
+    resized = Entry("reference", inst.model_copy(update={"cpu": cpu}))
+    measured = from_meta(prof.meta)
+    if ceilings == "effective" and measured is not None:
+        block = effective_block(measured, resized, hw, f"reference {machine.name}", str(prof.meta["created"])[:10])
+        cpu = cpu.model_copy(update={"effective": Effective.model_validate(block)})
+        resized = Entry("reference", inst.model_copy(update={"cpu": cpu}))
+    return resized
+
+
+def cross_check(
+    machines: Sequence[Machine], models: Mapping[str, Path], catalog: Catalog, ceilings: str = "effective"
+) -> list[Pair]:
+    """Every ordered pair of machines, per precision: the planner's prediction of the
+    target's measured rows from the source's, and the no-transfer baseline."""
+    entries = {m.name: machine_entry(m, catalog, ceilings) for m in machines}
+    out = []
+    for src in machines:
+        for tgt in machines:
+            if src.name == tgt.name:
+                continue
+            for precision in PRECISIONS:
+                errs, base, covered = [], [], 0
+                for name, prof in src.profiles.items():
+                    if name not in tgt.profiles or name not in models:
+                        continue
+                    a = CurveBuilder(prof, models[name], catalog, entries[src.name])
+                    b = CurveBuilder(tgt.profiles[name], models[name], catalog, entries[tgt.name])
+                    if precision not in a.precisions or precision not in b.precisions:
+                        continue
+                    for t in sorted(set(a.threads(precision)) & set(b.threads(precision))):
+                        curve = a.curve(entries[tgt.name], precision, t)
+                        for batch in sorted(set(a.batches(precision, t)) & set(b.batches(precision, t))):
+                            truth = b.measured_mean_s(precision, t, batch)
+                            err = curve.service.mean(batch) / truth - 1
+                            errs.append(err)
+                            base.append(a.measured_mean_s(precision, t, batch) / truth - 1)
+                            covered += abs(err) <= curve.band
+                if errs:
+                    out.append(
+                        Pair(
+                            src.name,
+                            tgt.name,
+                            precision,
+                            ceilings,
+                            float(np.mean(np.abs(errs))),
+                            float(np.mean(np.abs(base))),
+                            covered,
+                            len(errs),
+                            tuple(errs),
+                        )
+                    )
+    return out
+
+
+def misses(pairs: Iterable[Pair], target: float = TARGET) -> list[str]:
+    """One line per pair and precision whose mean |error| exceeds the target."""
+    return [
+        f"{p.source} -> {p.target} {p.precision}: mean |error| {p.mean_abs_error:.0%} > {target:.0%}"
+        for p in pairs
+        if p.mean_abs_error > target
+    ]
+
+
+def describe(p: Pair) -> str:
+    return (
+        f"{p.source} -> {p.target} {p.precision} ({p.ceilings} ceilings): mean |error| {p.mean_abs_error:.0%}, "
+        f"no transfer {p.no_transfer:.0%}, band covered {p.covered}/{p.rows}"
+    )

@@ -1,0 +1,134 @@
+"""Effective compute ceilings of a CPU: measured, from the catalog, or datasheet x reach.
+
+A transfer fit's efficiency only carries over between machines when both
+ceilings are what the runtime *reaches*: against datasheet peaks, an int8
+efficiency fitted on Sapphire Rapids (AMX peak 2048 op/cycle/core, far above
+ONNX Runtime's int8 kernels) predicted a Genoa guest 50% slow (issue 18). In
+order of preference:
+
+1. measured: the profile's own microbenchmark (``profile/ceilings.py``), used
+   for the machine that measured it;
+2. catalog: an entry's ``cpu.effective`` block, that microbenchmark run on
+   the entry's CPU and written per core and cycle like the peaks;
+3. datasheet x reach: the peak times a reach factor per ISA class and kernel
+   (below), which widens the band.
+
+A compute ceiling blends the GEMM and convolution rates by the graph's share of
+convolution FLOPs (a harmonic mean: time adds up). Memory bandwidth is not
+replaced: a guest's copy bandwidth measures what an idle host lends it, not the
+all-instances-busy share the catalog models, so both sides keep the datasheet
+share (the microbenchmark's copy rate is stored with the profile, not used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from optiserve.estimate.catalog import Entry
+from optiserve.profile.ceilings import Ceilings
+
+# Reach = measured rate / datasheet peak at the catalog clock, per ISA class and kernel.
+# Measured on ONE machine (Sapphire Rapids 2-vCPU guest, profiles/reference/machines/
+# sapphire-rapids-2vcpu, ONNX Runtime 1.32, best per-core rate of 1 and 2 threads, 2 vCPUs on 2 cores). Classes never
+# measured take the fp32 AVX-512 factors: an assumption that MLAS's other kernels approach
+# their peak as its SGEMM does, labelled so in the band.
+REACH: dict[str, tuple[float, float]] = {  # class -> (gemm, conv)
+    "fp32": (1.07, 1.00),  # above 1: one busy core turbos past the 3.2 GHz all-core clock
+    "int8-amx": (0.26, 0.11),
+}
+REACH_MEASURED = {"fp32": "avx512 fp32", "int8-amx": "amx int8"}  # the classes a measurement backs
+REACH_MACHINES = 1  # how many machines the factors come from
+DATASHEET_WIDENING = 0.10  # added to the band of a target whose ceilings are datasheet x reach
+
+
+def isa_class(entry: Entry, compute: str) -> str:
+    """The reach class of a compute class on this CPU: AMX int8 shows as an int8 peak
+    16x the fp32 one (VNNI is 4x, AVX2's VPMADDUBSW 2x)."""
+    cpu = entry.instance.cpu
+    if compute == "int8" and cpu.int8_ops_per_cycle_per_core >= 16 * cpu.fp32_flops_per_cycle_per_core:
+        return "int8-amx"
+    return "fp32"
+
+
+def _peak_per_cycle(entry: Entry, compute: str) -> float:
+    cpu = entry.instance.cpu
+    return {
+        "fp32": cpu.fp32_flops_per_cycle_per_core,
+        "fp16": cpu.fp32_flops_per_cycle_per_core,  # ONNX Runtime's CPU kernels compute fp16 graphs in fp32
+        "bf16": cpu.bf16_flops_per_cycle_per_core,
+        "int8": cpu.int8_ops_per_cycle_per_core,
+    }[compute]
+
+
+def blend(gemm: float, conv: float, conv_share: float) -> float:
+    """One compute ceiling for a graph with ``conv_share`` of its FLOPs in convolutions."""
+    s = min(1.0, max(0.0, conv_share))
+    return 1.0 / (s / conv + (1.0 - s) / gemm)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A compute ceiling (ops per second) and where it comes from."""
+
+    ops_per_s: float
+    kind: str  # "measured" | "catalog" | "datasheet"
+    basis: str
+
+
+def measured_compute(ceilings: Ceilings | None, threads: int, compute: str, conv_share: float) -> float | None:
+    """The profile's own rate at this thread count, or None (not measured there)."""
+    at = ceilings.at(threads) if ceilings else None
+    if at is None or compute not in ("fp32", "fp16", "int8"):
+        return None
+    if compute == "int8":
+        return blend(at.int8_gemm, at.int8_conv, conv_share)
+    return blend(at.fp32_gemm, at.fp32_conv, conv_share)
+
+
+def entry_compute(entry: Entry, threads: int, compute: str, conv_share: float = 0.0) -> Compute:
+    """A catalog entry's ceiling for ``threads`` vCPUs: its effective block, else the
+    datasheet peak times the reach of its ISA class."""
+    cpu = entry.instance.cpu
+    scale = threads / cpu.threads_per_core * cpu.ghz * 1e9
+    eff = cpu.effective
+    if eff is not None and compute in ("fp32", "fp16", "int8"):
+        gemm, conv = (
+            (eff.int8_gemm_ops_per_cycle_per_core, eff.int8_conv_ops_per_cycle_per_core)
+            if compute == "int8"
+            else (eff.fp32_gemm_flops_per_cycle_per_core, eff.fp32_conv_flops_per_cycle_per_core)
+        )
+        return Compute(scale * blend(gemm, conv, conv_share), "catalog", f"effective ({eff.source}, {eff.as_of})")
+    cls = isa_class(entry, compute)
+    gemm_r, conv_r = REACH[cls]
+    backed = "measured" if cls in REACH_MEASURED else "assumed"
+    basis = f"datasheet x {cls} reach ({backed} on {REACH_MACHINES} machine)"
+    return Compute(scale * _peak_per_cycle(entry, compute) * blend(gemm_r, conv_r, conv_share), "datasheet", basis)
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.3g}")  # three significant figures: more than the measurement holds
+
+
+def effective_block(
+    ceilings: Ceilings, entry: Entry, hardware: Mapping[str, Any], source: str, as_of: str
+) -> dict[str, Any]:
+    """The catalog ``effective:`` block this machine's ceilings make for ``entry``: per
+    physical core used (this machine's own vCPUs per core, from its fingerprint) and per
+    cycle at the entry's clock, the best over the thread counts measured (a busy
+    machine only ever lowers a rate)."""
+    per_core = max(1.0, int(hardware.get("logical_cpus") or 1) / max(1, int(hardware.get("physical_cores") or 1)))
+
+    def best(rate: str) -> float:
+        per = [getattr(c, rate) / (t / per_core) for t, c in ceilings.threads.items()]
+        return _sig(max(per) / (entry.instance.cpu.ghz * 1e9))
+
+    return {
+        "fp32_gemm_flops_per_cycle_per_core": best("fp32_gemm"),
+        "fp32_conv_flops_per_cycle_per_core": best("fp32_conv"),
+        "int8_gemm_ops_per_cycle_per_core": best("int8_gemm"),
+        "int8_conv_ops_per_cycle_per_core": best("int8_conv"),
+        "source": source,
+        "as_of": as_of,
+    }
