@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,3 +189,41 @@ def measure(threads: Sequence[int], seconds: float = SECONDS_PER_OP) -> Ceilings
         f"Conv/QLinearConv {'x'.join(map(str, CONV[:4]))} k{CONV[4]} (u8 x s8), Add over {ELEMENTS >> 18} MiB"
     )
     return Ceilings(per, f"onnxruntime {ort.__version__}", now_iso(), method)
+
+
+def for_machine(threads: Sequence[int], machine_id: str, cache_dir: Path | None = None) -> Ceilings:
+    """This machine's ceilings at ``threads``: measured once per machine (fingerprint id) and
+    ONNX Runtime version, kept in the variant cache's folder, and reused by later profiles
+    (their ``measured`` time says when). Thread counts not measured yet are measured now."""
+    import json
+
+    import onnxruntime as ort
+
+    from optiserve._files import atomic_write
+    from optiserve.variants.cache import default_cache_dir
+
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = folder / "ceilings" / f"{machine_id or 'unknown'}-onnxruntime-{ort.__version__}.json"
+    known: Ceilings | None = None
+    try:
+        known = Ceilings.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, UsageError):
+        known = None  # none yet, or unreadable: measure again
+    missing = sorted(set(threads) - set(known.threads if known else ()))
+    if known is not None and not missing:
+        return Ceilings(
+            {t: known.threads[t] for t in sorted(set(threads))}, known.runtime, known.measured, known.method
+        )
+    fresh = measure(missing)
+    merged = Ceilings(
+        {**(dict(known.threads) if known else {}), **fresh.threads}, fresh.runtime, fresh.measured, fresh.method
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(merged.to_dict(), indent=1)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    except OSError:
+        pass  # a read-only cache only costs the next profile a re-measurement
+    return Ceilings(
+        {t: merged.threads[t] for t in sorted(set(threads))}, merged.runtime, merged.measured, merged.method
+    )

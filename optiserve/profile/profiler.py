@@ -272,11 +272,13 @@ def _measure(
         threads = min(spec.threads)
         store.update_meta(serving=measure_serving(Path(model), plan.layout, threads, custom_ops=libs))
     if spec.ceilings and (overwrite or not resume or not store.read_meta().get("ceilings")):
-        from optiserve.profile.ceilings import measure
+        from optiserve.profile.ceilings import for_machine
 
         if progress:
             progress("ceilings", plan.configs[0], None)
-        store.update_meta(ceilings=measure(spec.threads).to_dict())  # the fit's source ceilings (estimate/targets)
+        machine = str((store.read_meta().get("hardware") or {}).get("id") or "")
+        ceilings = for_machine(spec.threads, machine, spec.cache_dir)  # measured once per machine and runtime
+        store.update_meta(ceilings=ceilings.to_dict())  # the fit's source ceilings (estimate/targets)
     prof = store.load()
     done = {m.config.key for m in prof.measurements}
     store.update_meta(updated=now_iso(), complete=all(c.done_in(done) for c in configs), planned_configs=len(configs))
