@@ -95,7 +95,8 @@ def test_planner_path_one_thread_predicts_two(tmp_path: Path, record_ratio) -> N
     """The same check through what `optiserve plan` uses: catalog ceilings of the entry matched
     to this machine (no micro-benchmark), fit on 1 thread, predicted at 2, per precision."""
     from optiserve.estimate.catalog import load_catalog
-    from optiserve.estimate.targets import PRECISION_COST, CurveBuilder, cpu_ceiling, source_entry
+    from optiserve.estimate.source import source_entry
+    from optiserve.estimate.targets import PRECISION_COST, CurveBuilder, cpu_ceiling
 
     prof = load_profile(REPO / "profiles" / "reference" / "cnn-int8")
     (model,) = build_zoo(tmp_path, ["cnn"])

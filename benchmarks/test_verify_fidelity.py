@@ -57,7 +57,7 @@ def _this_machine(profile: Path, tmp: Path) -> Path:
     import yaml
 
     from optiserve.estimate.catalog import load_catalog
-    from optiserve.estimate.targets import match_source
+    from optiserve.estimate.source import match_source
 
     hw = json.loads((profile / "profile.json").read_text())["hardware"]
     cpu = match_source(hw, load_catalog()).instance.cpu.model_dump(mode="json")

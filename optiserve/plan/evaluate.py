@@ -24,7 +24,8 @@ from optiserve.estimate.arrivals import poisson_arrivals
 from optiserve.estimate.catalog import Catalog, Entry, Offer
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.simulator import BatchingPolicy, max_rate_for_p99, simulate
-from optiserve.estimate.targets import CurveBuilder, usable
+from optiserve.estimate.source import usable
+from optiserve.estimate.targets import CurveBuilder
 from optiserve.plan.sla import ResolvedSLA, SearchSpace
 from optiserve.types import Profile
 

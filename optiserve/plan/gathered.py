@@ -141,9 +141,9 @@ def gather(source: Path, out: Path, catalog: Catalog) -> GatherResult:
         known[(g.model_sha256, g.entry)] = g
         fresh.append(g)
     if not fresh:  # nothing to add: refuse without writing anything
-        folder, why = refused[0]
+        where, why = refused[0]
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise UsageError(f"nothing gathered from {source}: {folder}: {why}{more}")
+        raise UsageError(f"nothing gathered from {source}: {where}: {why}{more}")
     index = out / INDEX
     body = {
         "schema_version": INDEX_VERSION,

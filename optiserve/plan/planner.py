@@ -23,7 +23,8 @@ from typing import Any
 from optiserve._version import __version__
 from optiserve.errors import SLAError, UsageError
 from optiserve.estimate.catalog import Catalog, load_catalog
-from optiserve.estimate.targets import CurveBuilder, source_entry
+from optiserve.estimate.source import source_entry
+from optiserve.estimate.targets import CurveBuilder
 from optiserve.models.graph import file_sha256, model_sha256
 from optiserve.plan.artifact import artifact_for
 from optiserve.plan.evaluate import Evaluation, Evaluator, cpu_runtimes

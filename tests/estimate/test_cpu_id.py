@@ -12,7 +12,7 @@ import pytest
 from optiserve.errors import CatalogError
 from optiserve.estimate.catalog import load_catalog
 from optiserve.estimate.cpu_id import entry_vendor, explain, identify, match
-from optiserve.estimate.targets import source_entry
+from optiserve.estimate.source import source_entry
 from optiserve.profile.hardware import cpu_fingerprint, parse_cpuinfo
 
 DATA = Path(__file__).parent / "data" / "cpuinfo"

@@ -8,7 +8,8 @@ import pytest
 from optiserve.errors import CatalogError
 from optiserve.estimate.catalog import load_catalog
 from optiserve.estimate.graph_cost import graph_cost
-from optiserve.estimate.targets import LAUNCH_S, CurveBuilder, cpu_ceiling, device_ceiling, match_source
+from optiserve.estimate.source import match_source
+from optiserve.estimate.targets import LAUNCH_S, CurveBuilder, cpu_ceiling, device_ceiling
 from optiserve.types import BenchConfig, Measurement, Precision, Profile, Status
 
 CPU = """{{model: x, arch: x86_64, generation: {gen}, threads_per_core: 2, ghz: {ghz},

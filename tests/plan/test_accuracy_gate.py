@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from optiserve.estimate.catalog import load_catalog
-from optiserve.estimate.targets import CurveBuilder, source_entry
+from optiserve.estimate.source import source_entry
+from optiserve.estimate.targets import CurveBuilder
 from optiserve.models.zoo import build_zoo
 from optiserve.plan.evaluate import Candidate, Evaluator
 from optiserve.plan.planner import PlanOptions, make_plan

@@ -12,7 +12,8 @@ from optiserve.errors import UsageError
 from optiserve.estimate.arrivals import poisson_arrivals
 from optiserve.estimate.catalog import load_catalog
 from optiserve.estimate.simulator import BatchingPolicy, simulate
-from optiserve.estimate.targets import CurveBuilder, source_entry
+from optiserve.estimate.source import source_entry
+from optiserve.estimate.targets import CurveBuilder
 from optiserve.models.zoo import build_zoo
 from optiserve.plan.planner import PlanOptions, make_plan
 from optiserve.profile.store import load_profile
