@@ -109,7 +109,9 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_ends(sla: Path, p
         for t in by_number.values()
         if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_in
     ]
-    assert retried and retried[0].params == by_number[killed_in].params  # the same candidate, queued again
+    # the same candidate queued again: every parameter the dead trial had drawn (a kill in the
+    # middle of its suggestions leaves only some; the retry draws the rest)
+    assert retried and by_number[killed_in].params.items() <= retried[0].params.items()
     assert len({t.user_attrs["pid"] for t in complete}) >= 3  # the others (and the parent) carried on
     # the same trial budget on one worker and SQLite: the shared study is no worse
     single = make_plan(
