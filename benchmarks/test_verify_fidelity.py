@@ -91,7 +91,7 @@ def _sla(name: str, profile: Path, model: Path, tmp: Path) -> Path:
     from optiserve.profile.store import load_profile
 
     rows = [m for m in load_profile(profile).ok if m.config.batch_size == 1 and m.stats is not None]
-    p50_ms = min(m.stats.p50 for m in rows if m.stats is not None) * 1e3
+    p50_ms = min(m.stats.p50 for m in rows if m.stats is not None)  # LatencyStats are in ms
     rate = round(0.5 * 1e3 / p50_ms, 1)
     p99 = round(max(8 * p50_ms, 20.0), 1)
     sla = tmp / "sla.yaml"
