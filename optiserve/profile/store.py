@@ -157,6 +157,9 @@ def _new_dirs(folder: Path) -> list[Path]:
     return out
 
 
+_BUSY = "is being written by another optiserve profile run: wait for it to finish (then --resume) or use another -o"
+
+
 class ParquetStore:
     """The embedded store: a folder with a Parquet table and a JSON sidecar,
     both replaced atomically on every write."""
@@ -206,10 +209,7 @@ class ParquetStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreError(
-                    f"{self.folder} is being written by another optiserve profile run: "
-                    "wait for it to finish (then --resume) or use another -o"
-                ) from None
+                raise StoreError(f"{self.folder} {_BUSY}") from None
             self._rows = None  # what is on disk now, not what an earlier read saw
             yield
         finally:
@@ -227,10 +227,7 @@ class ParquetStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreError(
-                    f"{self.folder} is being written by another optiserve profile run: "
-                    "wait for it to finish (then --resume) or use another -o"
-                ) from None
+                raise StoreError(f"{self.folder} {_BUSY}") from None
         finally:
             os.close(fd)
 
