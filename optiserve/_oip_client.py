@@ -97,6 +97,20 @@ def payload_for(
     return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
 
 
+def check_bindable(host: str, port: int, what: str) -> None:
+    """One line before anything loads when ``host:port`` cannot be bound (taken, not ours):
+    a bind that fails later, inside a server's start-up, is a traceback."""
+    from optiserve.errors import UsageError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot bind the {what} port {host}:{port}: {exc.strerror}") from None
+
+
 def free_port() -> int:
     """A loopback port nobody holds right now (for a server this process starts)."""
     with socket.socket() as s:

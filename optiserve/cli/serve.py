@@ -124,6 +124,9 @@ def serve(
 
     opts = ServerOptions(host, port, tls_cert, tls_key, tls_client_ca, keep_alive_s, header_timeout_s, max_connections)
     opts.check()
+    from optiserve._oip_client import check_bindable
+
+    check_bindable(host, port, "HTTP")  # before the model loads: a bind error later is a traceback
     grpc_settings = _grpc_settings(grpc_port, opts, int(max_body_mb * 2**20))  # before the model loads
     if body_timeout_s <= 0 or max_inflight_mb <= 0:
         raise UsageError("--body-timeout-s and --max-inflight-mb must be > 0")

@@ -175,7 +175,9 @@ def model_config(d: Deployable, served: Path) -> Any:
         cfg.parameters["PERFORMANCE_HINT"].string_value = "LATENCY"
         cfg.parameters["NUM_STREAMS"].string_value = "1"
         cfg.parameters["INFERENCE_NUM_THREADS"].string_value = str(p["threads_per_instance"] or 1)
-        cfg.parameters["INFERENCE_PRECISION_HINT"].string_value = "bf16" if p["precision"] == "bf16" else "f32"
+        from optiserve.runtimes.openvino import inference_precision
+
+        cfg.parameters["INFERENCE_PRECISION_HINT"].string_value = inference_precision(str(p["precision"]))
     else:
         group.kind = mc.ModelInstanceGroup.KIND_CPU
         cfg.parameters["intra_op_thread_count"].string_value = str(p["threads_per_instance"] or 1)

@@ -38,6 +38,13 @@ _APPLIED: dict[Precision, tuple[str, str]] = {
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 
 
+def inference_precision(precision: str) -> str:
+    """The CPU plugin's ``INFERENCE_PRECISION_HINT`` for a planned precision: f32 for fp32 and
+    the int8 variants (their float parts run in f32), else the precision's own."""
+    applied = _APPLIED.get(Precision(precision))
+    return applied[0] if applied else "f32"
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_capabilities() -> frozenset[str]:
     """What the CPU plugin says this CPU can compute in (``BF16``, ``FP16``, ``INT8``...)."""

@@ -181,17 +181,9 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
 
 def check_port(host: str, port: int) -> None:
     """Fail with one line before anything loads when the gRPC port is taken (the bind itself is in the lifespan)."""
-    import socket
+    from optiserve._oip_client import check_bindable
 
-    from optiserve.errors import UsageError
-
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as exc:
-        raise UsageError(f"cannot bind the gRPC port {host}:{port}: {exc.strerror}") from None
+    check_bindable(host, port, "gRPC")
 
 
 async def _add_health(server: Any, model: ServedModel) -> None:

@@ -87,3 +87,11 @@ def test_missing_openvino_says_how_to_install(monkeypatch: pytest.MonkeyPatch, m
     assert reason is not None and "optiserve[openvino]" in reason and "\n" not in reason
     with pytest.raises(UsageError, match=r"optiserve\[openvino\]"):
         RT.load(mlp_path, Precision.FP32, 1, {})
+
+
+def test_the_emitted_precision_hint_is_the_one_the_runtime_compiles_with() -> None:
+    """Triton's openvino config carries the CPU plugin's hint: f16 for an fp16 plan (not f32)."""
+    from optiserve.runtimes.openvino import inference_precision
+
+    got = {p: inference_precision(p) for p in ("fp32", "fp16", "bf16", "int8-static", "int8-dynamic")}
+    assert got == {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8-static": "f32", "int8-dynamic": "f32"}
