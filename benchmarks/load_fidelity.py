@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -14,17 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from optiserve._oip_client import free_port
 from optiserve.estimate import BatchingPolicy, ServiceModel, poisson_arrivals, simulate
 from optiserve.profile.profiler import run_sweep
 from optiserve.profile.sweep import build_spec
 from optiserve.serve.loadtest import wait_until_ready
 from optiserve.serve.prediction import measured_overheads, per_item_cost_for_capacity, simulated_ms, with_overheads
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def profile_service(model: Path, out: Path, threads: int, batches: str, budget: float = 2.0) -> ServiceModel:

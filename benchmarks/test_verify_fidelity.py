@@ -16,15 +16,14 @@ every rate of the model is recorded (table ``verify`` of the run's record).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from optiserve.models.zoo import build_zoo
+from tests.conftest import run_cli
 from tests.real_models.conftest import REAL_MODELS, wheel_model
 
 DURATION_S = 20.0
@@ -37,11 +36,8 @@ MODELS = {  # name -> (precision, --shape values, max batch swept)
 }
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "optiserve", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd, timeout=900)
 
 
 def _model(name: str, tmp: Path) -> Path:

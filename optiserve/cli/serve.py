@@ -169,12 +169,13 @@ def _drift_monitor(reference: Path | None, window_s: float, rows_per_s: float) -
 def _grpc_settings(port: int | None, opts: ServerOptions, max_message: int) -> GrpcSettings | None:
     """The gRPC server's settings from ``--grpc-port`` and the HTTP server's address, TLS files and body limit;
     a taken port is one line before the model loads."""
+    from optiserve._oip_client import check_bindable
     from optiserve.errors import UsageError
-    from optiserve.serve.grpc_server import GrpcSettings, check_port
+    from optiserve.serve.grpc_server import GrpcSettings
 
     if port is None:
         return None
     if not 0 < port < 65536 or port == opts.port:
         raise UsageError(f"--grpc-port {port}: a port in 1..65535 other than --port")
-    check_port(opts.host, port)
+    check_bindable(opts.host, port, "gRPC")  # the bind itself is in the lifespan: a traceback there
     return GrpcSettings(port, opts.host, opts.tls_cert, opts.tls_key, opts.tls_client_ca, max_message)

@@ -297,8 +297,8 @@ class CurveBuilder:
                 curve = self._to_accelerator(target, fam, share)
             if target.key in self.elsewhere:  # profiled on the target itself (fanout -> gather): measured
                 curve = measured_curve(self.elsewhere, target, fam, share, curve.memory_gib) or curve
-            if self.alternatives(precision, threads) > 1:
-                n = self.alternatives(precision, threads)
+            n = self.alternatives(precision, threads)
+            if n > 1:
                 curve = replace(curve, basis=f"{curve.basis}; of {n} profiled configs, {fam.describe()}")
             self._curves[key] = curve
         return self._curves[key]

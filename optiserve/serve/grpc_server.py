@@ -179,13 +179,6 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
     return Servicer()
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail with one line before anything loads when the gRPC port is taken (the bind itself is in the lifespan)."""
-    from optiserve._oip_client import check_bindable
-
-    check_bindable(host, port, "gRPC")
-
-
 async def _add_health(server: Any, model: ServedModel) -> None:
     """The standard ``grpc.health.v1.Health`` service (what Kubernetes' gRPC probes and grpc_health_probe ask):
     the server (``""``), the inference service and the model answer NOT_SERVING until warm, then SERVING."""
