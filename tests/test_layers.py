@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "optiserve"
 BASE = {
     "_version",
+    "_cpuinfo",
     "_rows",
     "_lazy",
     "_registry",

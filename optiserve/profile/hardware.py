@@ -10,10 +10,12 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import psutil
+
+from optiserve._cpuinfo import flags as cpu_flags
+from optiserve._cpuinfo import read_cpuinfo
 
 _FLAGS_OF_INTEREST = (
     "avx",
@@ -56,23 +58,6 @@ _ID_KEYS = {
 _NUMERIC = {"cpu_family", "cpu_model_number", "cpu_stepping"}
 
 
-def parse_cpuinfo(text: str) -> dict[str, str]:
-    """The first value of each key in /proc/cpuinfo text (the first processor's block)."""
-    info: dict[str, str] = {}
-    for line in text.splitlines():
-        if ":" in line:
-            k, v = (s.strip() for s in line.split(":", 1))
-            info.setdefault(k, v)
-    return info
-
-
-def _cpuinfo() -> dict[str, str]:
-    try:
-        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return {}
-
-
 def cpu_fields(ci: dict[str, str]) -> dict[str, Any]:
     """The identifying fields of a parsed cpuinfo; a key the kernel did not print is left out.
     Older profiles lack them all: cpu_id falls back to the model name, then the flags."""
@@ -87,7 +72,7 @@ def cpu_fields(ci: dict[str, str]) -> dict[str, Any]:
 def cpu_fingerprint(ci: dict[str, str]) -> dict[str, Any]:
     """The CPU part of the fingerprint from a parsed cpuinfo: model name, flags of
     interest, and the identifying fields (vendor, family/model/stepping, ARM part)."""
-    flags = set((ci.get("flags") or ci.get("Features") or "").split())
+    flags = cpu_flags(ci)
     return {
         "cpu_model": ci.get("model name") or platform.processor() or platform.machine(),
         "cpu_flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags),
@@ -121,7 +106,7 @@ def gpus() -> list[dict[str, str]]:
 def fingerprint() -> dict[str, Any]:
     """The machine as the numbers depend on it. ``id`` hashes what makes two
     machines measure alike (CPU model, core counts, memory, GPUs), not the host name."""
-    ci = _cpuinfo()
+    ci = read_cpuinfo()
     mem = psutil.virtual_memory().total
     try:
         affinity = len(os.sched_getaffinity(0))

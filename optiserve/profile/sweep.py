@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from optiserve.errors import UsageError
 from optiserve.runtimes.registry import check_options, get_runtime
 from optiserve.types import BenchConfig, InputLayout, Precision
-from optiserve.variants.recipe import CALIBRATORS, SYNTHETIC, VariantRecipe, file_digest
+from optiserve.variants.recipe import CALIBRATORS, SYNTHETIC, VariantRecipe, default_reduce_range, file_digest
 
 AUTO = "auto"
 # What ``--precision auto`` adds to fp32, per model family, and why (measured: see README).
@@ -188,6 +188,7 @@ class SweepSpec(BaseModel):
                 int4_block_size=self.int4_block_size,
                 seed=self.seed,
                 toolkit=toolkit,
+                reduce_range=default_reduce_range(precision),
             )
             for c in calibrators
         ]

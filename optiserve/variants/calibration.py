@@ -18,7 +18,7 @@ import numpy as np
 from optiserve.models.graph import ModelInfo
 from optiserve.models.inputs import load_npz, make_inputs, samples_in, take_rows
 from optiserve.types import InputLayout, Precision
-from optiserve.variants.recipe import SYNTHETIC, VariantRecipe, file_digest
+from optiserve.variants.recipe import SYNTHETIC, VariantRecipe, default_reduce_range, file_digest
 
 if TYPE_CHECKING:
     from optiserve.variants.build import Variant
@@ -57,8 +57,10 @@ def recipe_for(
     calibration_samples: int = 32,
     seed: int = 0,
     toolkit: str = "onnxruntime",
+    reduce_range: bool | None = None,
 ) -> VariantRecipe:
-    """The recipe ``optiserve profile`` makes for these settings (its defaults included)."""
+    """The recipe ``optiserve profile`` makes for these settings (its defaults included;
+    ``reduce_range`` None: this machine's, see ``default_reduce_range``)."""
     return VariantRecipe(
         precision=precision,
         calibrator=calibrator,
@@ -66,6 +68,7 @@ def recipe_for(
         calibration_samples=calibration_samples,
         seed=seed,
         toolkit=toolkit,
+        reduce_range=default_reduce_range(precision) if reduce_range is None else reduce_range,
     )
 
 

@@ -72,10 +72,16 @@ def _int8_static(src: Path, dst: Path, recipe: VariantRecipe, calibration: Calib
     if not batches:
         raise VariantError("int8-static needs calibration batches; the calibration source gave none")
     transformer = is_transformer(model)
-    kw = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    kw: dict[str, Any] = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    if recipe.reduce_range:  # NNCF's name for it: 7-bit weights in every layer, not only the first
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+        kw["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
     quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), **kw)
     _save(quantized, src, dst)
     preset = "transformer preset" if transformer else "performance preset"
+    if recipe.reduce_range:
+        preset += ", overflow fix in every layer (7-bit weights: no VNNI)"
     return (
         f"nncf quantize int8 QDQ ({preset}, NNCF's range estimators, fast bias correction) "
         f"on {recipe.calibration} data, {len(batches)} batches"

@@ -202,8 +202,18 @@ def _int8_dynamic(src: Path, dst: Path, recipe: VariantRecipe, calibration: Cali
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         how = _pre_process(src, pre, external)
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, use_external_data_format=external)
-    return f"onnxruntime quantize_dynamic, int8 weights ({how})"
+        quantize_dynamic(
+            str(pre),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            reduce_range=recipe.reduce_range,
+            use_external_data_format=external,
+        )
+    return f"onnxruntime quantize_dynamic, int8 weights{_narrowed(recipe)} ({how})"
+
+
+def _narrowed(recipe: VariantRecipe) -> str:
+    return " in 7 bits (reduce_range: this CPU has no VNNI)" if recipe.reduce_range else ""
 
 
 def _int8_static(src: Path, dst: Path, recipe: VariantRecipe, calibration: CalibrationSource) -> str:
@@ -252,9 +262,10 @@ def _int8_static(src: Path, dst: Path, recipe: VariantRecipe, calibration: Calib
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            reduce_range=recipe.reduce_range,
             use_external_data_format=external,
         )
-    weights = "per-channel s8 weights" if per_channel else "per-tensor s8 weights"
+    weights = ("per-channel s8 weights" if per_channel else "per-tensor s8 weights") + _narrowed(recipe)
     return (
         f"onnxruntime quantize_static QDQ, {weights}, u8 activations, "
         f"{recipe.calibrator} calibration on {recipe.calibration} data ({', '.join(notes)})"

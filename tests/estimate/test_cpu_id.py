@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from optiserve._cpuinfo import parse_cpuinfo
 from optiserve.errors import CatalogError
 from optiserve.estimate.catalog import load_catalog
 from optiserve.estimate.cpu_id import entry_vendor, explain, identify, match
 from optiserve.estimate.source import source_entry
-from optiserve.profile.hardware import cpu_fingerprint, parse_cpuinfo
+from optiserve.profile.hardware import cpu_fingerprint
 
 DATA = Path(__file__).parent / "data" / "cpuinfo"
 ARM = {"graviton3", "graviton4"}
@@ -34,6 +35,7 @@ def _hw(name: str) -> dict[str, Any]:
         ("amd-genoa-9r14", "amd", "zen4", "model name"),
         ("amd-genoa-masked-flags", "amd", "zen4", "family/model"),  # flags alone would say zen3
         ("amd-milan-7r13", "amd", "zen3", "model name"),
+        ("amd-milan-kvm", "amd", "zen3", "family/model"),  # recorded: "AMD EPYC", no part number
         ("graviton3", "arm", "graviton3", "family/model"),
         ("graviton4", "arm", "graviton4", "family/model"),
     ],
@@ -52,6 +54,7 @@ def test_fixture_is_identified_by_the_strongest_rule(fixture: str, vendor: str, 
         ("amd-genoa-9r14", "amd"),
         ("amd-genoa-masked-flags", "amd"),
         ("amd-milan-7r13", "amd"),
+        ("amd-milan-kvm", "amd"),
         ("graviton3", "arm"),
         ("graviton4", "arm"),
     ],

@@ -272,3 +272,28 @@ def test_fp16_retypes_the_models_own_cast_to_float(tmp_path: Path) -> None:
     ref = ort.InferenceSession(str(src)).run(None, feeds)[0]
     out = ort.InferenceSession(str(v.path)).run(None, feeds)[0]
     assert np.allclose(ref, out, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "saturates"),
+    [("amd-milan-kvm", True), ("amd-genoa-kvm", False), ("kvm-sapphire-rapids-masked", False), ("graviton3", False)],
+)
+def test_int8_weights_are_narrowed_only_where_the_kernels_saturate(fixture: str, saturates: bool) -> None:
+    """AVX2 without VNNI sums u8 x s8 pairs in 16 bits (ORT's and NNCF's docs): recorded cpuinfo decides."""
+    from optiserve._cpuinfo import flags, parse_cpuinfo
+    from optiserve.variants.recipe import int8_saturates
+
+    text = (Path(__file__).parents[1] / "estimate" / "data" / "cpuinfo" / f"{fixture}.txt").read_text()
+    arch = "aarch64" if fixture.startswith("graviton") else "x86_64"
+    assert int8_saturates(flags(parse_cpuinfo(text)), arch) is saturates
+
+
+def test_reduce_range_is_in_the_key_and_the_method_only_when_set(mlp_path: Path, tmp_path: Path) -> None:
+    wide, narrow = (VariantRecipe(Precision.INT8_STATIC, reduce_range=r) for r in (False, True))
+    assert "reduce_range" not in wide.identity() and narrow.identity()["reduce_range"] == "true"
+    assert VariantRecipe.from_identity(Precision.INT8_STATIC, narrow.identity()) == narrow
+    assert "reduce_range" not in VariantRecipe(Precision.FP32, reduce_range=True).identity()  # int8 only
+    info = inspect_model(mlp_path)
+    a = build_variant(mlp_path, info.sha256, wide, VariantCache(tmp_path), _calibration(mlp_path))
+    b = build_variant(mlp_path, info.sha256, narrow, VariantCache(tmp_path), _calibration(mlp_path))
+    assert a.key != b.key and "7 bits" in b.method and "7 bits" not in a.method
