@@ -20,7 +20,8 @@ PLAN = json.loads((Path(__file__).parent / "emit" / "data" / "plan.json").read_t
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)  # a SQLite store's default artifact root is ./mlruns: not the checkout's
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
