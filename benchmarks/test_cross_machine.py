@@ -1,16 +1,19 @@
 """Cross-machine transfer: every reference machine predicted from every other (issue 18).
 
 Only reports while ``profiles/reference/machines/`` holds one machine ("nothing to
-cross-check yet"). From two machines on, asserts the issue's target: per pair and
-precision, mean |error| <= 15% with the machines' effective ceilings; the
-datasheet x reach path and the "no transfer" baseline are reported beside it.
+cross-check yet"). From two machines on, asserts the issue's target on "quiet" rows
+(each row's fastest quarter of calls, since a busy session only adds time, on every
+machine alike): per pair and precision, mean |error| <= 15% with the machines'
+effective ceilings and below the "no transfer" baseline, and bands covering >= 90% of
+the points. All calls (the rows' means), the datasheet x reach path and the baseline
+are reported beside it; rows measuring contention are left out and printed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.cross_machine import TARGET, cross_check, describe, load_machines, misses
+from benchmarks.cross_machine import TARGET, Pair, coverage, cross_check, describe, load_machines, misses
 from optiserve.estimate.catalog import load_catalog
 from optiserve.models.graph import inspect_model
 from optiserve.models.zoo import build_zoo
@@ -32,14 +35,27 @@ def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio) 
         for name, prof in m.profiles.items():
             assert inspect_model(models[name]).sha256 == prof.meta["model"]["sha256"], f"zoo {name} differs ({m.name})"
     catalog = load_catalog()
-    effective = cross_check(machines, models, catalog, "effective")
-    for p in [*effective, *cross_check(machines, models, catalog, "datasheet")]:
-        asserted = p.ceilings == "effective"
-        record_ratio(
-            f"cross-machine {p.source} -> {p.target} {p.precision} ({p.ceilings}): mean |error|",
-            p.mean_abs_error,
-            f"<= {TARGET:.0%}" if asserted else "report",
-            p.mean_abs_error <= TARGET or not asserted,
-            describe(p),
-        )
-    assert not misses(effective), "; ".join(misses(effective))
+    asserted: list[Pair] = []
+    for statistic in ("quiet", "all"):
+        machines = load_machines(MACHINES, statistic)
+        for line in (x for m in machines for x in m.describe_contended()):
+            print(f"left out ({statistic} calls): {line}")
+        for ceilings in ("effective", "datasheet"):
+            pairs = cross_check(machines, models, catalog, ceilings)
+            checked = statistic == "quiet" and ceilings == "effective"
+            asserted += pairs if checked else []
+            failed = set(misses(pairs))
+            for p in pairs:
+                ok = not any(line.startswith(f"{p.source} -> {p.target} {p.precision}:") for line in failed)
+                record_ratio(
+                    f"cross-machine {p.source} -> {p.target} {p.precision} ({ceilings}, {statistic} calls): "
+                    "mean abs error",
+                    p.mean_abs_error,
+                    f"<= {TARGET:.0%} and < no transfer" if checked else "report",
+                    ok or not checked,
+                    describe(p),
+                )
+    share = coverage(asserted)
+    record_ratio("cross-machine: points inside their band (quiet, effective)", share, ">= 90%", share >= 0.9, "")
+    problems = misses(asserted) + ([f"bands cover {share:.0%} of the points < 90%"] if share < 0.9 else [])
+    assert not problems, "; ".join(problems)

@@ -29,27 +29,44 @@ from typing import Any
 from optiserve.estimate.catalog import Entry
 from optiserve.profile.ceilings import Ceilings
 
-# Reach = measured rate / datasheet peak at the catalog clock, per ISA class and kernel.
-# Measured on ONE machine (Sapphire Rapids 2-vCPU guest, profiles/reference/machines/
-# sapphire-rapids-2vcpu, ONNX Runtime 1.32, best per-core rate of 1 and 2 threads, 2 vCPUs on 2 cores). Classes never
-# measured take the fp32 AVX-512 factors: an assumption that MLAS's other kernels approach
+# Reach = measured rate / datasheet peak at the catalog clock, per ISA class and kernel: the
+# effective blocks of the reference machines (profiles/reference/machines/, ONNX Runtime 1.32,
+# best per-core rate of 1 and 2 threads) over their catalog entries' peaks. Classes never
+# measured take the AVX-512 fp32 factors: an assumption that MLAS's other kernels approach
 # their peak as its SGEMM does, labelled so in the band.
 REACH: dict[str, tuple[float, float]] = {  # class -> (gemm, conv)
-    "fp32": (1.07, 1.00),  # above 1: one busy core turbos past the 3.2 GHz all-core clock
-    "int8-amx": (0.26, 0.11),
+    "fp32-avx512": (1.07, 1.00),  # Sapphire Rapids, c7i.xlarge: above 1, one busy core turbos past 3.2 GHz
+    "fp32-avx2": (0.76, 0.70),  # Zen 3 (Milan), Standard_D4as_v5: 24.4 and 22.5 of 32 flop/cycle
+    "int8-amx": (0.26, 0.11),  # Sapphire Rapids: 527 and 224 of 2048 op/cycle
+    "int8-avx2": (0.75, 0.67),  # Zen 3: VPMADDUBSW, 48.1 and 42.7 of 64 op/cycle
 }
-REACH_MEASURED = {"fp32": "avx512 fp32", "int8-amx": "amx int8"}  # the classes a measurement backs
-REACH_MACHINES = 1  # how many machines the factors come from
+REACH_MEASURED = {
+    "fp32-avx512": "sapphire-rapids-2vcpu",
+    "fp32-avx2": "zen3-2vcpu",
+    "int8-amx": "sapphire-rapids-2vcpu",
+    "int8-avx2": "zen3-2vcpu",
+}  # the reference machine each class's factors come from
+ASSUMED = "fp32-avx512"  # the factors of a class no machine measured
 DATASHEET_WIDENING = 0.10  # added to the band of a target whose ceilings are datasheet x reach
 
 
 def isa_class(entry: Entry, compute: str) -> str:
-    """The reach class of a compute class on this CPU: AMX int8 shows as an int8 peak
-    16x the fp32 one (VNNI is 4x, AVX2's VPMADDUBSW 2x)."""
+    """The reach class of a compute class on this CPU, read off its peaks: fp32 at 64
+    flop/cycle/core is AVX-512 (two FMA ports), 32 on x86 AVX2; AMX int8 shows as an
+    int8 peak 16x the fp32 one, VNNI 4x, AVX2's VPMADDUBSW 2x. ARM has no measured class."""
     cpu = entry.instance.cpu
-    if compute == "int8" and cpu.int8_ops_per_cycle_per_core >= 16 * cpu.fp32_flops_per_cycle_per_core:
-        return "int8-amx"
-    return "fp32"
+    x86 = cpu.arch == "x86_64"
+    wide = cpu.fp32_flops_per_cycle_per_core >= 64
+    if compute == "int8":
+        ratio = cpu.int8_ops_per_cycle_per_core / cpu.fp32_flops_per_cycle_per_core
+        if ratio >= 16:
+            return "int8-amx"
+        if x86 and ratio <= 2:
+            return "int8-avx2"
+        return "int8-vnni" if x86 else "int8-arm"
+    if not x86:
+        return "fp32-arm"
+    return "fp32-avx512" if wide else "fp32-avx2"
 
 
 def _peak_per_cycle(entry: Entry, compute: str) -> float:
@@ -101,9 +118,9 @@ def entry_compute(entry: Entry, threads: int, compute: str, conv_share: float = 
         )
         return Compute(scale * blend(gemm, conv, conv_share), "catalog", f"effective ({eff.source}, {eff.as_of})")
     cls = isa_class(entry, compute)
-    gemm_r, conv_r = REACH[cls]
-    backed = "measured" if cls in REACH_MEASURED else "assumed"
-    basis = f"datasheet x {cls} reach ({backed} on {REACH_MACHINES} machine)"
+    gemm_r, conv_r = REACH.get(cls, REACH[ASSUMED])
+    backed = f"measured on {REACH_MEASURED[cls]}" if cls in REACH_MEASURED else f"assumed {ASSUMED}'s, not measured"
+    basis = f"datasheet x {cls} reach ({backed})"
     return Compute(scale * _peak_per_cycle(entry, compute) * blend(gemm_r, conv_r, conv_share), "datasheet", basis)
 
 

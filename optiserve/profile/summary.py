@@ -6,6 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from optiserve.profile.contention import contended
 from optiserve.types import InputLayout, Measurement, Precision, Profile, Status
 
 
@@ -150,6 +151,8 @@ def warnings_block(profile: Profile) -> Text:
             out.append(f"! {m.config.label()}: {w}\n", style="yellow")
     if short:
         out.append(f"! {short} row(s) have under 1000 samples: their p99.9 is an extrapolation\n", style="yellow")
+    for c in contended(profile):
+        out.append(f"! {c.describe()}\n", style="yellow")
     return out
 
 
