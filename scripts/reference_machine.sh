@@ -17,3 +17,15 @@ for model in cnn encoder; do
         --budget 2 --warmup 2 --ceilings --cache-dir "$cache" -o "$out/$model" --overwrite
 done
 "$bin/optiserve" env | grep 'catalog match'
+# A reference that measured contention validates nothing (the first Sapphire Rapids one did):
+# refuse it here, before it is committed, rather than leave it to the benchmark to skip.
+"$bin/python" - "$out" <<'PY'
+import sys
+from pathlib import Path
+from optiserve.profile.contention import contended
+from optiserve.profile.store import load_profile
+bad = [f"{p.name}: {c.describe()}" for p in sorted(Path(sys.argv[1]).iterdir()) for c in contended(load_profile(p))]
+if bad:
+    print("the machine was busy; run again when it is quiet:", *bad, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+PY

@@ -42,7 +42,7 @@ from optiserve.estimate.catalog import Catalog, Entry
 from optiserve.estimate.gpu_prior import prior
 from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
 from optiserve.estimate.measured import measured_curve
-from optiserve.estimate.reach import DATASHEET_WIDENING, entry_compute, measured_compute
+from optiserve.estimate.reach import DATASHEET_WIDENING, entry_compute, isa_class, measured_compute
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.transfer import Ceiling, TransferFit, fit_transfer
 from optiserve.profile.ceilings import Ceilings, from_meta
@@ -224,6 +224,23 @@ class CurveBuilder:
         user metric the profile judged (None: never judged, so never accepted)."""
         worst = self.accuracy_report(precision)
         return worst.drop if worst else (0.0 if precision == "fp32" else None)
+
+    def int8_unsafe_on(self, target: Entry, precision: str, threads: int) -> str | None:
+        """Why the int8 accuracy measured here does not hold on ``target``, or None: a
+        variant built with full-range (8-bit) weights on a CPU whose int8 kernels sum in
+        32 bits saturates on an x86 CPU without VNNI (AVX2's 16-bit pair sums), so the
+        deployed file would drift more than the profile says (the MLP: 2% -> 9%)."""
+        if not precision.startswith("int8") or target.accelerator is not None:
+            return None
+        if isa_class(target, "int8") != "int8-avx2" or isa_class(self.source, "int8") == "int8-avx2":
+            return None  # the target accumulates in 32 bits, or the source saturated too (measured so)
+        if dict(self.family(precision, threads).variant).get("reduce_range") == "true":
+            return None  # 7-bit weights: safe everywhere
+        return (
+            f"{target.key} has no VNNI: its int8 kernels saturate the 8-bit weights this variant was "
+            "built with, so the accuracy measured here does not hold there (profile on such a CPU: "
+            "it builds 7-bit weights)"
+        )
 
     def accuracy_report(self, precision: str) -> AccuracyReport | None:
         """The accuracy report of this precision's worst row (the one that sets the drop)."""

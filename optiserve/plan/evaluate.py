@@ -275,6 +275,9 @@ class Evaluator:
             at_target = self._with_band(at_target, service, fleet, curve.band, base)
             at_peak = self._with_band(at_peak, service, fleet, curve.band, base)
         drop = builder.accuracy_drop(c.precision)
+        unsafe = builder.int8_unsafe_on(entry, c.precision, c.threads or 1)
+        if unsafe:  # the profile's accuracy is not this CPU's: unknown, so refused like an unmeasured one
+            drop = None
         constraints = {
             "p99": at_peak.p99_ms / sla.p99_ms - 1,
             "accuracy": (1.0 if drop is None else drop - sla.max_accuracy_drop),
@@ -306,7 +309,7 @@ class Evaluator:
             basis=f"{curve.basis}; {serving_basis}",
             binding=self._binding(constraints, feasible, replicas, pod_rate),
             verified_requests=int(base.size) if band_edges else 0,
-            extra={"encoding": terms.encoding} if terms else {},
+            extra={**({"encoding": terms.encoding} if terms else {}), **({"accuracy_note": unsafe} if unsafe else {})},
         )
 
     def _fit(self, entry: Entry, c: Candidate, instance_gib: float) -> PodFit:

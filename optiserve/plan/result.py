@@ -69,7 +69,8 @@ def placement(e: Evaluation) -> dict[str, Any]:
             "latency_basis": e.basis,
             "service_time_band": e.band,
             "queueing": f"predicted by the queueing simulator ({e.verified_requests or 'search'} requests)",
-            "accuracy": (
+            "accuracy": e.extra.get("accuracy_note")
+            or (
                 "measured on the profiling machine's CPU runtime; not measured on this accelerator"
                 if not c.threads
                 else "measured on the profiling machine"

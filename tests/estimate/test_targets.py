@@ -159,3 +159,22 @@ def test_only_the_planned_runtimes_rows_make_curves(mlp_path: Path, lab) -> None
     builder = CurveBuilder(prof, mlp_path, lab, lab.get("src"), measured_on_source=True, runtime="onnxruntime-cpu")
     curve = builder.curve(lab.get("src"), "fp32", 2)
     np.testing.assert_allclose(curve.service.samples[1], np.asarray(base.measurements[0].samples_ns) / 1e9)
+
+
+def test_int8_accuracy_from_a_vnni_machine_does_not_hold_on_one_without(tmp_path: Path) -> None:
+    """The Sapphire Rapids reference's int8 file has 8-bit weights: on Zen 3 (AVX2, no VNNI) its
+    kernels saturate, so the measured drop is not that CPU's; the Zen 3 reference built 7-bit ones."""
+    from optiserve.models.zoo import build_zoo
+    from optiserve.profile.store import load_profile
+
+    machines = Path(__file__).resolve().parents[2] / "profiles" / "reference" / "machines"
+    cat = load_catalog()
+    (cnn,) = build_zoo(tmp_path, ["cnn"])
+    spr = CurveBuilder(load_profile(machines / "sapphire-rapids-2vcpu" / "cnn"), cnn, cat, cat.get("aws:c7i.xlarge"))
+    why = spr.int8_unsafe_on(cat.get("azure:Standard_D4as_v5"), "int8-static", 1)
+    assert why and "no VNNI" in why and "7-bit" in why
+    assert spr.int8_unsafe_on(cat.get("aws:c7a.xlarge"), "int8-static", 1) is None  # Zen 4: AVX-512 VNNI
+    assert spr.int8_unsafe_on(cat.get("azure:Standard_D4as_v5"), "fp32", 1) is None
+    zen3 = CurveBuilder(load_profile(machines / "zen3-2vcpu" / "cnn"), cnn, cat, cat.get("azure:Standard_D4as_v5"))
+    assert dict(zen3.family("int8-static", 1).variant).get("reduce_range") == "true"
+    assert zen3.int8_unsafe_on(cat.get("gcp:n2d-standard-4"), "int8-static", 1) is None
