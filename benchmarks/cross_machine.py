@@ -1,6 +1,6 @@
 """Predict every reference machine from every other, through the planner's own path.
 
-Each machine under ``profiles/reference/machines/<generation>-<vcpus>vcpu/`` holds
+Each machine under ``profiles/reference/machines/<generation>-<vcpus>vcpu[-rN]/`` holds
 the fixed recipe (CNN and encoder; fp32 and int8-static; batch 1 and 8; threads
 1 and 2) profiled with its ceilings. A machine stands in the catalog as the
 entry its CPU matches, resized to its own vCPUs and cores, with its measured
@@ -35,8 +35,13 @@ PRECISIONS = ("fp32", "int8-static")
 
 @dataclass(frozen=True)
 class Machine:
-    name: str  # the folder: <generation>-<vcpus>vcpu
+    name: str  # the folder: <generation>-<vcpus>vcpu, and -rN for a later recording of the same kind
     profiles: Mapping[str, Profile]  # model name -> its profile there
+
+    @property
+    def kind(self) -> str:
+        """The machine kind: recordings of one kind are repeats, not another machine."""
+        return self.name.rsplit("-r", 1)[0] if self.name.rsplit("-r", 1)[-1].isdigit() else self.name
 
     def contended(self) -> dict[str, set[tuple[str, int]]]:
         """Per model, the (precision, threads) families whose rows measured contention
@@ -58,6 +63,7 @@ class Pair:
     target: str
     precision: str
     ceilings: str  # "effective" | "datasheet"
+    repeat: bool  # two recordings of one machine kind: the noise floor, not a transfer
     mean_abs_error: float
     no_transfer: float  # mean |error| of predicting the target's time as the source's
     covered: int  # rows whose band held the truth
@@ -150,6 +156,7 @@ def cross_check(
                             tgt.name,
                             precision,
                             ceilings,
+                            src.kind == tgt.kind,
                             float(np.mean(np.abs(errs))),
                             float(np.mean(np.abs(base))),
                             covered,
@@ -165,6 +172,8 @@ def misses(pairs: Iterable[Pair], target: float = TARGET) -> list[str]:
     beat assuming the source's times unchanged."""
     out = []
     for p in pairs:
+        if p.repeat:
+            continue  # a repeat only measures how far one machine is from itself
         if p.mean_abs_error > target:
             out.append(f"{p.source} -> {p.target} {p.precision}: mean |error| {p.mean_abs_error:.0%} > {target:.0%}")
         elif p.mean_abs_error >= p.no_transfer:
@@ -177,13 +186,14 @@ def misses(pairs: Iterable[Pair], target: float = TARGET) -> list[str]:
 
 def coverage(pairs: Iterable[Pair]) -> float:
     """The share of all predicted points whose band held the truth (issue 18: >= 90%)."""
-    ps = list(pairs)
+    ps = [p for p in pairs if not p.repeat]
     rows = sum(p.rows for p in ps)
     return sum(p.covered for p in ps) / rows if rows else float("nan")
 
 
 def describe(p: Pair) -> str:
     return (
-        f"{p.source} -> {p.target} {p.precision} ({p.ceilings} ceilings): mean abs error {p.mean_abs_error:.0%}, "
+        ("repeat (same kind): " if p.repeat else "")
+        + f"{p.source} -> {p.target} {p.precision} ({p.ceilings} ceilings): mean abs error {p.mean_abs_error:.0%}, "
         f"no transfer {p.no_transfer:.0%}, band covered {p.covered}/{p.rows}"
     )

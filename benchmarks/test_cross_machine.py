@@ -6,7 +6,9 @@ cross-check yet"). From two machines on, asserts the issue's target on "quiet" r
 machine alike): per pair and precision, mean |error| <= 15% with the machines'
 effective ceilings and below the "no transfer" baseline, and bands covering >= 90% of
 the points. All calls (the rows' means), the datasheet x reach path and the baseline
-are reported beside it; rows measuring contention are left out and printed.
+are reported beside it; rows measuring contention are left out and printed. Two
+recordings of one machine kind (``zen3-2vcpu`` and ``zen3-2vcpu-r2``) are repeats: their
+pairs only report, the noise floor the transfer is judged against.
 """
 
 from __future__ import annotations
@@ -46,13 +48,14 @@ def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio) 
             asserted += pairs if checked else []
             failed = set(misses(pairs))
             for p in pairs:
+                checked_here = checked and not p.repeat
                 ok = not any(line.startswith(f"{p.source} -> {p.target} {p.precision}:") for line in failed)
                 record_ratio(
                     f"cross-machine {p.source} -> {p.target} {p.precision} ({ceilings}, {statistic} calls): "
                     "mean abs error",
                     p.mean_abs_error,
-                    f"<= {TARGET:.0%} and < no transfer" if checked else "report",
-                    ok or not checked,
+                    f"<= {TARGET:.0%} and < no transfer" if checked_here else "report",
+                    ok or not checked_here,
                     describe(p),
                 )
     share = coverage(asserted)
