@@ -13,8 +13,10 @@ slower than fewer) are left out on either side, and the benchmark prints them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from optiserve.estimate.cpu_id import match
 from optiserve.estimate.reach import effective_block
 from optiserve.estimate.targets import CurveBuilder
 from optiserve.profile.ceilings import from_meta
-from optiserve.profile.contention import contended
+from optiserve.profile.contention import Contended, contended
 from optiserve.profile.store import load_profile
 from optiserve.types import Profile
 
@@ -41,18 +43,20 @@ class Machine:
     @property
     def kind(self) -> str:
         """The machine kind: recordings of one kind are repeats, not another machine."""
-        return self.name.rsplit("-r", 1)[0] if self.name.rsplit("-r", 1)[-1].isdigit() else self.name
+        repeat = re.fullmatch(r"(.+)-r\d+", self.name)
+        return repeat.group(1) if repeat else self.name
+
+    @cached_property
+    def findings(self) -> dict[str, list[Contended]]:
+        """Per model, its rows that measured contention (more threads slower than fewer)."""
+        return {name: contended(prof) for name, prof in self.profiles.items()}
 
     def contended(self) -> dict[str, set[tuple[str, int]]]:
-        """Per model, the (precision, threads) families whose rows measured contention
-        (more threads slower than fewer): no truth to check a transfer against."""
-        return {
-            name: {(c.config.precision.value, c.config.threads) for c in contended(prof)}
-            for name, prof in self.profiles.items()
-        }
+        """Per model, the (precision, threads) families with no truth to check a transfer against."""
+        return {name: {(c.config.precision.value, c.config.threads) for c in cs} for name, cs in self.findings.items()}
 
     def describe_contended(self) -> list[str]:
-        return [f"{self.name} {name}: {c.describe()}" for name, prof in self.profiles.items() for c in contended(prof)]
+        return [f"{self.name} {name}: {c.describe()}" for name, cs in self.findings.items() for c in cs]
 
 
 @dataclass(frozen=True)

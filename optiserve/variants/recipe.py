@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -27,8 +28,12 @@ def int8_saturates(flags: Iterable[str], arch: str) -> bool:
 
 def default_reduce_range(precision: Precision) -> bool:
     """The recipe default on this machine: reduce_range where its kernels saturate."""
-    if precision not in INT8:
-        return False
+    return precision in INT8 and _saturates_here()
+
+
+@functools.cache
+def _saturates_here() -> bool:
+    """This machine's answer, read from /proc/cpuinfo once per process (every recipe asks)."""
     import platform
 
     from optiserve._cpuinfo import flags, read_cpuinfo
