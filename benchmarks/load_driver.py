@@ -6,13 +6,17 @@ one is a bare ``asyncio.Protocol`` per connection on uvloop (when installed):
 requests pre-encoded, responses parsed only for the status and Content-Length,
 arrivals sent in bursts per timer wake-up, each latency counted from its
 *scheduled* time (no coordinated omission). What it really sent is returned
-(``sent``), so a run that could not offer its rate says so.
+(``sent``), so a run that could not offer its rate says so. A connection the
+server's kernel refuses (its overload gate closed the listener) is an arrival
+sent and refused: counted apart from the 503s, timed the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import errno
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -35,6 +39,12 @@ class Run:
     ok_p50_ms: float
     ok_p99_ms: float
     refused_p99_ms: float
+    conn_refused: int = 0  # connections the server's kernel refused (ECONNREFUSED)
+    conn_refused_p99_ms: float = float("nan")
+    failed_by: tuple[tuple[str, int], ...] = ()  # why, for ``failed``
+
+    def failures(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in self.failed_by if v) or "none"
 
 
 class _Conn(asyncio.Protocol):
@@ -92,7 +102,9 @@ async def drive(
     conns: set[_Conn] = set()
     ok: list[float] = []
     refused: list[float] = []
+    conn_refused: list[float] = []
     failed = 0
+    why: collections.Counter[str] = collections.Counter()
     sent = 0
     opening = 0
     closed_loop = rate is None
@@ -104,7 +116,9 @@ async def drive(
     def done(c: _Conn, status: int, took: float) -> None:
         nonlocal failed
         (ok if status == 200 else refused if status == 503 else []).append(took)
-        failed += status not in (200, 503)
+        if status not in (200, 503):
+            failed += 1
+            why[f"status {status}"] += 1
         if c.close_after and c.transport is not None:
             c.transport.close()
             return
@@ -122,6 +136,7 @@ async def drive(
             idle.remove(c)
         if c.busy:
             failed += 1
+            why["closed before the response"] += 1
             c.busy = False
         if closed_loop and time.perf_counter() < end:
             spawn(open_and_send(time.perf_counter()))
@@ -137,12 +152,20 @@ async def drive(
         c.send(raw, scheduled)
 
     async def open_and_send(scheduled: float) -> None:
-        nonlocal failed, opening
+        nonlocal failed, opening, sent
         opening += 1
         try:
             _, c = await loop.create_connection(lambda: _Conn(done, lost), "127.0.0.1", port)
-        except OSError:
-            failed += 1
+        except OSError as exc:
+            if exc.errno == errno.ECONNREFUSED and not closed_loop:
+                conn_refused.append(time.perf_counter() - scheduled)
+                sent += 1
+            else:
+                failed += 1
+                why[f"connect: {errno.errorcode.get(exc.errno or 0, exc)}"] += 1
+                if closed_loop and time.perf_counter() < end:  # a closed-loop user retries, as a client would
+                    await asyncio.sleep(0.01)
+                    spawn(open_and_send(time.perf_counter()))
             return
         finally:
             opening -= 1
@@ -167,6 +190,7 @@ async def drive(
                     spawn(open_and_send(arrivals[i]))
                 else:
                     failed += 1  # a real client would have had to wait: the server is not keeping up
+                    why["no connection left"] += 1
                 i += 1
             if i < len(arrivals):
                 await asyncio.sleep(max(0.0, arrivals[i] - time.perf_counter()))
@@ -174,7 +198,9 @@ async def drive(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(finished), TIMEOUT_S)
     wall = max(seconds, 1e-9)
-    failed += sum(c.busy for c in conns)  # still unanswered: timed out
+    unanswered = sum(c.busy for c in conns)  # still unanswered: timed out
+    failed += unanswered
+    why["timed out"] += unanswered
     for c in list(conns):
         if c.transport is not None:
             c.transport.close()
@@ -195,6 +221,9 @@ async def drive(
         pct(ok, 50),
         pct(ok, 99),
         pct(refused, 99),
+        len(conn_refused),
+        pct(conn_refused, 99),
+        tuple(sorted(why.items())),
     )
 
 

@@ -71,6 +71,10 @@ def serve(
     rate_limit: Annotated[float, typer.Option(help="requests per second per client address (0: none)")] = 0.0,
     rate_burst: Annotated[int, typer.Option(help="requests a client may send at once (0: the rate)")] = 0,
     max_connections: Annotated[int, typer.Option(help="open connections; more are closed at once")] = 1024,
+    health_port: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="also serve on this port, never closed under overload (for liveness/readiness probes)"),
+    ] = None,
     keep_alive_s: Annotated[float, typer.Option(help="idle keep-alive connections close after this")] = 5.0,
     header_timeout_s: Annotated[float, typer.Option(help="a request's line and headers must arrive within")] = 10.0,
     body_timeout_s: Annotated[float, typer.Option(help="a request's body must arrive within (else 408)")] = 30.0,
@@ -123,10 +127,13 @@ def serve(
     from optiserve.serve.server import ServerOptions, serve_forever
 
     opts = ServerOptions(host, port, tls_cert, tls_key, tls_client_ca, keep_alive_s, header_timeout_s, max_connections)
+    opts = replace(opts, health_port=health_port)
     opts.check()
     from optiserve._oip_client import check_bindable
 
     check_bindable(host, port, "HTTP")  # before the model loads: a bind error later is a traceback
+    if health_port is not None:
+        check_bindable(host, health_port, "health")
     grpc_settings = _grpc_settings(grpc_port, opts, int(max_body_mb * 2**20))  # before the model loads
     if body_timeout_s <= 0 or max_inflight_mb <= 0:
         raise UsageError("--body-timeout-s and --max-inflight-mb must be > 0")

@@ -30,10 +30,11 @@ class Overloaded(Exception):
 class Ticket:
     """A request's place in flight: its body bytes and its slot, until released."""
 
-    __slots__ = ("_admission", "_done", "nbytes", "since", "waiting")
+    __slots__ = ("_admission", "_done", "admitted", "nbytes", "since", "waiting")
 
-    def __init__(self, admission: Admission, nbytes: int) -> None:
+    def __init__(self, admission: Admission, nbytes: int, now: float) -> None:
         self._admission, self.nbytes, self._done = admission, nbytes, False
+        self.admitted = now
         self.since = 0.0
         self.waiting = False
 
@@ -81,6 +82,7 @@ class Admission:
         self.requests = 0
         self.bytes = 0
         self.waiting: deque[Ticket] = deque()  # in the order they started waiting; stale entries dropped lazily
+        self.admitted: deque[Ticket] = deque()  # in the order admitted; released ones dropped lazily
         self._compute_s = 0.0
         self._above_since: float | None = None
 
@@ -96,6 +98,14 @@ class Admission:
         while q and not q[0].waiting:
             q.popleft()
         return now - q[0].since if q else 0.0
+
+    def oldest_age(self, now: float) -> float:
+        """How long the oldest request in flight has been, upload included (the overload gate's signal:
+        it limits connections, never refuses, so a slow upload may count there)."""
+        q = self.admitted
+        while q and q[0]._done:
+            q.popleft()
+        return now - q[0].admitted if q else 0.0
 
     def refusal(self, nbytes: int, now: float | None = None) -> str | None:
         """Why a request of ``nbytes`` would be refused now, or None: admitting it is the caller's next step."""
@@ -120,4 +130,6 @@ class Admission:
             raise Overloaded(reason)
         self.requests += 1
         self.bytes += nbytes
-        return Ticket(self, nbytes)
+        ticket = Ticket(self, nbytes, time.perf_counter())
+        self.admitted.append(ticket)
+        return ticket

@@ -33,7 +33,7 @@ from optiserve.serve.drift import DriftCollector, DriftMonitor
 from optiserve.serve.endpoint import ServeConfig, ServedModel
 from optiserve.serve.grpc_server import GrpcSettings, start_grpc
 from optiserve.serve.protocol import dumps
-from optiserve.serve.rest_infer import BIG_BYTES, InferHandler, Receive, Scope, Send, send_error, send_json
+from optiserve.serve.rest_infer import InferHandler, Receive, Scope, Send, send_error, send_json
 from optiserve.serve.security import AccessPolicy, RateLimiter, authorized
 from optiserve.types import InputLayout
 
@@ -60,12 +60,21 @@ class Front:
         self.responses = responses
         name = model.name
         self.infer_paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{model.version}/infer"}
+        cfg = model.config  # the overload gate never cuts below two requests per instance
+        self.min_connections = 2 * cfg.instances
+
+    def pressure(self, now: float) -> bool:
+        """The oldest request in flight, upload included, is past the admission's bound (the overload
+        gate's delay signal)."""
+        adm = self.model.admission
+        return adm.oldest_age(now) > adm.max_wait_s
 
     def shed(self, scope: Scope) -> tuple[bytes, bool] | None:
         """(a whole 503 response, close after it) for an infer request the model would refuse now, or None.
 
         Called by the connection protocol from the headers alone (``server.py``): no ASGI task, no
-        body parsed. A large body's 503 closes the connection so the client stops sending it.
+        body parsed. The 503 closes the connection: the client stops sending a large body, and the
+        overload gate (``gate.py``) keeps the connections it can serve.
         Requests this cannot judge (unauthorized, malformed length) take the normal path."""
         if scope["method"] != "POST" or scope["path"] not in self.infer_paths or not self.model.ready:
             return None
@@ -84,10 +93,9 @@ class Front:
             return None
         self.model.count(503, 0.0, None)
         body = dumps({"error": f"overloaded: {reason}; retry later"})
-        close = length > BIG_BYTES
         head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-        head += b"connection: close\r\n" if close else b""
-        return head + b"content-length: %d\r\n\r\n" % len(body) + body, close
+        head += b"connection: close\r\n"  # keep-alive off under overload: the gate sheds at the kernel
+        return head + b"content-length: %d\r\n\r\n" % len(body) + body, True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

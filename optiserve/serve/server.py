@@ -16,6 +16,10 @@ read at all: the 503 says ``Connection: close``, the write side is shut and what
 still arrives is dropped until the client closes: nginx's lingering close, so
 the client reads its 503 instead of a reset). A 503 that way costs a fraction of
 a 200, which is what keeps goodput near capacity under several times its load.
+Under overload the 503 always closes its connection and ``gate.py``'s AIMD
+limit closes the listening socket while the connections open reach it: the
+excess is then refused by the kernel, at no cost to the loop. ``health_port``
+adds a listener that is never closed, for the orchestrator's probes.
 The loop is uvloop when installed (``loop="auto"``): still one process, one loop.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import ssl
 import time
 import urllib.parse
@@ -37,6 +42,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from optiserve.errors import UsageError
+from optiserve.serve.gate import MIN_FLOOR, ConnectionGate, Listener
 
 log = logging.getLogger("optiserve.serve")
 DESCRIPTOR_MARGIN = 64  # descriptors kept for model files, logs, the runtime
@@ -56,6 +62,7 @@ class ServerOptions:
     max_connections: int = 1024
     backlog: int = 2048
     loop: str = "auto"  # "auto": uvloop when installed; "asyncio"
+    health_port: int | None = None  # a second listener the overload gate never closes (probes)
 
     def check(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -67,6 +74,8 @@ class ServerOptions:
                 raise UsageError(f"TLS file not found: {p}")
         if min(self.keep_alive_s, self.header_timeout_s) <= 0 or self.max_connections < 1:
             raise UsageError("timeouts must be > 0 and --max-connections >= 1")
+        if self.health_port is not None and (self.health_port == self.port != 0 or not 0 <= self.health_port < 65536):
+            raise UsageError(f"--health-port {self.health_port}: a free port other than --port")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise UsageError(f"unknown event loop {self.loop!r}: auto, asyncio or uvloop")
 
@@ -104,9 +113,10 @@ class _Shed:
 
 
 def guarded_protocol(
-    header_timeout_s: float, max_connections: int, shed: Shed | None = None
+    header_timeout_s: float, max_connections: int, shed: Shed | None = None, gate: ConnectionGate | None = None
 ) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a header deadline, a connection cap and ``shed`` (see the module)."""
+    """uvicorn's httptools protocol with a header deadline, a connection cap, ``shed`` and the overload
+    ``gate`` (see the module)."""
 
     class Guarded(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -132,10 +142,14 @@ def guarded_protocol(
                 transport.abort()  # refused: cheaper than a 503 and never nearer the descriptor limit
                 return
             self._arm()
+            if gate is not None:
+                gate.check(len(self.connections))
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+            if gate is not None:
+                gate.check(len(self.connections))
 
         def data_received(self, data: bytes) -> None:
             if not self._discard:  # lingering after a large body's 503: dropped unparsed
@@ -162,6 +176,8 @@ def guarded_protocol(
                 return False
             response, close = answer
             close = close or not self.parser.should_keep_alive()
+            if gate is not None:  # before the 503 is written: the client sees a closed listener after it
+                gate.overloaded(len(self.connections) - close)
             self.transport.write(response)
             self.cycle = _Shed(not close)  # type: ignore[assignment]
             if close:
@@ -180,8 +196,11 @@ def guarded_protocol(
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
+            refused = isinstance(self.cycle, _Shed)
             super().on_response_complete()  # arms uvicorn's keep-alive timer for the idle wait
             self._disarm()
+            if gate is not None and not refused:
+                gate.served(len(self.connections))
 
     return Guarded
 
@@ -205,7 +224,7 @@ class _AcceptErrors:
             self.last, self.count = now, 0
 
 
-def uvicorn_config(app: Any, opts: ServerOptions) -> uvicorn.Config:
+def uvicorn_config(app: Any, opts: ServerOptions, gate: ConnectionGate | None = None) -> uvicorn.Config:
     opts.check()
     limit = connection_budget(opts.max_connections)
     tls: dict[str, Any] = {"timeout_keep_alive": opts.keep_alive_s}  # a float works: it feeds call_later
@@ -217,13 +236,56 @@ def uvicorn_config(app: Any, opts: ServerOptions) -> uvicorn.Config:
         app,
         host=opts.host,
         port=opts.port,
-        http=guarded_protocol(opts.header_timeout_s, limit, getattr(app, "shed", None)),
+        http=guarded_protocol(opts.header_timeout_s, limit, getattr(app, "shed", None), gate),
         loop="asyncio",
         backlog=opts.backlog,
         log_level="warning",
         access_log=False,
         **tls,
     )
+
+
+@dataclass
+class Running:
+    """A configured server, its listening sockets (main first, then the health port's) and its gate."""
+
+    server: uvicorn.Server
+    sockets: list[Any]
+    gate: ConnectionGate
+
+    @property
+    def port(self) -> int:
+        return int(self.sockets[0].getsockname()[1])
+
+    async def serve(self) -> None:
+        asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
+        self.gate.listener = Listener(self.server, self.server.config.backlog, self.port)
+        await self.server.serve(sockets=self.sockets)
+
+
+def build_server(app: Any, opts: ServerOptions) -> Running:
+    """uvicorn around ``app`` with the overload gate; the sockets are bound here (port 0: a free one)."""
+    floor = int(getattr(app, "min_connections", 0)) or MIN_FLOOR
+    gate = ConnectionGate(connection_budget(opts.max_connections), floor, pressure=getattr(app, "pressure", None))
+    config = uvicorn_config(app, opts, gate)
+    sockets = [_bind(opts.host, opts.port, opts.backlog)]
+    if opts.health_port is not None:
+        sockets.append(_bind(opts.host, opts.health_port, opts.backlog))
+    return Running(uvicorn.Server(config), sockets, gate)
+
+
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_loop(main: Coroutine[Any, Any, None], loop: str = "auto") -> None:
@@ -243,10 +305,5 @@ def run_loop(main: Coroutine[Any, Any, None], loop: str = "auto") -> None:
 
 def serve_forever(app: Any, opts: ServerOptions) -> None:
     """Run until interrupted (what ``optiserve serve`` does after loading the model)."""
-    server = uvicorn.Server(uvicorn_config(app, opts))
-
-    async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
-        await server.serve()
-
-    run_loop(main(), opts.loop)
+    running = build_server(app, opts)
+    run_loop(running.serve(), opts.loop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -10,29 +9,23 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-import uvicorn
-
-from optiserve.serve.server import ServerOptions, _AcceptErrors, run_loop, uvicorn_config
+from optiserve.serve.server import ServerOptions, build_server, run_loop
 
 
 @contextmanager
 def live_server(app: Any, opts: ServerOptions | None = None) -> Iterator[int]:
     """Yields the port once the app has warmed up; stops the server afterwards."""
     opts = replace(opts or ServerOptions(), port=0)
-    server = uvicorn.Server(uvicorn_config(app, opts))
-
-    async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
-        await server.serve()
-
-    thread = threading.Thread(target=run_loop, args=(main(), opts.loop), daemon=True)  # the loop serve runs on
+    running = build_server(app, opts)
+    server = running.server
+    thread = threading.Thread(target=run_loop, args=(running.serve(), opts.loop), daemon=True)  # as serve runs
     thread.start()
     deadline = time.monotonic() + 120
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("server did not start")
         time.sleep(0.02)
-    port = int(server.servers[0].sockets[0].getsockname()[1])
+    port = running.port
     try:
         yield port
     finally:

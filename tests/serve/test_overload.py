@@ -23,6 +23,7 @@ from optiserve.serve.admission import MIN_WAIT_S, Admission
 from optiserve.serve.app import app_for_model, create_app
 from optiserve.serve.endpoint import ServeConfig
 from optiserve.serve.grpc_server import GrpcSettings
+from optiserve.serve.server import ServerOptions
 from tests.serve.live_server import live_server
 
 
@@ -53,7 +54,7 @@ def test_upload_time_is_not_queue_time_and_the_bound_follows_the_batches() -> No
 
 
 @contextmanager
-def _held(max_queue: int = 1) -> Iterator[tuple[int, threading.Event]]:
+def _held(max_queue: int = 1, health_port: int | None = None) -> Iterator[tuple[int, threading.Event]]:
     """A live server whose runtime waits on the event: batch 1, queue ``max_queue``."""
     gate = threading.Event()
     gate.set()
@@ -69,7 +70,7 @@ def _held(max_queue: int = 1) -> Iterator[tuple[int, threading.Event]]:
         ServeConfig("toy", max_batch=1, max_delay_ms=0.0, max_queue=max_queue, max_body_bytes=64 * 2**20),
         lambda b: {"x": np.zeros((b, 2), np.float32)},
     )
-    with live_server(app) as port:
+    with live_server(app, ServerOptions(health_port=health_port)) as port:
         yield port, gate
         gate.set()
 
@@ -108,21 +109,37 @@ def _fill(port: int, gate: threading.Event, n: int) -> list[socket.socket]:
     return held
 
 
-def test_refusals_are_shed_keep_alive_and_counted() -> None:
-    with _held() as (port, gate):
+def test_a_refusal_closes_its_connection_and_the_kernel_refuses_the_excess_until_served() -> None:
+    """The 503 says ``Connection: close``; the overload gate then closes the listener (new connections
+    are refused by the kernel, at no cost to the server) while the health port stays open, and opens
+    it again once the held requests are served."""
+    health = free_port()
+    with _held(health_port=health) as (port, gate):
         held = _fill(port, gate, 2)
         probe = socket.create_connection(("127.0.0.1", port), timeout=10)
         probe.sendall(_post(BODY))
         head, body = _response(probe)
         assert head.startswith(b"http/1.1 503") and b"overloaded" in body and b"retry-after: 1" in head
-        assert b"connection: close" not in head  # a small body: the connection stays usable
+        assert b"connection: close" in head  # keep-alive off under overload
+        probe.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert httpx.get(f"http://127.0.0.1:{health}/v2/health/live", timeout=10).status_code == 200
         gate.set()
         for s in held:
             assert _response(s)[0].startswith(b"http/1.1 200")
             s.close()
-        probe.sendall(_post(BODY))  # the same connection, after its body was skipped
-        assert _response(probe)[0].startswith(b"http/1.1 200")
-        probe.close()
+        deadline = time.monotonic() + 10
+        while True:  # reopened on the same port once a connection closed below the limit
+            try:
+                again = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the listener never reopened"
+                time.sleep(0.05)
+        again.sendall(_post(BODY))
+        assert _response(again)[0].startswith(b"http/1.1 200")
+        again.close()
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'optiserve_requests_total{status="503"} 1.0' in text
         assert 'optiserve_http_responses_total{status="503"} 1.0' in text

@@ -195,9 +195,14 @@ def test_idle_and_slow_connections_are_closed(short_timeouts: int) -> None:
 
 def test_connections_past_the_limit_are_refused_and_serving_goes_on(short_timeouts: int) -> None:
     port = short_timeouts
-    flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
-    refused = sum(_closed_within(s, 0.3) is not None for s in flood)
-    assert refused >= 12  # limit 8: the rest were closed at once
+    flood, refused = [], 0
+    for _ in range(20):
+        try:
+            flood.append(socket.create_connection(("127.0.0.1", port)))
+        except ConnectionRefusedError:  # at the limit the listener is closed: the kernel refuses
+            refused += 1
+    refused += sum(_closed_within(s, 0.3) is not None for s in flood)  # or accepted and closed at once
+    assert refused >= 12  # limit 8
     for s in flood:
         s.close()
     time.sleep(0.2)

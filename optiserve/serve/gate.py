@@ -1,0 +1,152 @@
+"""The connection limit under overload: AIMD on open connections, enforced by the kernel.
+
+Why: a refusal the server has to read costs tens of microseconds of its one
+Python thread (accept, parse the headers, write a 503). At five times a small
+model's capacity that alone fills the core: measured on a 2-vCPU Zen 3 guest,
+the MLP's server answered 12,800 503s a second and served 4% of its capacity
+within 0.5 s. A connection the kernel refuses costs the server nothing. So,
+like Envoy's overload manager (disable keep-alive, stop accepting connections)
+with TCP's congestion window for the limit:
+
+- a refused request's 503 closes its connection (``Connection: close``);
+- each refusal, and each response served while the oldest waiting request
+  is older than the admission's bound (``pressure``: a delay signal, as TCP
+  Vegas, before any refusal is needed), cuts the limit to ``BETA`` times the
+  connections open, at most once per ``window_s`` (one burst is one cut);
+- each other served response raises it by ``1 / limit`` (one connection per
+  "window" of responses), up to ``ceiling`` (``--max-connections``);
+- while the connections open reach the limit the listening sockets are closed,
+  so the kernel refuses new connections at once (ECONNREFUSED: a client or a
+  load balancer tries elsewhere), and they are opened again on the same
+  address as soon as a connection closes below the limit.
+
+The open connections are then a closed loop the server can serve within its
+latency bound, and the excess costs nothing. (Closing a 200's connection past
+the limit too was tried: the reconnects cost more than they saved.) A probe that connects while the
+listener is closed is refused too: ``--health-port`` serves the health routes
+on a listener this never closes. Single-threaded: the event loop's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("optiserve.serve")
+BETA = 0.9  # multiplicative decrease per overload window
+MIN_FLOOR = 8
+
+
+class Listener:
+    """Closes and reopens a uvicorn server's listening sockets on ``port`` (same addresses, same protocol);
+    its other listeners (the health port) stay open."""
+
+    def __init__(self, server: Any, backlog: int, port: int) -> None:
+        self.server = server  # uvicorn.Server: its ``servers`` list is what its shutdown closes
+        self.backlog, self.port = backlog, port
+        self.addresses: list[tuple[int, Any]] = []
+        self.paused = False
+        self._resuming = False
+        self.pauses = 0
+
+    def _factory(self) -> Callable[[], asyncio.Protocol]:
+        s = self.server  # the protocol uvicorn's own startup builds for every connection
+        return functools.partial(
+            s.config.http_protocol_class, config=s.config, server_state=s.server_state, app_state=s.lifespan.state
+        )
+
+    def _ours(self, srv: Any) -> bool:
+        return any(sock.getsockname()[1] == self.port for sock in (srv.sockets or ()))
+
+    def pause(self) -> None:
+        if self.paused or self.server.should_exit:
+            return
+        servers = [srv for srv in self.server.servers if self._ours(srv)]
+        self.addresses = [(s.family, s.getsockname()) for srv in servers for s in (srv.sockets or ())]
+        if not self.addresses:
+            return
+        for srv in servers:
+            srv.close()  # the kernel refuses new connections from here on; open ones stay
+        self.server.servers = [srv for srv in self.server.servers if srv not in servers]
+        self.paused = True
+        self.pauses += 1
+
+    def resume(self) -> None:
+        if self.paused and not self._resuming:
+            self._resuming = True
+            asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.paused and not self.server.should_exit:
+                try:
+                    for family, address in self.addresses:
+                        sock = socket.socket(family, socket.SOCK_STREAM)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        sock.bind(address)
+                        srv = await loop.create_server(
+                            self._factory(), sock=sock, ssl=self.server.config.ssl, backlog=self.backlog
+                        )
+                        self.server.servers.append(srv)
+                    self.paused = False
+                except OSError as exc:  # the port taken meanwhile: try again, say so once a second at most
+                    log.warning("reopening the listener failed (%s); retrying", exc)
+                    await asyncio.sleep(0.1)
+        finally:
+            self._resuming = False
+
+
+class ConnectionGate:
+    """The AIMD limit on open connections (see the module), acting on a ``Listener``."""
+
+    def __init__(
+        self,
+        ceiling: int,
+        floor: int = MIN_FLOOR,
+        window_s: float = 0.02,
+        pressure: Callable[[float], bool] | None = None,
+    ) -> None:
+        self.pressure = pressure  # now -> True while the queue is older than the admission's bound
+        self.ceiling = ceiling
+        self.floor = max(1, min(floor, ceiling))
+        self.limit = float(ceiling)
+        self.window_s = window_s
+        self.listener: Listener | None = None
+        self._last_cut = -1e9
+        self.cuts = 0
+
+    def overloaded(self, open_now: int, now: float | None = None) -> None:
+        """A request was refused with ``open_now`` connections open."""
+        self._cut(open_now, time.perf_counter() if now is None else now)
+        self.check(open_now)
+
+    def _cut(self, open_now: int, now: float) -> None:
+        if now - self._last_cut >= self.window_s:
+            self.limit = max(float(self.floor), min(self.limit, float(open_now)) * BETA)
+            self._last_cut = now
+            self.cuts += 1
+
+    def served(self, open_now: int, now: float | None = None) -> None:
+        """A response other than a refusal completed."""
+        t = time.perf_counter() if now is None else now
+        if self.pressure is not None and self.pressure(t):
+            self._cut(open_now, t)
+        elif self.limit < self.ceiling:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+        self.check(open_now)
+
+    def check(self, open_now: int) -> None:
+        """Close the listener at the limit, open it below."""
+        lst = self.listener
+        if lst is None:
+            return
+        if open_now >= self.limit:
+            lst.pause()
+        elif lst.paused:
+            lst.resume()

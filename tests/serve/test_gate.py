@@ -1,0 +1,73 @@
+"""The overload gate's AIMD limit, without a server: cuts once per window, grows by 1/limit, floors."""
+
+from __future__ import annotations
+
+import pytest
+
+from optiserve.serve.gate import BETA, ConnectionGate
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.paused = False
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.paused = True
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.paused = False
+        self.calls.append("resume")
+
+
+def _gate(**kw: object) -> tuple[ConnectionGate, _Listener]:
+    g = ConnectionGate(100, **kw)  # type: ignore[arg-type]
+    lst = _Listener()
+    g.listener = lst  # type: ignore[assignment]
+    return g, lst
+
+
+def test_a_refusal_cuts_the_limit_to_beta_times_the_open_connections_once_per_window() -> None:
+    g, lst = _gate(floor=4, window_s=0.05)
+    g.overloaded(40, now=1.0)
+    assert g.limit == pytest.approx(40 * BETA)
+    g.overloaded(40, now=1.01)  # same burst: no second cut
+    assert g.limit == pytest.approx(40 * BETA)
+    assert lst.calls == ["pause", "pause"] and lst.paused  # 40 open >= 36: the kernel refuses new ones
+    g.overloaded(30, now=1.2)
+    assert g.limit == pytest.approx(30 * BETA)
+    for _ in range(50):
+        g.overloaded(3, now=g._last_cut + 1)
+    assert g.limit == 4  # never below the floor
+
+
+def test_served_responses_grow_the_limit_by_one_per_window_and_reopen_below_it() -> None:
+    g, lst = _gate(floor=2)
+    g.overloaded(10, now=0.0)
+    limit = g.limit
+    lst.paused = True
+    g.served(10)  # still at the limit: stays closed
+    assert g.limit == pytest.approx(limit + 1 / limit) and lst.paused
+    g.served(5)
+    assert not lst.paused and lst.calls[-1] == "resume"
+    for _ in range(100_000):
+        g.served(5)
+    assert g.limit == 100  # up to the ceiling, never past it
+
+
+def test_delay_pressure_cuts_without_any_refusal() -> None:
+    pressed = [True]
+    g, _ = _gate(floor=2, window_s=0.0, pressure=lambda now: pressed[0])
+    g.served(20, now=1.0)
+    assert g.limit == pytest.approx(20 * BETA)
+    pressed[0] = False
+    g.served(20, now=2.0)
+    assert g.limit == pytest.approx(20 * BETA + 1 / (20 * BETA))
+
+
+def test_without_a_listener_the_gate_only_counts() -> None:
+    g = ConnectionGate(10)
+    g.overloaded(10, now=0.0)
+    g.served(1)
+    assert g.cuts == 1
