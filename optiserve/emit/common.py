@@ -37,6 +37,7 @@ class EmitOptions:
     fetcher_image: str = "curlimages/curl:8.11.1"  # downloads an https:// model in an init container
     port: int = 8000
     grpc_port: int | None = None  # also serve OIP v2 gRPC on this container port
+    health_port: int = 8002  # the probes' port: never closed by the server's overload gate
     tls_secret: str | None = None  # a kubernetes.io/tls Secret: the server speaks HTTPS (and TLS gRPC) with it
     token_secret: str | None = None  # a Secret whose key ``token`` clients must send as a bearer token
     allow_namespaces: tuple[str, ...] = ()  # besides the model's own: e.g. the ingress controller's, monitoring
@@ -52,6 +53,8 @@ class EmitOptions:
                 raise UsageError(f"--allow-namespace {ns!r} is not a Kubernetes namespace name")
         if self.grpc_port is not None and (not 0 < self.grpc_port < 65536 or self.grpc_port == self.port):
             raise UsageError(f"--grpc-port {self.grpc_port}: a port in 1..65535 other than the HTTP port")
+        if not 0 < self.health_port < 65536 or self.health_port in (self.port, self.grpc_port):
+            raise UsageError(f"health port {self.health_port}: a port in 1..65535 other than HTTP's and gRPC's")
         if self.canary not in CANARY_MODES:
             raise UsageError(f"unknown canary mode {self.canary!r}; valid: {', '.join(CANARY_MODES)}")
         if not 0 < self.canary_weight < 100:

@@ -105,15 +105,16 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
     volume, init, model_path = _model_source(d, opts)
     limits = d.limits()
     scheme = {"scheme": "HTTPS"} if opts.tls_secret else {}
-    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http", **scheme}}
+    # probes on their own listener: under overload the server closes its serving one (serve/gate.py)
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": "health", **scheme}}
     secret_volumes, secret_mounts = _secret_volumes(opts)
     container = {
         "name": "server",
         "image": image or opts.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["optiserve"],
-        "args": d.server_args(model_path) + security_args(opts),
-        "ports": serving_ports(opts),
+        "args": d.server_args(model_path) + security_args(opts) + ["--health-port", str(opts.health_port)],
+        "ports": [*serving_ports(opts), {"name": "health", "containerPort": opts.health_port, "protocol": "TCP"}],
         "env": [
             {"name": "OPTISERVE_CACHE", "value": "/cache"},
             {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"},
@@ -124,7 +125,7 @@ def pod_template(d: Deployable, opts: EmitOptions, track: str = "stable", image:
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},  # variant build + warm-up
         "readinessProbe": {**probe, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http", **scheme},
+            "httpGet": {"path": "/v2/health/live", "port": "health", **scheme},
             "periodSeconds": 10,
             "timeoutSeconds": 2,
             "failureThreshold": 3,

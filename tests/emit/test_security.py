@@ -57,7 +57,7 @@ def test_secrets_are_mounted_read_only_and_passed_to_the_server() -> None:
             assert volumes[vol]["secret"]["secretName"] == secret and volumes[vol]["secret"]["defaultMode"] == 0o440
             assert mounts[vol]["readOnly"] is True
             assert flags[flag] == f"{mounts[vol]['mountPath']}/{key}"  # the flag points into the mounted Secret
-        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001}
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "health": 8002}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"]["scheme"] == "HTTPS"  # the server speaks TLS only
     ports = {p["name"]: p for p in by[("Service", "cnn")]["spec"]["ports"]}

@@ -383,3 +383,7 @@ def test_serve_grpc_port_errors_are_one_line(mlp_path: Path, tmp_path: Path) -> 
         r = run_cli("serve", str(mlp_path), "--port", str(busy), cwd=tmp_path, timeout=120)
         assert r.returncode == 2 and "cannot bind the HTTP port" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        for port, message in ((busy, "cannot bind the health port"), (8123, "other than --port")):  # probes' port
+            r = run_cli("serve", str(mlp_path), "--port", "8123", "--health-port", str(port), cwd=tmp_path, timeout=120)
+            assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
