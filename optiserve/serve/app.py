@@ -13,12 +13,13 @@ gRPC front end. The server is ready only after every batch size up to
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,6 +32,7 @@ from optiserve.models.inputs import make_inputs
 from optiserve.serve.batcher import Run
 from optiserve.serve.drift import DriftCollector, DriftMonitor
 from optiserve.serve.endpoint import ServeConfig, ServedModel
+from optiserve.serve.gate import ConnectionGate
 from optiserve.serve.grpc_server import GrpcSettings, start_grpc
 from optiserve.serve.protocol import dumps
 from optiserve.serve.rest_infer import InferHandler, Receive, Scope, Send, send_error, send_json
@@ -49,6 +51,24 @@ class JSON(Response):
         return dumps(content)
 
 
+class GateCollector:
+    """Prometheus view of the overload gate (``gate.py``), read at scrape time."""
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Any]:
+        g = self.gate
+        closed = g.listener is not None and g.listener.paused
+        pauses = g.listener.pauses if g.listener is not None else 0
+        yield GaugeMetricFamily("optiserve_connection_limit", "The overload gate's limit on open connections", g.limit)
+        yield GaugeMetricFamily(
+            "optiserve_listener_closed", "1 while the gate has closed the listener (the kernel refuses)", float(closed)
+        )
+        yield CounterMetricFamily("optiserve_connection_limit_cuts", "Cuts of the connection limit", g.cuts)
+        yield CounterMetricFamily("optiserve_listener_pauses", "Times the gate closed the listener", pauses)
+
+
 class Front:
     """The outermost ASGI app: counts every status, checks access, sends infer to its raw handler."""
 
@@ -62,6 +82,13 @@ class Front:
         self.infer_paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{model.version}/infer"}
         cfg = model.config  # the overload gate never cuts below two requests per instance
         self.min_connections = 2 * cfg.instances
+
+    registry: CollectorRegistry | None = None  # /metrics's: the server adds its overload gate here
+
+    def watch_gate(self, gate: ConnectionGate) -> None:
+        """The overload gate on ``/metrics``: its limit, whether the listener is closed, its cuts and pauses."""
+        if self.registry is not None:
+            self.registry.register(GateCollector(gate))
 
     def pressure(self, now: float) -> bool:
         """The oldest request in flight, upload included, is past the admission's bound (the overload
@@ -301,7 +328,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
-    return Front(inner, model, handler, access or AccessPolicy(), responses)
+    front = Front(inner, model, handler, access or AccessPolicy(), responses)
+    front.registry = registry
+    return front
 
 
 def app_for_model(

@@ -267,6 +267,8 @@ def build_server(app: Any, opts: ServerOptions) -> Running:
     """uvicorn around ``app`` with the overload gate; the sockets are bound here (port 0: a free one)."""
     floor = int(getattr(app, "min_connections", 0)) or MIN_FLOOR
     gate = ConnectionGate(connection_budget(opts.max_connections), floor, pressure=getattr(app, "pressure", None))
+    if hasattr(app, "watch_gate"):
+        app.watch_gate(gate)
     config = uvicorn_config(app, opts, gate)
     sockets = [_bind(opts.host, opts.port, opts.backlog)]
     if opts.health_port is not None:

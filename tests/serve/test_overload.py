@@ -125,6 +125,8 @@ def test_a_refusal_closes_its_connection_and_the_kernel_refuses_the_excess_until
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=10)
         assert httpx.get(f"http://127.0.0.1:{health}/v2/health/live", timeout=10).status_code == 200
+        text = httpx.get(f"http://127.0.0.1:{health}/metrics", timeout=10).text
+        assert "optiserve_listener_closed 1.0" in text and "optiserve_listener_pauses_total 1.0" in text
         gate.set()
         for s in held:
             assert _response(s)[0].startswith(b"http/1.1 200")
