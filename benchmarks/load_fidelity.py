@@ -16,15 +16,37 @@ import numpy as np
 from optiserve._oip_client import free_port
 from optiserve.estimate import BatchingPolicy, ServiceModel, poisson_arrivals, simulate
 from optiserve.profile.profiler import run_sweep
+from optiserve.profile.serving import measure_serving
+from optiserve.profile.store import ParquetStore, load_profile
 from optiserve.profile.sweep import build_spec
 from optiserve.serve.loadtest import wait_until_ready
 from optiserve.serve.prediction import measured_overheads, per_item_cost_for_capacity, simulated_ms, with_overheads
+from optiserve.types import InputLayout
 
 
 def profile_service(model: Path, out: Path, threads: int, batches: str, budget: float = 2.0) -> ServiceModel:
     spec = build_spec(None, {"batch": batches, "threads": str(threads), "budget": str(budget), "warmup": "1"})
     prof = run_sweep(model, spec, out, overwrite=True)
     return ServiceModel.from_profile(prof)
+
+
+def add_serving_terms(
+    model: Path, profile: Path, threads: int, server_cpus: set[int], client_cpus: set[int]
+) -> dict[str, Any]:
+    """``profile --serving``'s stage on a finished profile, with the server and the client on the
+    CPUs the load tests use: what the prediction then reads from the profile, nothing fitted."""
+    prof = load_profile(profile)
+    layout = InputLayout.from_dict(prof.meta["layout"])
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, client_cpus)  # the closed-loop requests run in this process
+    try:
+        serving = measure_serving(model, layout, threads, server_cpus=server_cpus, client_cpus=client_cpus)
+    finally:
+        os.sched_setaffinity(0, mine)
+    if "error" in serving:
+        raise RuntimeError(f"serving stage failed: {serving['error']}")
+    ParquetStore(profile).update_meta(serving=serving)
+    return serving
 
 
 class Server:

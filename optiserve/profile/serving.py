@@ -86,10 +86,25 @@ def _encodings(url: str, name: str) -> dict[str, tuple[bytes, dict[str, str]]]:
     return {"json": payload_for(url, name, binary=False), "binary": payload_for(url, name, binary=True)}
 
 
+def _pinned(cpus: set[int] | None) -> Any:
+    """A ``preexec_fn`` that keeps a child on ``cpus`` (None: where the parent runs)."""
+    import os
+
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 def measure_serving(
-    model: Path, layout: InputLayout, threads: int = 1, requests: int = REQUESTS, custom_ops: tuple[str, ...] = ()
+    model: Path,
+    layout: InputLayout,
+    threads: int = 1,
+    requests: int = REQUESTS,
+    custom_ops: tuple[str, ...] = (),
+    server_cpus: set[int] | None = None,
+    client_cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     """Per encoding: the front end's ms per request and the fixed ms outside the server.
+    ``server_cpus``/``client_cpus`` place the server and the light load test's client apart, as
+    a load test that pins them does (None: both where this process runs).
     Never raises: a server that cannot start is recorded as ``{"error": ...}``."""
     from optiserve._oip_client import wait_until_ready
 
@@ -104,12 +119,16 @@ def measure_serving(
     for lib in custom_ops:
         args += ["--custom-ops", lib]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_pinned(server_cpus)
+    )
     try:
         if not wait_until_ready(url, 120) or server.poll() is not None:
             err = (server.stderr.read() if server.stderr and server.poll() is not None else "") or "not ready in 120 s"
             return {"error": f"the server did not start: {err.strip().splitlines()[-1] if err.strip() else err}"}
         out: dict[str, Any] = {"requests": requests, "threads": threads, "measured_with": "optiserve serve, loopback"}
+        if server_cpus or client_cpus:
+            out["cpus"] = {"server": sorted(server_cpus or ()), "client": sorted(client_cpus or ())}
         path = "/v2/models/m/infer"
         for enc, (body, headers) in _encodings(url, "m").items():
             _closed_loop(url, path, body, headers, min(20, requests))  # warm the connection and the caches
@@ -128,7 +147,7 @@ def measure_serving(
                 "inference_ms": round(batch * 1e3, 4),
                 "request_bytes": len(body),
             }
-        out["client"] = _client_overhead(url, layout, out)
+        out["client"] = _client_overhead(url, layout, out, client_cpus)
         return out
     except Exception as exc:  # measuring the serving path must never lose the sweep already on disk
         return {"error": one_line(exc)}
@@ -136,7 +155,9 @@ def measure_serving(
         stop_server(server)
 
 
-def _client_overhead(url: str, layout: InputLayout, measured: dict[str, Any]) -> dict[str, Any]:
+def _client_overhead(
+    url: str, layout: InputLayout, measured: dict[str, Any], client_cpus: set[int] | None = None
+) -> dict[str, Any]:
     """A light open-loop ``optiserve loadtest`` (Locust): its mean latency minus the server's own.
     At about a fifth of the closed-loop rate requests seldom queue, so what is left is the client."""
     enc = client_encoding(layout)
@@ -149,7 +170,9 @@ def _client_overhead(url: str, layout: InputLayout, measured: dict[str, Any]) ->
             before = _metric_sums(url)
             args = [sys.executable, "-m", "optiserve", "loadtest", url, "--model", "m", "--rate", f"{rate:.4g}"]
             args += ["--duration", f"{duration:.4g}", "--seed", "7", "--json", str(result)]
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
+            proc = subprocess.run(
+                args, capture_output=True, text=True, timeout=duration + 120, preexec_fn=_pinned(client_cpus)
+            )
             after = _metric_sums(url)
             if not result.is_file():
                 lines = (proc.stderr or proc.stdout).strip().splitlines()
