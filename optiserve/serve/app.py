@@ -90,11 +90,18 @@ class Front:
         if self.registry is not None:
             self.registry.register(GateCollector(gate))
 
+    _pressed_since: float | None = None
+
     def pressure(self, now: float) -> bool:
-        """The oldest request in flight, upload included, is past the admission's bound (the overload
-        gate's delay signal)."""
+        """The oldest request in flight, upload included, has been past the admission's bound for the
+        bound's length (CoDel's rule: a standing queue, not one burst): the overload gate's delay signal."""
         adm = self.model.admission
-        return adm.oldest_age(now) > adm.max_wait_s
+        if adm.oldest_age(now) <= adm.max_wait_s:
+            self._pressed_since = None
+            return False
+        if self._pressed_since is None:
+            self._pressed_since = now
+        return now - self._pressed_since >= adm.max_wait_s
 
     def shed(self, scope: Scope) -> tuple[bytes, bool] | None:
         """(a whole 503 response, close after it) for an infer request the model would refuse now, or None.

@@ -71,3 +71,29 @@ def test_without_a_listener_the_gate_only_counts() -> None:
     g.overloaded(10, now=0.0)
     g.served(1)
     assert g.cuts == 1
+
+
+def test_the_apps_pressure_is_a_standing_queue_of_requests_in_flight_not_one_burst() -> None:
+    import time
+
+    import numpy as np
+
+    from optiserve.models.graph import InputSpec
+    from optiserve.serve.app import create_app
+    from optiserve.serve.endpoint import ServeConfig
+
+    app = create_app(
+        lambda feeds: [feeds["x"]],
+        [InputSpec("x", "float32", ("batch", 2))],
+        ["y"],
+        ServeConfig("toy", max_batch=2, max_wait_ms=50.0),
+        lambda b: {"x": np.zeros((b, 2), np.float32)},
+    )
+    assert app.min_connections == 2  # two per instance: the gate's floor
+    t = time.perf_counter()
+    ticket = app.model.admission.admit(10)  # admitted, its body still uploading: counts here
+    assert not app.pressure(t + 0.04)  # younger than the bound
+    assert not app.pressure(t + 0.06)  # past it once
+    assert app.pressure(t + 0.12)  # past it for the bound's length
+    ticket.release()
+    assert not app.pressure(t + 0.13)
