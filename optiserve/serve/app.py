@@ -61,11 +61,11 @@ class GateCollector:
         g = self.gate
         closed = g.listener is not None and g.listener.paused
         pauses = g.listener.pauses if g.listener is not None else 0
-        yield GaugeMetricFamily("optiserve_connection_limit", "The overload gate's limit on open connections", g.limit)
+        yield GaugeMetricFamily("optiserve_inflight_limit", "The overload gate's limit on requests in flight", g.limit)
         yield GaugeMetricFamily(
             "optiserve_listener_closed", "1 while the gate has closed the listener (the kernel refuses)", float(closed)
         )
-        yield CounterMetricFamily("optiserve_connection_limit_cuts", "Cuts of the connection limit", g.cuts)
+        yield CounterMetricFamily("optiserve_inflight_limit_cuts", "Cuts of the overload gate's limit", g.cuts)
         yield CounterMetricFamily("optiserve_listener_pauses", "Times the gate closed the listener", pauses)
 
 
@@ -80,15 +80,29 @@ class Front:
         self.responses = responses
         name = model.name
         self.infer_paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{model.version}/infer"}
-        cfg = model.config  # the overload gate never cuts below two requests per instance
-        self.min_connections = 2 * cfg.instances
+        cfg = model.config  # the overload gate never cuts below a full batch per instance
+        self.min_connections = cfg.max_batch * cfg.instances
+
+    def busy(self) -> int:
+        """Requests in flight (admitted, not answered): what the overload gate limits."""
+        return self.model.admission.requests
 
     registry: CollectorRegistry | None = None  # /metrics's: the server adds its overload gate here
 
     def watch_gate(self, gate: ConnectionGate) -> None:
-        """The overload gate on ``/metrics``: its limit, whether the listener is closed, its cuts and pauses."""
+        """The overload gate on ``/metrics`` (its limit, whether the listener is closed, its cuts and
+        pauses), told of every answered infer request."""
         if self.registry is not None:
             self.registry.register(GateCollector(gate))
+        counted = self.model.counter
+
+        def count(status: int, seconds: float, frontend_s: float | None) -> None:
+            if counted is not None:
+                counted(status, seconds, frontend_s)
+            if status == 200:
+                gate.served()  # each answered infer grows the limit (or cuts it under pressure)
+
+        self.model.counter = count
 
     _pressed_since: float | None = None
 

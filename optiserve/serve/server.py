@@ -143,13 +143,13 @@ def guarded_protocol(
                 return
             self._arm()
             if gate is not None:
-                gate.check(len(self.connections))
+                gate.check()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
             if gate is not None:
-                gate.check(len(self.connections))
+                gate.check()
 
         def data_received(self, data: bytes) -> None:
             if not self._discard:  # lingering after a large body's 503: dropped unparsed
@@ -177,7 +177,7 @@ def guarded_protocol(
             response, close = answer
             close = close or not self.parser.should_keep_alive()
             if gate is not None:  # before the 503 is written: the client sees a closed listener after it
-                gate.overloaded(len(self.connections) - close)
+                gate.overloaded()
             self.transport.write(response)
             self.cycle = _Shed(not close)  # type: ignore[assignment]
             if close:
@@ -196,11 +196,8 @@ def guarded_protocol(
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
-            refused = isinstance(self.cycle, _Shed)
             super().on_response_complete()  # arms uvicorn's keep-alive timer for the idle wait
             self._disarm()
-            if gate is not None and not refused:
-                gate.served(len(self.connections))
 
     return Guarded
 
@@ -260,13 +257,20 @@ class Running:
     async def serve(self) -> None:
         asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
         self.gate.listener = Listener(self.server, self.server.config.backlog, self.port)
+        state = self.server.server_state
+        self.gate.open = lambda: len(state.connections)
         await self.server.serve(sockets=self.sockets)
 
 
 def build_server(app: Any, opts: ServerOptions) -> Running:
     """uvicorn around ``app`` with the overload gate; the sockets are bound here (port 0: a free one)."""
     floor = int(getattr(app, "min_connections", 0)) or MIN_FLOOR
-    gate = ConnectionGate(connection_budget(opts.max_connections), floor, pressure=getattr(app, "pressure", None))
+    gate = ConnectionGate(
+        connection_budget(opts.max_connections),
+        floor,
+        pressure=getattr(app, "pressure", None),
+        busy=getattr(app, "busy", None),
+    )
     if hasattr(app, "watch_gate"):
         app.watch_gate(gate)
     config = uvicorn_config(app, opts, gate)
