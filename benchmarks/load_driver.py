@@ -8,7 +8,10 @@ arrivals sent in bursts per timer wake-up, each latency counted from its
 *scheduled* time (no coordinated omission). What it really sent is returned
 (``sent``), so a run that could not offer its rate says so. A connection the
 server's kernel refuses (its overload gate closed the listener) is an arrival
-sent and refused: counted apart from the 503s, timed the same way.
+sent and refused: counted apart from the 503s, timed the same way. Refusals
+are also timed from the attempt (the server's part), and the driver's own lag
+(attempt - schedule) is returned: a driver behind its schedule is not the
+server's latency.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class Run:
     conn_refused: int = 0  # connections the server's kernel refused (ECONNREFUSED)
     conn_refused_p99_ms: float = float("nan")
     failed_by: tuple[tuple[str, int], ...] = ()  # why, for ``failed``
+    refusal_from_attempt_p99_ms: float = float("nan")  # 503s and refused connects, from the send/connect
+    driver_lag_p99_ms: float = float("nan")  # how late the driver itself sent or connected
 
     def failures(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in self.failed_by if v) or "none"
@@ -57,6 +62,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.scheduled = 0.0
+        self.sent_at = 0.0
         self.busy = False
         self.need = -1  # bytes of the whole response once its head is parsed
         self.status = 0
@@ -68,6 +74,7 @@ class _Conn(asyncio.Protocol):
     def send(self, raw: bytes, scheduled: float) -> None:
         assert self.transport is not None
         self.scheduled, self.busy, self.need = scheduled, True, -1
+        self.sent_at = time.perf_counter()
         self.transport.write(raw)
 
     def data_received(self, data: bytes) -> None:
@@ -105,6 +112,8 @@ async def drive(
     ok: list[float] = []
     refused: list[float] = []
     conn_refused: list[float] = []
+    answered: list[float] = []  # refusals (503s and refused connects) from the attempt, not the schedule
+    lag: list[float] = []  # the driver's own delay: attempt - schedule
     failed = 0
     why: collections.Counter[str] = collections.Counter()
     sent = 0
@@ -116,6 +125,9 @@ async def drive(
     tasks: set[asyncio.Task[None]] = set()
 
     def done(c: _Conn, status: int, took: float) -> None:
+        lag.append(c.sent_at - c.scheduled)
+        if status == 503:
+            answered.append(time.perf_counter() - c.sent_at)
         nonlocal failed
         (ok if status == 200 else refused if status == 503 else []).append(took)
         if status not in (200, 503):
@@ -159,17 +171,24 @@ async def drive(
         nonlocal sent
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        t = time.perf_counter()
         err = sock.connect_ex(("127.0.0.1", port))
         if err == errno.ECONNREFUSED:
             sock.close()
-            conn_refused.append(time.perf_counter() - scheduled)
+            now = time.perf_counter()
+            conn_refused.append(now - scheduled)
+            answered.append(now - t)
+            lag.append(t - scheduled)
             sent += 1
             return
-        spawn(open_and_send(scheduled, sock, err))
+        spawn(open_and_send(scheduled, sock, err, t))
 
-    async def open_and_send(scheduled: float, sock: socket.socket | None = None, err: int = 0) -> None:
+    async def open_and_send(
+        scheduled: float, sock: socket.socket | None = None, err: int = 0, attempt: float | None = None
+    ) -> None:
         nonlocal failed, opening, sent
         opening += 1
+        attempt = time.perf_counter() if attempt is None else attempt
         try:
             if sock is None:
                 _, c = await loop.create_connection(lambda: _Conn(done, lost), "127.0.0.1", port)
@@ -185,7 +204,10 @@ async def drive(
                     raise
         except OSError as exc:
             if exc.errno == errno.ECONNREFUSED and not closed_loop:
-                conn_refused.append(time.perf_counter() - scheduled)
+                now = time.perf_counter()
+                conn_refused.append(now - scheduled)
+                answered.append(now - attempt)
+                lag.append(attempt - scheduled)
                 sent += 1
             else:
                 failed += 1
@@ -251,6 +273,8 @@ async def drive(
         len(conn_refused),
         pct(conn_refused, 99),
         tuple(sorted(why.items())),
+        pct(answered, 99),
+        pct(lag, 99),
     )
 
 

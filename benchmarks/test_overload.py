@@ -9,7 +9,9 @@ answered within ``BOUND_S`` (0.5 s) of their scheduled send: a 200 that came
 seconds late is not good. Refusals come two ways: a 503 (which closes its
 connection) or, while the server's overload gate has closed its listener, a
 connection the kernel refuses; both are counted and timed from the scheduled
-send, and the server's RSS is recorded too.
+send and from the attempt. The asserted refusal latency is the latter: at 5x
+the MLP's rate the driver's own core runs late (its lag is printed and
+recorded), and that is not the server's. The server's RSS is recorded too.
 
 The driver (``load_driver.py``: raw protocol on uvloop) prints what it really
 sent; a factor it could not offer is marked ``DRIVER SHORT`` and the highest
@@ -107,13 +109,16 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
         assert capacity > 0, f"no 200s at all in the capacity run: {cap}"
         rss0 = rss.memory_info().rss
         print(f"\n{model} {kind}: capacity {capacity:.0f} req/s (closed loop, 32 conns, p50 {cap.ok_p50_ms:.1f} ms)")
-        worst, worst_503, reached = 1.0, 0.0, 0.0
+        worst, worst_503, reached, worst_sched, worst_lag = 1.0, 0.0, 0.0, 0.0, 0.0
         for factor in (1.5, 3.0, 5.0):
             r = run(drive(port, raw, factor * capacity, 5.0, BOUND_S))
             share = r.goodput / capacity
             worst = min(worst, share)
-            for p99 in (r.refused_p99_ms, r.conn_refused_p99_ms):  # a refusal of either kind must be fast
-                worst_503 = max(worst_503, 0.0 if np.isnan(p99) else p99)
+            p99 = r.refusal_from_attempt_p99_ms  # either kind, the server's part (the driver's lag apart)
+            worst_503 = max(worst_503, 0.0 if np.isnan(p99) else p99)
+            for x in (r.refused_p99_ms, r.conn_refused_p99_ms):
+                worst_sched = max(worst_sched, 0.0 if np.isnan(x) else x)
+            worst_lag = max(worst_lag, 0.0 if np.isnan(r.driver_lag_p99_ms) else r.driver_lag_p99_ms)
             reached = max(reached, r.sent / capacity)
             mb = rss.memory_info().rss / 2**20
             short = "" if r.sent >= 0.9 * r.offered else f" DRIVER SHORT ({r.sent / capacity:.1f}x sent)"
@@ -121,13 +126,20 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
                 f"  {factor}x: offered {r.offered:.0f}/s sent {r.sent:.0f}/s{short} goodput {r.goodput:.0f}/s "
                 f"({share:.0%}; 200s {r.ok:.0f}/s) 503s {r.refused} conns refused {r.conn_refused} "
                 f"failed {r.failed} p99 ok {r.ok_p99_ms:.0f} ms, 503 {r.refused_p99_ms:.1f} ms, "
-                f"refused conn {r.conn_refused_p99_ms:.1f} ms, RSS {mb:.0f} MB; failed: {r.failures()}"
+                f"refused conn {r.conn_refused_p99_ms:.1f} ms (from the attempt, either: "
+                f"{r.refusal_from_attempt_p99_ms:.1f} ms; driver lag p99 {r.driver_lag_p99_ms:.1f} ms), "
+                f"RSS {mb:.0f} MB; failed: {r.failures()}"
             )
         grown = (rss.memory_info().rss - rss0) / 2**20
         detail = f"worst of 1.5/3/5x; highest sent {reached:.1f}x; RSS +{grown:.0f} MB"
         record_ratio(f"overload goodput / capacity, {model} {kind}", worst, ">= 0.90", worst >= 0.9, detail)
         record_ratio(
-            f"overload refusal p99 ms, {model} {kind}", worst_503, "< 50", worst_503 < 50, "503s, refused connections"
+            f"overload refusal p99 ms, {model} {kind}",
+            worst_503,
+            "< 50",
+            worst_503 < 50,
+            f"503s and refused connections, from the attempt; from the schedule {worst_sched:.0f} ms "
+            f"(driver lag p99 up to {worst_lag:.0f} ms)",
         )
         stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{model}/stats").read())
         assert stats["model_stats"][0]["inference_stats"]["success"]["count"] > 0

@@ -61,11 +61,11 @@ class GateCollector:
         g = self.gate
         closed = g.listener is not None and g.listener.paused
         pauses = g.listener.pauses if g.listener is not None else 0
-        yield GaugeMetricFamily("optiserve_inflight_limit", "The overload gate's limit on requests in flight", g.limit)
+        yield GaugeMetricFamily("optiserve_connection_limit", "The overload gate's limit on open connections", g.limit)
         yield GaugeMetricFamily(
             "optiserve_listener_closed", "1 while the gate has closed the listener (the kernel refuses)", float(closed)
         )
-        yield CounterMetricFamily("optiserve_inflight_limit_cuts", "Cuts of the overload gate's limit", g.cuts)
+        yield CounterMetricFamily("optiserve_connection_limit_cuts", "Cuts of the overload gate's limit", g.cuts)
         yield CounterMetricFamily("optiserve_listener_pauses", "Times the gate closed the listener", pauses)
 
 
@@ -80,12 +80,13 @@ class Front:
         self.responses = responses
         name = model.name
         self.infer_paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{model.version}/infer"}
-        cfg = model.config  # the overload gate never cuts below a full batch per instance
-        self.min_connections = cfg.max_batch * cfg.instances
+        cfg = model.config  # the overload gate never cuts below two connections per instance
+        self.min_connections = 2 * cfg.instances
+        self.batch_slots = cfg.max_batch * cfg.instances
 
-    def busy(self) -> int:
-        """Requests in flight (admitted, not answered): what the overload gate limits."""
-        return self.model.admission.requests
+    def queued(self) -> bool:
+        """More than a batch per instance in flight: a queue, not one slow request (the gate's test)."""
+        return self.model.admission.requests > self.batch_slots
 
     registry: CollectorRegistry | None = None  # /metrics's: the server adds its overload gate here
 
@@ -104,18 +105,11 @@ class Front:
 
         self.model.counter = count
 
-    _pressed_since: float | None = None
-
     def pressure(self, now: float) -> bool:
-        """The oldest request in flight, upload included, has been past the admission's bound for the
-        bound's length (CoDel's rule: a standing queue, not one burst): the overload gate's delay signal."""
+        """The oldest request in flight, upload included, is past the admission's bound (the overload
+        gate's delay signal, with ``queued``)."""
         adm = self.model.admission
-        if adm.oldest_age(now) <= adm.max_wait_s:
-            self._pressed_since = None
-            return False
-        if self._pressed_since is None:
-            self._pressed_since = now
-        return now - self._pressed_since >= adm.max_wait_s
+        return adm.oldest_age(now) > adm.max_wait_s
 
     def shed(self, scope: Scope) -> tuple[bytes, bool] | None:
         """(a whole 503 response, close after it) for an infer request the model would refuse now, or None.

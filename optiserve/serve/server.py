@@ -177,7 +177,7 @@ def guarded_protocol(
             response, close = answer
             close = close or not self.parser.should_keep_alive()
             if gate is not None:  # before the 503 is written: the client sees a closed listener after it
-                gate.overloaded()
+                gate.overloaded(closing=int(close))
             self.transport.write(response)
             self.cycle = _Shed(not close)  # type: ignore[assignment]
             if close:
@@ -269,7 +269,7 @@ def build_server(app: Any, opts: ServerOptions) -> Running:
         connection_budget(opts.max_connections),
         floor,
         pressure=getattr(app, "pressure", None),
-        busy=getattr(app, "busy", None),
+        queued=getattr(app, "queued", None),
     )
     if hasattr(app, "watch_gate"):
         app.watch_gate(gate)

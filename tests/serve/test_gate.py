@@ -1,4 +1,5 @@
-"""The overload gate's AIMD limit, without a server: cuts once per window, grows by 1/limit, floors."""
+"""The overload gate's AIMD limit, without a server: cuts once per window, grows by 1/limit, floors,
+closes the listener at the limit, and takes pressure for a cut only when a queue stands."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_a_refusal_cuts_the_limit_to_beta_times_the_open_connections_once_per_wi
     assert g.limit == pytest.approx(40 * BETA)
     g.overloaded(now=1.01)  # same burst: no second cut
     assert g.limit == pytest.approx(40 * BETA)
-    assert lst.calls == ["pause", "pause"] and lst.paused  # 40 open >= 36: the kernel refuses new ones
+    assert lst.calls.count("pause") == 2 and lst.paused  # 40 open >= 36: the kernel refuses new ones
     opened[0] = 30
     g.overloaded(now=1.2)
     assert g.limit == pytest.approx(30 * BETA)
@@ -53,7 +54,6 @@ def test_served_responses_grow_the_limit_by_one_per_window_and_reopen_below_it()
     opened[0] = 10
     g.overloaded(now=0.0)
     limit = g.limit
-    lst.paused = True
     g.served()  # still at the limit: stays closed
     assert g.limit == pytest.approx(limit + 1 / limit) and lst.paused
     opened[0] = 5
@@ -64,6 +64,16 @@ def test_served_responses_grow_the_limit_by_one_per_window_and_reopen_below_it()
     assert g.limit == 100  # up to the ceiling, never past it
 
 
+def test_a_refused_requests_own_connection_no_longer_counts() -> None:
+    g, lst, opened = _gate(floor=2)
+    opened[0] = 3  # two held and the one refused, which closes
+    g.overloaded(now=0.0, closing=1)
+    assert g.limit == 2  # 2 * BETA, floored
+    opened[0] = 2
+    g.check()
+    assert lst.paused  # the two held still fill it: the next connection is refused
+
+
 def test_delay_pressure_cuts_without_any_refusal() -> None:
     pressed = [True]
     g, _, opened = _gate(floor=2, window_s=0.0, pressure=lambda now: pressed[0])
@@ -71,7 +81,7 @@ def test_delay_pressure_cuts_without_any_refusal() -> None:
     g.served(now=1.0)
     assert g.limit == pytest.approx(20 * BETA)
     pressed[0] = False
-    g.served(now=2.0)
+    g.served(now=1.5)
     assert g.limit == pytest.approx(20 * BETA + 1 / (20 * BETA))
 
 
@@ -82,7 +92,7 @@ def test_without_a_listener_the_gate_only_counts() -> None:
     assert g.cuts == 1
 
 
-def test_the_apps_pressure_is_a_standing_queue_of_requests_in_flight_not_one_burst() -> None:
+def test_the_apps_pressure_counts_the_upload_and_its_queue_test_needs_more_than_a_batch() -> None:
     import time
 
     import numpy as np
@@ -98,34 +108,26 @@ def test_the_apps_pressure_is_a_standing_queue_of_requests_in_flight_not_one_bur
         ServeConfig("toy", max_batch=2, max_wait_ms=50.0),
         lambda b: {"x": np.zeros((b, 2), np.float32)},
     )
-    assert app.min_connections == 2  # a full batch per instance: the gate's floor
-    assert app.busy() == 0
+    assert app.min_connections == 2  # two per instance: the gate's floor
     t = time.perf_counter()
-    ticket = app.model.admission.admit(10)  # admitted, its body still uploading: counts here
-    assert app.busy() == 1
+    tickets = [app.model.admission.admit(10)]  # admitted, its body still uploading: counts here
     assert not app.pressure(t + 0.04)  # younger than the bound
-    assert not app.pressure(t + 0.06)  # past it once
-    assert app.pressure(t + 0.12)  # past it for the bound's length
-    ticket.release()
-    assert not app.pressure(t + 0.13)
+    assert app.pressure(t + 0.06)
+    assert not app.queued()  # one request: a slow one, not a queue
+    tickets += [app.model.admission.admit(10) for _ in range(2)]
+    assert app.queued()  # three in flight, batches of two
+    for ticket in tickets:
+        ticket.release()
+    assert not app.pressure(t + 0.07) and not app.queued()
 
 
-def test_idle_connections_never_close_the_listener_only_requests_in_flight_do() -> None:
-    """A client pool opening connections at light load is not refused, however low the limit was cut."""
-    in_flight = [1]
-    g, lst, opened = _gate(floor=2, busy=lambda: in_flight[0])
-    opened[0] = 50
-    g.overloaded(now=0.0)  # cut to the floor: 1 in flight * BETA
-    assert g.limit == 2
+def test_pressure_without_a_queue_is_one_slow_request_and_cuts_nothing() -> None:
+    """A client pool opening connections at light load is not refused, however slow one request is."""
+    queue = [False]
+    g, lst, opened = _gate(floor=2, window_s=0.0, pressure=lambda now: True, queued=lambda: queue[0])
     opened[0] = 40
-    g.check()  # 40 connections open, 1 request in flight: stays open
-    assert not lst.paused
-    in_flight[0] = 2
-    g.check()
-    assert lst.paused  # 2 in flight and 40 open: at the limit
-    in_flight[0] = 1
-    g.check()
-    assert not lst.paused
-    opened[0] = 100
-    g.check()  # the ceiling counts connections, idle or not
-    assert lst.paused
+    g.served(now=10.0)  # an old request, no queue: grows, no cut
+    assert g.limit == 100 and g.cuts == 0 and not lst.paused
+    queue[0] = True
+    g.served(now=10.1)  # a queue, the oldest past the bound
+    assert g.limit == pytest.approx(40 * BETA) and lst.paused
