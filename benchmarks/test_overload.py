@@ -109,9 +109,11 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
         assert capacity > 0, f"no 200s at all in the capacity run: {cap}"
         rss0 = rss.memory_info().rss
         print(f"\n{model} {kind}: capacity {capacity:.0f} req/s (closed loop, 32 conns, p50 {cap.ok_p50_ms:.1f} ms)")
-        worst, worst_503, reached, worst_sched, worst_lag = 1.0, 0.0, 0.0, 0.0, 0.0
+        worst, worst_503, reached, worst_sched, worst_lag, worst_idle = 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
         for factor in (1.5, 3.0, 5.0):
+            cpu0 = sum(rss.cpu_times()[:2])
             r = run(drive(port, raw, factor * capacity, 5.0, BOUND_S))
+            busy = min(1.0, (sum(rss.cpu_times()[:2]) - cpu0) / 5.0)  # the server's core over the 5 s offered
             share = r.goodput / capacity
             worst = min(worst, share)
             p99 = r.refusal_from_attempt_p99_ms  # either kind, the server's part (the driver's lag apart)
@@ -122,16 +124,19 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
             reached = max(reached, r.sent / capacity)
             mb = rss.memory_info().rss / 2**20
             short = "" if r.sent >= 0.9 * r.offered else f" DRIVER SHORT ({r.sent / capacity:.1f}x sent)"
+            worst_idle = max(worst_idle, 1.0 - busy) if short else worst_idle
             print(
                 f"  {factor}x: offered {r.offered:.0f}/s sent {r.sent:.0f}/s{short} goodput {r.goodput:.0f}/s "
                 f"({share:.0%}; 200s {r.ok:.0f}/s) 503s {r.refused} conns refused {r.conn_refused} "
                 f"failed {r.failed} p99 ok {r.ok_p99_ms:.0f} ms, 503 {r.refused_p99_ms:.1f} ms, "
                 f"refused conn {r.conn_refused_p99_ms:.1f} ms (from the attempt, either: "
                 f"{r.refusal_from_attempt_p99_ms:.1f} ms; driver lag p99 {r.driver_lag_p99_ms:.1f} ms), "
-                f"RSS {mb:.0f} MB; failed: {r.failures()}"
+                f"RSS {mb:.0f} MB; server CPU {busy:.0%}; failed: {r.failures()}"
             )
         grown = (rss.memory_info().rss - rss0) / 2**20
         detail = f"worst of 1.5/3/5x; highest sent {reached:.1f}x; RSS +{grown:.0f} MB"
+        if worst_idle > 0:
+            detail += f"; with the driver short the server's core was up to {worst_idle:.0%} idle"
         record_ratio(f"overload goodput / capacity, {model} {kind}", worst, ">= 0.90", worst >= 0.9, detail)
         record_ratio(
             f"overload refusal p99 ms, {model} {kind}",
