@@ -45,6 +45,7 @@ from optiserve.types import InputLayout, Profile, Status
 
 REQUESTS = 200  # per encoding; the front end's time per request is steady well before this
 CLIENT_REQUESTS = 200  # the light Locust run: enough for a mean to a few percent
+QUANTILES = 101  # of the light run's per-request overhead: its spread, which the p99 feels and a mean hides
 
 
 def _metric_sums(url: str) -> dict[str, float]:
@@ -186,11 +187,16 @@ def _client_overhead(
         return {"error": "the light load test completed no request"}
     server_s = (after["optiserve_request_latency_seconds_sum"] - before["optiserve_request_latency_seconds_sum"]) / n
     client_ms = sum(lat) / len(lat)
+    import numpy as np
+
+    model_ms = float(measured[enc]["frontend_ms"]) + float(measured[enc]["inference_ms"])
+    spread = np.quantile(np.maximum(np.asarray(lat, dtype=np.float64) - model_ms, 0.0), np.linspace(0, 1, QUANTILES))
     return {
         "encoding": enc,
         "fixed_ms": round(max(client_ms - server_s * 1e3, 0.0), 4),
         "client_ms": round(client_ms, 4),
         "server_ms": round(server_s * 1e3, 4),
+        "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - front end - batch-1 call
         "requests": len(lat),
         "rate": round(rate, 3),
         "late_fraction": data.get("late_fraction"),
@@ -215,11 +221,16 @@ class ServingTerms:
     per_row_s: float  # the server's time per batch-1 call beyond the profiled session run
     encoding: str
     fixed_from: str  # "load-test client" or "closed loop (http.client)"
+    fixed_quantiles_s: tuple[float, ...] = ()  # the fixed term's spread (light load test), when measured
 
     def describe(self) -> str:
+        spread = ""
+        if self.fixed_quantiles_s:
+            q = self.fixed_quantiles_s
+            spread = f", p99 {q[round(0.99 * (len(q) - 1))] * 1e3:.3g} ms"
         return (
             f"server front end {self.frontend_s * 1e3:.3g} ms + {self.per_row_s * 1e3:.3g} ms per row, fixed "
-            f"{self.fixed_s * 1e3:.3g} ms ({self.encoding}; fixed from the {self.fixed_from})"
+            f"{self.fixed_s * 1e3:.3g} ms{spread} ({self.encoding}; fixed from the {self.fixed_from})"
         )
 
 
@@ -237,6 +248,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
     if not fig:
         return None
     fixed_s, fixed_from = float(fig["fixed_ms"]) / 1e3, "closed loop (http.client)"
+    spread: tuple[float, ...] = ()
     client = serving.get("client") or {}
     if client.get("encoding") == enc and "client_ms" in client and "inference_ms" in fig:
         # Everything the light open-loop run's latency holds beyond what the simulator charges a
@@ -246,6 +258,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         # server's self-reported latency would leave out (plans came out 20-26% optimistic).
         model_ms = float(fig["frontend_ms"]) + float(fig["inference_ms"])
         fixed_s, fixed_from = max(float(client["client_ms"]) - model_ms, 0.0) / 1e3, "load-test client, open loop"
+        spread = tuple(float(x) / 1e3 for x in client.get("overhead_quantiles_ms") or ())
     elif client.get("encoding") == enc and "fixed_ms" in client:
         fixed_s, fixed_from = float(client["fixed_ms"]) / 1e3, "load-test client"
     per_row = 0.0
@@ -253,7 +266,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         base = _profiled_batch1_s(profile, int(serving.get("threads") or 1))
         if base is not None:
             per_row = max(float(fig["inference_ms"]) / 1e3 - base, 0.0)
-    return ServingTerms(float(fig["frontend_ms"]) / 1e3, fixed_s, per_row, enc, fixed_from)
+    return ServingTerms(float(fig["frontend_ms"]) / 1e3, fixed_s, per_row, enc, fixed_from, spread)
 
 
 def _profiled_batch1_s(profile: Profile, threads: int) -> float | None:

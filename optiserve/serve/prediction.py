@@ -43,6 +43,7 @@ class ServerModel:
     overhead_ms: float
     measured_terms: bool  # True: profile --serving measured them; False: given by hand (or none)
     basis: str = ""  # the measured terms in words
+    fixed_quantiles_ms: tuple[float, ...] = ()  # the fixed term's measured spread: drawn per request
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,12 @@ def server_model(
     wanted = None if encoding == "auto" else encoding
     terms = serving_terms(prof, wanted) if per_request_ms is None and overhead_ms is None else None
     if terms is not None:  # the serving path profile --serving measured: what the planner uses
-        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, terms.frontend_s, terms.fixed_s)
+        spread = tuple(q * 1e3 for q in terms.fixed_quantiles_s)
+        fixed = 0.0 if spread else terms.fixed_s  # a measured spread is drawn per request instead of its mean
+        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, terms.frontend_s, fixed)
         served = service.plus_per_item(terms.per_row_s) if terms.per_row_s else service
-        return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, terms.describe())
+        basis = terms.describe()
+        return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, basis, spread)
     per_request_ms, overhead_ms = per_request_ms or 0.0, overhead_ms or 0.0
     # hand-given CPU per request shares the inference core: modelled per row
     policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, 0.0, overhead_ms / 1e3)
@@ -139,6 +143,10 @@ def forecast(
     model = server_model(profile, config, per_request_ms, overhead_ms, encoding)
     extra = overheads_from(overhead_from) if overhead_from is not None else None
     sim_ms = simulated_ms(schedule, model.service, model.policy)  # the simulator's own seed, as before
+    if extra is None and model.fixed_quantiles_ms:  # the profile's measured spread of the fixed term
+        draws = np.random.default_rng(seed).random(sim_ms.size)
+        grid = np.linspace(0.0, 1.0, len(model.fixed_quantiles_ms))
+        sim_ms = sim_ms + np.interp(draws, grid, np.asarray(model.fixed_quantiles_ms))
     lat_ms = with_overheads(sim_ms, extra, seed)
     record = {
         "p50_ms": float(np.quantile(lat_ms, 0.5)),
