@@ -49,7 +49,10 @@ def test_the_fixed_terms_measured_spread_is_kept_and_drawn_per_request(monkeypat
     from optiserve.serve.prediction import ServedConfig, forecast, server_model
 
     spread = [2.0] * 95 + [6.0] * 6  # 101 quantiles: 5% of requests pay 6 ms outside the server
-    client = {"encoding": "json", "client_ms": 5.3, "fixed_ms": 1.0, "overhead_quantiles_ms": spread}
+    short = {"encoding": "json", "client_ms": 5.3, "fixed_ms": 1.0, "overhead_quantiles_ms": spread, "requests": 200}
+    terms = serving_terms(_profile({"threads": 1, "json": FIG, "client": short}), "json")
+    assert terms is not None and terms.fixed_quantiles_s == ()  # 200 requests: too few for a tail, the mean
+    client = {**short, "requests": 1000}
     terms = serving_terms(_profile({"threads": 1, "json": FIG, "client": client}), "json")
     assert terms is not None and len(terms.fixed_quantiles_s) == 101 and terms.fixed_quantiles_s[-1] == 6e-3
     assert "p99 6 ms" in terms.describe()
