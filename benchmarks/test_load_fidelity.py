@@ -51,7 +51,7 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
     finally:
         os.sched_setaffinity(0, mine)
     lf.add_serving_terms(model, tmp_path / "profile", 1, server_cpu, client_cpu)
-    served = ServedConfig(threads=1, max_batch=8, max_delay_ms=2.0)
+    served = ServedConfig(threads=1, max_batch=8, max_delay_ms=2.0, server_cpus=len(server_cpu))
     terms = server_model(tmp_path / "profile", served)
     policy = BatchingPolicy(max_batch=8, max_delay_s=0.002)
     server = lf.Server(model, 1, 8, 2.0, cpus=server_cpu)

@@ -44,6 +44,10 @@ def loadtest(
     max_batch: MaxBatch = 8,
     max_delay_ms: MaxDelayMs = 2.0,
     instances: Instances = 1,
+    server_cpus: Annotated[
+        int,
+        typer.Option(help="with --predict-from: CPUs of the server (0: unknown; <= threads: front end shares them)"),
+    ] = 0,
     per_request_ms: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(help="with --predict-from: server CPU per request besides inference (default: the profile's)"),
@@ -101,7 +105,9 @@ def loadtest(
         from optiserve.serve.prediction import ServedConfig
         from optiserve.serve.prediction import forecast as predict_schedule
 
-        config = ServedConfig(precision, threads, max_batch, max_delay_ms, instances)
+        if server_cpus < 0:
+            raise UsageError("--server-cpus must be >= 0")
+        config = ServedConfig(precision, threads, max_batch, max_delay_ms, instances, server_cpus)
         forecast = predict_schedule(
             schedule, predict_from, config, per_request_ms, overhead_ms, overhead_from, seed, encoding
         )

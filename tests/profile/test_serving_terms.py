@@ -63,3 +63,17 @@ def test_the_fixed_terms_measured_spread_is_kept_and_drawn_per_request(monkeypat
     schedule = np.arange(2000) * 0.1  # 10 req/s: never queues
     fc = forecast(schedule, Path("p"), ServedConfig(max_batch=1, max_delay_ms=0.0), encoding="json")
     assert fc.record["p99_ms"] > fc.record["p50_ms"] + 3.0  # the tail is in the p99
+
+
+def test_on_a_shared_core_the_front_end_is_charged_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    import optiserve.serve.prediction as prediction
+    from optiserve.serve.prediction import ServedConfig, server_model
+
+    prof = _profile({"threads": 1, "json": FIG})
+    monkeypatch.setattr(prediction, "load_profile", lambda path: prof)
+    apart = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=2), encoding="json")
+    shared = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=1), encoding="json")
+    assert apart.policy.frontend_s == pytest.approx(0.5e-3) and shared.policy.frontend_s == 0.0
+    gained = shared.service.capacity(1, 1) ** -1 - apart.service.capacity(1, 1) ** -1
+    assert gained == pytest.approx(0.5e-3, rel=1e-3)  # the front end's 0.5 ms now on the inference station
+    assert "front end on the inference core" in shared.basis
