@@ -131,5 +131,8 @@ class Admission:
         self.requests += 1
         self.bytes += nbytes
         ticket = Ticket(self, nbytes, time.perf_counter())
-        self.admitted.append(ticket)
+        q = self.admitted
+        while q and q[0]._done:  # released ones leave from the front: bounded without a reader
+            q.popleft()
+        q.append(ticket)
         return ticket

@@ -189,11 +189,15 @@ def test_real_full_tmpfs_is_one_line(mlp_path: Path, tmp_path: Path) -> None:
         before = _digest(out)
         again = profile_cli(mlp_path, out, "--batch", "1,2,4,8,16", "--resume", cwd=tmp_path)
         _one_line(again, "no space left")
-        assert _digest(out) == before
+        after = load_profile(out).measurements if (out / "profile.json").exists() else ()
+        if len(after) == len(kept):
+            assert _digest(out) == before  # nothing fitted: the files are untouched
+        else:  # a row may fit on the resume when fewer samples were taken (the sample count is timed)
+            assert {m.config for m in kept} <= {m.config for m in after}  # nothing measured is lost
         shown = subprocess.run(
             [sys.executable, "-m", "optiserve", "show", str(out)], capture_output=True, text=True, cwd=tmp_path
         )
-        assert shown.returncode == (0 if kept else 2), shown.stderr
+        assert shown.returncode == (0 if after else 2), shown.stderr
     finally:
         subprocess.run(["umount", str(mnt)])
 

@@ -238,19 +238,22 @@ def test_admission_control_refuses_past_the_limit(mlp_path: Path) -> None:
     with _serve(mlp_path, ServeConfig("mlp", max_batch=1, max_delay_ms=0.0, max_queue=1)) as s:
         c = tc.InferenceServerClient(s.url)
         s.gate.clear()
+        own = [tc.InferenceServerClient(s.url) for _ in range(2)]  # tritonclient's client is not thread-safe
         with ThreadPoolExecutor(2) as pool:
-            held = [pool.submit(_infer, c, _x(1)) for _ in range(2)]
+            held = [pool.submit(_infer, k, _x(1)) for k in own]
             for _ in range(3000):  # both admitted (one running, one queued)
                 if s.model.admission.requests >= 2:
                     break
                 threading.Event().wait(0.01)
-            assert s.model.admission.requests == 2, "the held requests never took their admission tickets"
+            done = [f.exception() for f in held if f.done()]
+            assert s.model.admission.requests == 2, f"the held requests never took their admission tickets: {done}"
             status, text = _status(lambda: _infer(c, _x(1)))
             assert status == "StatusCode.UNAVAILABLE" and "overloaded" in text
             s.gate.set()
             assert all(f.result(30).as_numpy("logits").shape == (1, 10) for f in held)
         assert _infer(c, _x(1)).as_numpy("logits").shape == (1, 10)
-        c.close()
+        for k in (c, *own):
+            k.close()
 
 
 def test_a_token_guards_everything_but_the_probes(mlp_path: Path) -> None:
