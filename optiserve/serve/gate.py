@@ -23,15 +23,16 @@ with TCP's congestion window for the limit:
 
 The open connections are then a closed loop the server can serve within its
 latency bound, and the excess costs nothing. Measured and dropped on the way
-(2-vCPU Zen 3 guest): a limit on requests in flight instead of connections
-let the accept backlog fill between batches (the MLP at 5x: 26-37% goodput
-against 91-98%); pressure without the queue test cut the limit on one slow
-request and refused the connections a load-test client opened at 2 req/s on
-a real detector; pressure held for the bound's length first (CoDel) let the
-CNN's accepted requests wait 1.5-2.4 s; closing a 200's connection past the
-limit cost more in reconnects than it saved. A probe that connects while the
-listener is closed is refused too: ``--health-port`` serves the health routes
-on a listener this never closes. Single-threaded: the event loop's.
+(2-vCPU Zen 3 guest): a limit on requests in flight instead of connections let
+the accept backlog fill between batches (the MLP at 5x: 26-37% goodput, where
+the connection limit reached 52-98% in the same session); pressure without the
+queue test cut the limit on one slow request and refused the connections a
+load-test client opened at 2 req/s on a real detector; pressure held for the
+bound's length first (CoDel) let the CNN's accepted requests wait 1.5-2.4 s;
+closing a 200's connection past the limit cost more in reconnects than it
+saved. A probe that connects while the listener is closed is refused too:
+``--health-port`` serves the health routes on a listener this never closes.
+Single-threaded: the event loop's.
 """
 
 from __future__ import annotations
