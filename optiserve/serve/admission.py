@@ -102,10 +102,15 @@ class Admission:
     def oldest_age(self, now: float) -> float:
         """How long the oldest request in flight has been, upload included (the overload gate's signal:
         it limits connections, never refuses, so a slow upload may count there)."""
+        q = self._trimmed()
+        return now - q[0].admitted if q else 0.0
+
+    def _trimmed(self) -> deque[Ticket]:
+        """``admitted`` with the released ones at its front dropped (each leaves once: amortised O(1))."""
         q = self.admitted
         while q and q[0]._done:
             q.popleft()
-        return now - q[0].admitted if q else 0.0
+        return q
 
     def refusal(self, nbytes: int, now: float | None = None) -> str | None:
         """Why a request of ``nbytes`` would be refused now, or None: admitting it is the caller's next step."""
@@ -131,8 +136,5 @@ class Admission:
         self.requests += 1
         self.bytes += nbytes
         ticket = Ticket(self, nbytes, time.perf_counter())
-        q = self.admitted
-        while q and q[0]._done:  # released ones leave from the front: bounded without a reader
-            q.popleft()
-        q.append(ticket)
+        self._trimmed().append(ticket)  # trimmed here too: bounded without a reader
         return ticket

@@ -146,7 +146,7 @@ class ConnectionGate:
     def served(self, now: float | None = None) -> None:
         """An infer request was answered 200 (REST or gRPC; health probes and metrics do not count)."""
         t = time.perf_counter() if now is None else now
-        if self.pressure is not None and self.pressure(t) and (self.queued is None or self.queued()):
+        if self.pressure is not None and (self.queued is None or self.queued()) and self.pressure(t):
             self._cut(t)
         elif self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
