@@ -3,8 +3,8 @@
 Why: a refusal the server has to read costs tens of microseconds of its one
 Python thread (accept, parse the headers, write a 503). At five times a small
 model's capacity that alone fills the core: measured on a 2-vCPU Zen 3 guest,
-the MLP's server answered 12,800 503s a second and served 4% of its capacity
-within 0.5 s. A connection the kernel refuses costs the server nothing. So,
+the MLP's server answered 12,800 503s a second and served 20% of its capacity
+within 0.5 s (4% with a profiler attached). A connection the kernel refuses costs the server nothing. So,
 like Envoy's overload manager (disable keep-alive, stop accepting connections)
 with TCP's congestion window for the limit:
 
