@@ -29,7 +29,7 @@ from optiserve.models.graph import inspect_model
 from optiserve.models.inputs import make_inputs
 from optiserve.serve.batcher import BatchRecord
 from optiserve.serve.endpoint import ServeConfig, ServedModel
-from optiserve.serve.grpc_server import GrpcSettings, start_grpc
+from optiserve.serve.grpc_server import GrpcSettings, shedding_limits, start_grpc
 from optiserve.serve.security import AccessPolicy
 from optiserve.serve.stats import ModelStats
 
@@ -254,6 +254,43 @@ def test_admission_control_refuses_past_the_limit(mlp_path: Path) -> None:
         assert _infer(c, _x(1)).as_numpy("logits").shape == (1, 10)
         for k in (c, *own):
             k.close()
+
+
+def test_a_burst_past_the_limits_is_refused_by_grpc_itself_not_queued(mlp_path: Path) -> None:
+    """With the runtime held, at most ``handlers`` calls reach Python and ``pending_hard`` wait in the
+    C core: the rest of a 120-call burst is refused at once (gRPC's defaults queued 1,000 ahead of admission)."""
+    config = ServeConfig("mlp", max_batch=1, max_delay_ms=0.0)
+    cap = shedding_limits(config.max_batch, config.instances)
+    burst = 120
+    assert cap.handlers + cap.pending_hard < burst // 2
+    with _serve(mlp_path, config) as s:
+        c = tc.InferenceServerClient(s.url)
+        s.gate.clear()
+        answers: list[str] = []
+        done = threading.Event()
+
+        def record(result: Any, error: InferenceServerException | None) -> None:
+            answers.append("OK" if error is None else str(error.status()))
+            if len(answers) == burst:
+                done.set()
+
+        inp = tc.InferInput("features", [1, 64], "FP32")
+        inp.set_data_from_numpy(_x(1))
+        for _ in range(burst):
+            c.async_infer("mlp", [inp], record)
+        for _ in range(3000):  # the refusals come back while every admitted call is still held
+            if len(answers) >= burst - cap.handlers - cap.pending_hard:
+                break
+            threading.Event().wait(0.01)
+        refused = [a for a in answers if a != "OK"]
+        assert s.model.admission.requests <= cap.handlers
+        assert len(refused) >= burst - cap.handlers - cap.pending_hard, answers
+        assert set(refused) <= {"StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.UNAVAILABLE"}
+        s.gate.set()
+        assert done.wait(60)
+        assert answers.count("OK") >= 1
+        assert _infer(c, _x(1)).as_numpy("logits").shape == (1, 10)  # and it serves on
+        c.close()
 
 
 def test_a_token_guards_everything_but_the_probes(mlp_path: Path) -> None:
