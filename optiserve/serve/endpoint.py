@@ -30,7 +30,7 @@ import numpy as np
 
 from optiserve.models.graph import InputSpec
 from optiserve.models.layout import probe_output_axes
-from optiserve.serve.admission import Admission, Overloaded, Ticket
+from optiserve.serve.admission import EWMA, Admission, Overloaded, Ticket
 from optiserve.serve.batcher import BatchRecord, DynamicBatcher, QueueFull, Run
 from optiserve.serve.protocol import Tensor, model_metadata, oip_datatype
 from optiserve.serve.stats import ModelStats
@@ -95,11 +95,17 @@ class ServedModel:
         self._on_batch = on_batch
         self._describe_runtime = describe_runtime  # openvino: infer requests, streams, peak overlap
         self.batcher: DynamicBatcher | None = None
+        self.row_s = 0.0  # compute seconds per row of the recent batches (warm-up's largest batch first)
 
     def _observe(self, rec: BatchRecord) -> None:
         self.stats.batch(rec)
         if not rec.failed:
             self.admission.observe(rec.compute_s)
+            if rec.rows:
+                self._row(rec.compute_s / rec.rows)
+
+    def _row(self, seconds: float) -> None:
+        self.row_s = seconds if self.row_s == 0.0 else self.row_s + EWMA * (seconds - self.row_s)
 
     def count(self, status: int, seconds: float, frontend_s: float | None = None) -> None:
         """One answered infer request, whichever front end answered it (HTTP status; gRPC maps to it)."""
@@ -128,8 +134,11 @@ class ServedModel:
         for run in self.runs:
             for b in sizes:  # warm every batch size before saying ready
                 for _ in range(2):
+                    t0 = time.perf_counter()
                     outs = await loop.run_in_executor(None, run, self._warmup_feeds(b))
                 shapes[b] = [tuple(o.shape) for o in outs]
+        if shapes:  # the speed the first requests meet: the warm second call of the largest batch
+            self._row((time.perf_counter() - t0) / max(shapes))
         if 1 in shapes and 2 in shapes:  # the axis each output grows along, seen for real
             axes = [a for _, a in probe_output_axes(self.output_names, shapes[1], shapes[2])]
         elif layout is not None:

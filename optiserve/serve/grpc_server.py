@@ -15,6 +15,7 @@ the same per-client rate limit; TLS (and mTLS) take the same PEM files.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 413
           429: "UNAVAILABLE", 503: "UNAVAILABLE"}  # fmt: skip
 HTTP_OF = {"UNAUTHENTICATED": 401, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503}
 EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data")
+CALL_WAIT_S = 0.1  # gRPC takes the calls in flight its instances get through in this long (see SheddingLimits)
 
 
 @dataclass(frozen=True)
@@ -46,29 +48,44 @@ class GrpcSettings:
 
 @dataclass(frozen=True)
 class SheddingLimits:
-    """Where the gRPC side refuses under overload, before any Python runs.
+    """Where the gRPC side refuses under overload: in gRPC's C core, before any Python runs, and
+    at the handler's first line, before the message is decoded.
 
-    A gRPC call costs the one Python thread ~0.6 ms of grpc.aio's own work before
-    (and after) the handler, three times a REST request's (MLP on a Zen 3 guest:
-    ~1,100 against ~3,400 req/s closed loop, both CPU-bound). Left at gRPC's defaults the
-    C core queues 1,000 calls ahead of the handler, where admission cannot see them,
-    and goodput fell to 420 req/s at 1.5x the capacity and 135 req/s at 3x (every 200
-    came seconds late). So at most ``handlers`` calls are in Python (a few batches' worth:
-    enough to keep the batcher full), at most ``pending`` wait in the C core beyond that
-    (one more batch's worth), and the core refuses the rest itself: with these limits
-    950-1,300 req/s at 1.5x and 780-1,000 at 3x. The core's refusal reaches the client as
-    CANCELLED (gRPC's own choice of code) and never reaches ``/metrics``; admission's own
-    refusals stay UNAVAILABLE and counted."""
+    A gRPC call costs the one Python thread about three times a REST request (grpc.aio's own
+    work: ~2,100-2,700 ``ServerLive`` calls/s on a Zen 3 core; the MLP ~1,100 infer/s against
+    ~3,400 over REST, both CPU-bound). Left at gRPC's defaults the C core queued up to 1,000
+    calls ahead of the handler, where admission cannot see them: goodput fell to 420 req/s at
+    1.5x the MLP's capacity and 135 at 3x, the CNN's to 12 req/s at 2.5x (every 200 late).
 
-    handlers: int
-    pending: int
-    pending_hard: int
+    - ``pending``/``pending_hard``: the C core refuses calls past ``pending`` waiting for the
+      loop to pick them up (with a probability rising to 1 at ``pending_hard``). The loop
+      picks calls up at about the same rate whatever the model, so 64 is tens of ms. 8
+      refused 10% of 12 closed-loop ``ServerLive`` callers on an idle server; 64 none of 64.
+      The refusal reaches the client as CANCELLED (gRPC's own code), never ``/metrics``.
+    - ``calls(row_s)``: calls in flight past what the instances get through in
+      ``CALL_WAIT_S`` at the measured compute speed per row (two batches' worth at least) are
+      refused UNAVAILABLE at the handler's first line and counted, as admission's are. It is
+      the REST side's connection gate for a protocol whose calls share connections: 16 calls
+      for the CNN at batch 8 (32 let its 200s come 0.6 s late), about 100 for the MLP at batch
+      1 and a thousand at batch 8, where the C core's limit binds first. gRPC's own
+      ``maximum_concurrent_rpcs`` is a fixed count: at two batches it refused 40 of 48 callers
+      sent at once to an idle batch-1 MLP server, so it is not used."""
+
+    max_batch: int
+    instances: int
+    pending: int = 64
+    pending_hard: int = 128
+
+    def calls(self, row_s: float) -> int:
+        """Calls in flight this server takes at ``row_s`` compute seconds per row (0: not measured yet)."""
+        batch = self.max_batch * self.instances
+        if row_s <= 0:
+            return 2 * batch
+        return max(2 * batch, batch + math.ceil(self.instances * CALL_WAIT_S / row_s))
 
 
 def shedding_limits(max_batch: int, instances: int) -> SheddingLimits:
-    batch = max(1, max_batch) * max(1, instances)
-    pending = max(8, batch)
-    return SheddingLimits(handlers=max(8, 2 * batch), pending=pending, pending_hard=2 * pending)
+    return SheddingLimits(max(1, max_batch), max(1, instances))
 
 
 def _pb() -> tuple[Any, Any, Any, Any]:
@@ -99,6 +116,7 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
 
     policy = access or AccessPolicy()
     limiter = RateLimiter(policy.rate, policy.burst)
+    limits = shedding_limits(model.config.max_batch, model.config.instances)
 
     async def abort(context: Any, code: str, message: str) -> None:
         await context.abort(getattr(grpc.StatusCode, code), message)
@@ -179,6 +197,9 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None) -> Any
 
         async def _infer(self, request: Any, context: Any, arrived: float) -> Any:
             await known(request.model_name, request.model_version, context)
+            calls, limit = model.admission.requests, limits.calls(model.row_s)
+            if calls >= limit:  # before the message is decoded: this refusal is as cheap as gRPC allows
+                raise _Abort(503, "UNAVAILABLE", f"overloaded: {calls} calls in flight, limit {limit}; retry later")
             try:
                 ticket = model.admit(request.ByteSize())
             except Overloaded as exc:
@@ -232,7 +253,6 @@ async def start_grpc(model: ServedModel, settings: GrpcSettings, access: AccessP
     limit = settings.max_message_bytes
     cap = shedding_limits(model.config.max_batch, model.config.instances)
     server = grpc.aio.server(
-        maximum_concurrent_rpcs=cap.handlers,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
