@@ -255,8 +255,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        grpc_server = await start_grpc(model, grpc, access) if grpc is not None else None  # not ready until warm
         await model.start()
+        # after the warm-up: gRPC's own call limit is sized from the speed it measured (SheddingLimits)
+        grpc_server = await start_grpc(model, grpc, access) if grpc is not None else None
         depth.set_function(lambda: model.depth)
         inflight.set_function(lambda: model.admission.requests)
         inflight_bytes.set_function(lambda: model.admission.bytes)
