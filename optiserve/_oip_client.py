@@ -1,7 +1,8 @@
 """A minimal Open Inference Protocol v2 client: wait for readiness, build one request.
 
 Used by the load test and by ``profile --serving`` (which sits below the serving
-layer), so it lives at the bottom of the package and imports only NumPy.
+layer), so it lives at the bottom of the package and imports only NumPy (and, for the gRPC
+request, the message classes tritonclient ships, lazily).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +57,54 @@ def payload_for(
     Large inputs (or ``binary=True``) use the binary tensor extension both ways (outputs
     too, as ``tritonclient`` asks by default): JSON has to print and parse every float,
     which for an image or a detector's output costs more than inference."""
+    arrays = request_arrays(url, model, timeout, seed, samples)
+    if binary is None:
+        binary = sum(a.size for _, _, a in arrays) > 4096
+    if not binary:
+        inputs = [
+            {"name": i["name"], "shape": s, "datatype": i["datatype"], "data": a.reshape(-1).tolist()}
+            for i, s, a in arrays
+        ]
+        return json.dumps({"inputs": inputs}).encode(), {"Content-Type": "application/json"}
+    inputs = [
+        {"name": i["name"], "shape": s, "datatype": i["datatype"], "parameters": {"binary_data_size": a.nbytes}}
+        for i, s, a in arrays
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    body = header + b"".join(_le_bytes(a) for _, _, a in arrays)
+    return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+
+
+def grpc_request_for(
+    url: str,
+    model: str,
+    timeout: float = 10.0,
+    seed: int = 0,
+    samples: Mapping[str, np.ndarray] | None = None,
+) -> Any:
+    """The same one-row request as :func:`payload_for`, as the ``ModelInferRequest`` a
+    ``tritonclient.grpc`` client sends (raw tensor contents; outputs raw too)."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model)
+    for i, shape, arr in request_arrays(url, model, timeout, seed, samples):
+        req.inputs.add(name=i["name"], datatype=i["datatype"], shape=shape)
+        req.raw_input_contents.append(_le_bytes(arr))
+    return req
+
+
+def _le_bytes(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+
+
+def request_arrays(
+    url: str,
+    model: str,
+    timeout: float = 10.0,
+    seed: int = 0,
+    samples: Mapping[str, np.ndarray] | None = None,
+) -> list[tuple[dict[str, Any], list[int], np.ndarray]]:
+    """(input metadata, shape, one row) per input of ``model``, from the server's own metadata."""
     import urllib.request
 
     with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=timeout) as r:
@@ -80,21 +130,7 @@ def payload_for(
         else:
             arr = _synthetic(i["datatype"], shape, rng)
         arrays.append((i, shape, arr))
-    if binary is None:
-        binary = sum(a.size for _, _, a in arrays) > 4096
-    if not binary:
-        inputs = [
-            {"name": i["name"], "shape": s, "datatype": i["datatype"], "data": a.reshape(-1).tolist()}
-            for i, s, a in arrays
-        ]
-        return json.dumps({"inputs": inputs}).encode(), {"Content-Type": "application/json"}
-    inputs = [
-        {"name": i["name"], "shape": s, "datatype": i["datatype"], "parameters": {"binary_data_size": a.nbytes}}
-        for i, s, a in arrays
-    ]
-    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
-    body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, _, a in arrays)
-    return body, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return arrays
 
 
 def check_bindable(host: str, port: int, what: str) -> None:

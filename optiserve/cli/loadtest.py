@@ -68,8 +68,15 @@ def loadtest(
         typer.Option(help=".npz of real inputs keyed by input name (as for profile): the first sample is sent"),
     ] = None,
     encoding: Annotated[
-        str, typer.Option(help="auto (binary past 4096 input elements), json, or binary (inputs and outputs)")
+        str,
+        typer.Option(
+            help="auto (binary past 4096 input elements), json, binary (inputs and outputs), grpc (with --grpc-port)"
+        ),
     ] = "auto",
+    grpc_port: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="with --encoding grpc: the server's gRPC port on the URL's host (the URL gives metadata)"),
+    ] = None,
 ) -> None:
     """Open-loop load test with Locust: latency counts from each request's scheduled time.
 
@@ -87,8 +94,10 @@ def loadtest(
 
     if rate <= 0 or duration <= 0:
         raise UsageError("--rate and --duration must be positive")
-    if encoding not in ("auto", "json", "binary"):
-        raise UsageError(f"unknown --encoding {encoding!r}; valid: auto, json, binary")
+    if encoding not in ("auto", "json", "binary", "grpc"):
+        raise UsageError(f"unknown --encoding {encoding!r}; valid: auto, json, binary, grpc")
+    if (encoding == "grpc") != (grpc_port is not None):
+        raise UsageError("--encoding grpc and --grpc-port go together: the gRPC port to load, the URL for metadata")
     n = min(math.ceil(rate * duration), MAX_REQUESTS)
     stamps = None
     if trace is not None:
@@ -118,8 +127,8 @@ def loadtest(
 
         samples = load_npz(inputs)
     try:
-        binary = None if encoding == "auto" else encoding == "binary"
-        result = run_loadtest(url, model, schedule, users, samples=samples, binary=binary)
+        binary = None if encoding in ("auto", "grpc") else encoding == "binary"
+        result = run_loadtest(url, model, schedule, users, samples=samples, binary=binary, grpc_port=grpc_port)
     except OSError as exc:
         raise UsageError(f"cannot reach {url}: {exc}") from None
     s = result.summary()

@@ -36,7 +36,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-Encoding = Literal["auto", "json", "binary"]  # how clients send tensors; auto: binary past 4096 elements
+# how clients send tensors: REST JSON, REST binary extension, or gRPC (raw tensors); auto: binary past 4096 elements
+Encoding = Literal["auto", "json", "binary", "grpc"]
 
 
 class Defaults(_Strict):

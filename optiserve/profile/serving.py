@@ -14,6 +14,12 @@ delay) and sending it one request at a time in each encoding a client uses:
   session, splitting the outputs); beyond the profiled session time it is a per-row
   serving cost.
 
+The same closed loop runs over gRPC (``tritonclient.grpc``, raw tensors) as the third
+encoding, ``grpc``: there most of a call's work is grpc.aio's own, outside the handler
+the histogram times, so its front end is the server's CPU per call less the batch-1
+call (``server_cpu_ms`` is kept for every encoding). On the MLP on a Zen 3 guest that is
+about three times the REST front end, which a plan for gRPC clients must charge.
+
 Then a light open-loop run of ``optiserve loadtest`` itself (Locust, the client
 ``verify`` and users load with) measures ``client.client_ms``, its mean latency. Where
 it was measured, the fixed term for that encoding is that latency minus what the
@@ -38,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import psutil
 
 from optiserve._oip_client import free_port, stop_server
 from optiserve._reasons import one_line
@@ -82,6 +90,57 @@ def _closed_loop(url: str, path: str, body: bytes, headers: dict[str, str], n: i
     return rtts
 
 
+def _cpu_s(proc: psutil.Process) -> float:
+    """The server process's CPU seconds so far (every thread: the loop, gRPC's, the runtime's)."""
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _grpc_figures(url: str, port: int, n: int, proc: psutil.Process) -> dict[str, Any]:
+    """The same closed loop through ``tritonclient.grpc`` (raw tensors). Most of a gRPC call's
+    work is in grpc.aio's C and Cython layers, outside the handler the front-end histogram
+    times, so the front end here is the server's CPU per call less its batch-1 call."""
+    import tritonclient.grpc as tc
+
+    from optiserve._oip_client import request_arrays
+
+    inputs, nbytes = [], 0
+    for meta, shape, arr in request_arrays(url, "m"):
+        inp = tc.InferInput(meta["name"], shape, meta["datatype"])
+        inp.set_data_from_numpy(arr)
+        inputs.append(inp)
+        nbytes += arr.nbytes
+    client = tc.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        for _ in range(min(20, n)):
+            client.infer("m", inputs)
+        before, cpu0 = _metric_sums(url), _cpu_s(proc)
+        rtts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            client.infer("m", inputs)
+            rtts.append(time.perf_counter() - t0)
+        after, cpu1 = _metric_sums(url), _cpu_s(proc)
+    except Exception as exc:  # the REST figures stand without this one
+        return {"error": f"gRPC not measured: {one_line(exc)}"}
+    finally:
+        client.close()
+    batches = after["optiserve_batch_seconds_count"] - before["optiserve_batch_seconds_count"]
+    batch = (after["optiserve_batch_seconds_sum"] - before["optiserve_batch_seconds_sum"]) / max(batches, 1)
+    cpu = (cpu1 - cpu0) / n
+    front = max(cpu - batch, 0.0)
+    rtt = sum(rtts) / len(rtts)
+    return {
+        "frontend_ms": round(front * 1e3, 4),
+        "fixed_ms": round(max(rtt - front - batch, 0.0) * 1e3, 4),
+        "round_trip_ms": round(rtt * 1e3, 4),
+        "inference_ms": round(batch * 1e3, 4),
+        "request_bytes": nbytes,
+        "server_cpu_ms": round(cpu * 1e3, 4),
+        "frontend_from": "server CPU per call less its batch-1 call",
+    }
+
+
 def _encodings(url: str, name: str) -> dict[str, tuple[bytes, dict[str, str]]]:
     from optiserve._oip_client import payload_for
 
@@ -110,8 +169,9 @@ def measure_serving(
     Never raises: a server that cannot start is recorded as ``{"error": ...}``."""
     from optiserve._oip_client import wait_until_ready
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     args = [sys.executable, "-m", "optiserve", "serve", str(model), "--port", str(port), "--threads", str(threads)]
+    args += ["--grpc-port", str(grpc_port)]
     args += ["--max-batch", "1", "--max-delay-ms", "0", "--name", "m"]
     for t in layout.inputs:
         item = [d for i, d in enumerate(t.shape) if i != t.batch_axis]
@@ -132,11 +192,12 @@ def measure_serving(
         if server_cpus or client_cpus:
             out["cpus"] = {"server": sorted(server_cpus or ()), "client": sorted(client_cpus or ())}
         path = "/v2/models/m/infer"
+        proc = psutil.Process(server.pid)
         for enc, (body, headers) in _encodings(url, "m").items():
             _closed_loop(url, path, body, headers, min(20, requests))  # warm the connection and the caches
-            before = _metric_sums(url)
+            before, cpu0 = _metric_sums(url), _cpu_s(proc)
             rtts = _closed_loop(url, path, body, headers, requests)
-            after = _metric_sums(url)
+            after, cpu1 = _metric_sums(url), _cpu_s(proc)
             n = after["optiserve_frontend_seconds_count"] - before["optiserve_frontend_seconds_count"]
             front = (after["optiserve_frontend_seconds_sum"] - before["optiserve_frontend_seconds_sum"]) / n
             batches = after["optiserve_batch_seconds_count"] - before["optiserve_batch_seconds_count"]
@@ -148,8 +209,12 @@ def measure_serving(
                 "round_trip_ms": round(rtt * 1e3, 4),
                 "inference_ms": round(batch * 1e3, 4),
                 "request_bytes": len(body),
+                "server_cpu_ms": round((cpu1 - cpu0) / n * 1e3, 4),
             }
+        out["grpc"] = _grpc_figures(url, grpc_port, requests, proc)
         out["client"] = _client_overhead(url, layout, out, client_cpus)
+        if "frontend_ms" in out["grpc"]:  # the load test's gRPC client (gevent) has its own latency
+            out["client_grpc"] = _client_overhead(url, layout, out, client_cpus, grpc_port)
         return out
     except Exception as exc:  # measuring the serving path must never lose the sweep already on disk
         return {"error": one_line(exc)}
@@ -158,11 +223,16 @@ def measure_serving(
 
 
 def _client_overhead(
-    url: str, layout: InputLayout, measured: dict[str, Any], client_cpus: set[int] | None = None
+    url: str,
+    layout: InputLayout,
+    measured: dict[str, Any],
+    client_cpus: set[int] | None = None,
+    grpc_port: int | None = None,
 ) -> dict[str, Any]:
     """A light open-loop ``optiserve loadtest`` (Locust): its mean latency minus the server's own.
-    At about a fifth of the closed-loop rate requests seldom queue, so what is left is the client."""
-    enc = client_encoding(layout)
+    At about a fifth of the closed-loop rate requests seldom queue, so what is left is the client.
+    With ``grpc_port``: the same over gRPC."""
+    enc = client_encoding(layout) if grpc_port is None else "grpc"
     rtt_ms = float(measured[enc]["round_trip_ms"])
     rate = min(50.0, 200.0 / max(rtt_ms, 1e-3))
     duration = min(max(3.0, CLIENT_REQUESTS / rate), 20.0)
@@ -172,6 +242,8 @@ def _client_overhead(
             before = _metric_sums(url)
             args = [sys.executable, "-m", "optiserve", "loadtest", url, "--model", "m", "--rate", f"{rate:.4g}"]
             args += ["--duration", f"{duration:.4g}", "--seed", "7", "--json", str(result)]
+            if grpc_port is not None:
+                args += ["--encoding", "grpc", "--grpc-port", str(grpc_port)]
             proc = subprocess.run(
                 args, capture_output=True, text=True, timeout=duration + 120, preexec_fn=_pinned(client_cpus)
             )
@@ -244,13 +316,16 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
     if encoding is None:
         layout = meta.get("layout")
         encoding = client_encoding(InputLayout.from_dict(layout)) if layout else "json"
-    enc = encoding if serving.get(encoding) else "json"
+    enc = encoding if "frontend_ms" in (serving.get(encoding) or {}) else "json"
+    if encoding == "grpc" and enc != "grpc" and serving.get("binary"):
+        enc = "binary"  # a profile from before gRPC was measured: the closest REST encoding (raw tensors)
     fig = serving.get(enc)
     if not fig:
         return None
-    fixed_s, fixed_from = float(fig["fixed_ms"]) / 1e3, "closed loop (http.client)"
+    client_name = "tritonclient.grpc" if enc == "grpc" else "http.client"
+    fixed_s, fixed_from = float(fig["fixed_ms"]) / 1e3, f"closed loop ({client_name})"
     spread: tuple[float, ...] = ()
-    client = serving.get("client") or {}
+    client = serving.get("client_grpc" if enc == "grpc" else "client") or {}
     if client.get("encoding") == enc and "client_ms" in client and "inference_ms" in fig:
         # Everything the light open-loop run's latency holds beyond what the simulator charges a
         # request that never queues (front end + the server's batch-1 call): the client and the
@@ -293,8 +368,8 @@ def describe(meta: dict[str, Any]) -> str | None:
         return f"serving path not measured: {s['error']}"
     parts = [
         f"{enc} {s[enc]['frontend_ms']:.3g} ms front end + {s[enc]['fixed_ms']:.3g} ms fixed"
-        for enc in ("json", "binary")
-        if enc in s
+        for enc in ("json", "binary", "grpc")
+        if "frontend_ms" in (s.get(enc) or {})
     ]
     client = s.get("client") or {}
     if "fixed_ms" in client:

@@ -12,6 +12,7 @@ module must run in its own process: ``optiserve loadtest`` is one.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import time
 from collections.abc import Mapping
@@ -21,13 +22,17 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from optiserve._oip_client import payload_for, wait_until_ready
+from optiserve._oip_client import grpc_request_for, payload_for, wait_until_ready
 from optiserve.errors import UsageError
 
 __all__ = ["MAX_ERROR_RATE", "MAX_REQUESTS", "LoadResult", "payload_for", "run_loadtest", "wait_until_ready"]
 
 MAX_REQUESTS = 500_000
 MAX_ERROR_RATE = 0.001  # more failed requests than this fails a run, whatever its latency
+GRPC_CHANNELS = 4  # a few clients' connections, as a fleet opens them (one HTTP/2 connection each)
+# a gRPC status -> the HTTP status it counts as (the errors name the gRPC code)
+GRPC_STATUS = {"UNAVAILABLE": 503, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "DEADLINE_EXCEEDED": 504,
+               "INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAUTHENTICATED": 401, "UNIMPLEMENTED": 501}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,18 +94,24 @@ def run_loadtest(
     timeout_s: float = 30.0,
     samples: Mapping[str, np.ndarray] | None = None,
     binary: bool | None = None,
+    grpc_port: int | None = None,
 ) -> LoadResult:
     """Send one request at each scheduled time (seconds from start) and collect latencies
-    (``binary``: the tensor encoding both ways; None: binary past 4096 input elements)."""
+    (``binary``: the tensor encoding both ways; None: binary past 4096 input elements;
+    ``grpc_port``: send ``ModelInfer`` over gRPC to the URL's host on that port instead, raw
+    tensors as ``tritonclient.grpc`` sends them; the URL still answers the model's metadata)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UsageError(f"not an http(s) URL: {url!r}")
     if schedule_s.size == 0 or schedule_s.size > MAX_REQUESTS:
         raise UsageError(f"a load test sends between 1 and {MAX_REQUESTS} requests, not {schedule_s.size}")
-    body, headers = payload_for(url, model, samples=samples, binary=binary)
+    if grpc_port is not None and not 0 < grpc_port < 65536:
+        raise UsageError(f"--grpc-port must be a port number, not {grpc_port}")
+    body, headers = payload_for(url, model, samples=samples, binary=binary) if grpc_port is None else (b"", {})
+    request = grpc_request_for(url, model, samples=samples) if grpc_port is not None else None
 
     import gevent
-    from locust import FastHttpUser, constant, task
+    from locust import FastHttpUser, User, constant, task
     from locust.env import Environment
     from locust.exception import StopUser
 
@@ -135,7 +146,46 @@ def run_loadtest(
                     resp.failure(f"status {status}")
             results.append((due, sent, time.perf_counter(), status))
 
-    env = Environment(user_classes=[OpenLoop])
+    class GrpcOpenLoop(User):  # type: ignore[misc]
+        """The same schedule over gRPC: gevent-cooperative calls (grpc's gevent mode) on a few channels."""
+
+        wait_time = constant(0)
+
+        def on_start(self) -> None:
+            self.call = stubs[next(spread) % len(stubs)].ModelInfer
+
+        @task  # type: ignore[untyped-decorator]
+        def send(self) -> None:
+            i = cursor[0]
+            if i >= n:
+                raise StopUser()
+            cursor[0] = i + 1
+            due = clock["t0"] + float(schedule_s[i])
+            delay = due - time.perf_counter()
+            if delay > 0:
+                gevent.sleep(delay)
+            sent = time.perf_counter()
+            try:
+                self.call(request, timeout=timeout_s)
+                status = 200
+            except grpc.RpcError as exc:
+                status = GRPC_STATUS.get(exc.code().name, 500)
+                codes[status] = exc.code().name
+            results.append((due, sent, time.perf_counter(), status))
+
+    codes: dict[int, str] = {}
+    spread = itertools.count()
+    channels: list[Any] = []
+    stubs: list[Any] = []
+    if grpc_port is not None:
+        import grpc
+        import grpc.experimental.gevent as grpc_gevent
+        from tritonclient.grpc import service_pb2_grpc
+
+        grpc_gevent.init_gevent()  # blocking calls yield to the other users (Locust runs on gevent)
+        channels = [grpc.insecure_channel(f"{parsed.hostname}:{grpc_port}") for _ in range(GRPC_CHANNELS)]
+        stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    env = Environment(user_classes=[OpenLoop if grpc_port is None else GrpcOpenLoop])
     runner = env.create_local_runner()
     # A collector pause stalls every in-flight request of a one-process client and
     # lands in the measured tail: collect once, then keep the collector off for the
@@ -149,13 +199,16 @@ def run_loadtest(
     while len(results) < n and time.perf_counter() < deadline:
         gevent.sleep(0.05)
     runner.quit()
+    for c in channels:
+        c.close()
     gc.enable()
     gc.unfreeze()
     arr = np.array(results, dtype=np.float64).reshape(-1, 4)
     ok = arr[arr[:, 3] == 200]
     errors: dict[str, int] = {}
     for s in arr[arr[:, 3] != 200][:, 3].astype(int):
-        errors[str(s) if s else "connection"] = errors.get(str(s) if s else "connection", 0) + 1
+        key = codes.get(int(s)) or (str(s) if s else "connection")
+        errors[key] = errors.get(key, 0) + 1
     if len(arr) < n:
         errors["not sent"] = n - len(arr)
     late = float(((arr[:, 1] - arr[:, 0]) > late_ms / 1e3).mean()) if len(arr) else 1.0

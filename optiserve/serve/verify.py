@@ -99,6 +99,9 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
     args = d.server_args(str(_served_file(d, model)))
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
+    encoding = str(d.placement.get("client_encoding") or "auto")
+    grpc = ["--grpc-port", str(free_port())] if encoding == "grpc" else []  # the plan's clients speak gRPC
+    args += grpc
     log = out / f"{d.name}-serve.log"
     with log.open("w") as f:
         server = subprocess.Popen(_cli(*args), stdout=f, stderr=subprocess.STDOUT)
@@ -119,7 +122,7 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
                 "--predict-from", str(profile_dir), "--precision", str(p["precision"]),
                 "--threads", str(p["threads_per_instance"] or 1), "--max-batch", str(p["max_batch"]),
                 "--max-delay-ms", f"{float(p['max_delay_ms']):g}", "--instances", str(p["instances_per_pod"]),
-                "--encoding", str(p.get("client_encoding") or "auto"),
+                "--encoding", encoding, *grpc,
             ]  # fmt: skip
             proc = subprocess.run(_cli(*load), capture_output=True, text=True, timeout=duration_s * 4 + 180)
             if not result.is_file():

@@ -22,6 +22,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+GRPC_PORT = _free_port()
+
+
 @pytest.fixture(scope="module")
 def server(zoo_dir: Path) -> Iterator[str]:
     port = _free_port()
@@ -38,6 +41,8 @@ def server(zoo_dir: Path) -> Iterator[str]:
             "8",
             "--max-delay-ms",
             "2",
+            "--grpc-port",
+            str(GRPC_PORT),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -105,6 +110,30 @@ def test_gamma_arrivals_and_a_failing_verdict_exit_1(server: str, tmp_path: Path
     assert proc.returncode == 1 and "FAIL" in proc.stdout and "Traceback" not in proc.stderr
 
 
+def test_the_same_schedule_over_grpc(server: str, tmp_path: Path) -> None:
+    """``--encoding grpc``: ``ModelInfer`` on Triton's stubs to the gRPC port, the same schedule and verdict."""
+    out = tmp_path / "grpc.json"
+    args = ["--model", "mlp", "--rate", "60", "--duration", "3", "--encoding", "grpc", "--grpc-port", str(GRPC_PORT)]
+    proc = run_cli("loadtest", server, *args, "--json", str(out), cwd=tmp_path, timeout=120)
+    assert out.is_file(), proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert proc.returncode == (0 if r["valid"] else 1), proc.stdout + proc.stderr
+    assert r["scheduled"] == 180 and r["completed"] == 180 and r["errors"] == {}, r["errors"]
+    assert 0 < r["p50_ms"] <= r["p99_ms"]
+    with urllib.request.urlopen(f"{server}/v2/models/mlp/stats", timeout=5) as m:
+        assert json.loads(m.read())["model_stats"][0]["inference_stats"]["success"]["count"] >= 180
+
+
+def test_grpc_refusals_and_a_dead_grpc_port_are_counted_not_hidden(server: str, tmp_path: Path) -> None:
+    """Every call to a port nothing listens on fails: counted by its gRPC code, error rate 100%, exit 1."""
+    out = tmp_path / "dead.json"
+    args = ["--model", "mlp", "--rate", "20", "--duration", "1", "--encoding", "grpc", "--grpc-port", str(_free_port())]
+    proc = run_cli("loadtest", server, *args, "--json", str(out), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["completed"] == 0 and r["error_rate"] == 1.0 and set(r["errors"]) <= {"UNAVAILABLE", "not sent"}
+
+
 def test_bad_loadtest_input(tmp_path: Path) -> None:
     for args, message in [
         (("ftp://x", "--model", "m"), "not an http(s) URL"),
@@ -112,6 +141,9 @@ def test_bad_loadtest_input(tmp_path: Path) -> None:
         (("http://127.0.0.1:9", "--model", "m", "--rate", "0"), "must be positive"),
         (("http://127.0.0.1:9", "--model", "m", "--arrival", "uniform"), "valid arrivals"),
         (("http://127.0.0.1:9", "--model", "m", "--arrival", "trace"), "--trace FILE"),
+        (("http://127.0.0.1:9", "--model", "m", "--encoding", "grpc"), "--encoding grpc and --grpc-port"),
+        (("http://127.0.0.1:9", "--model", "m", "--grpc-port", "8001"), "--encoding grpc and --grpc-port"),
+        (("http://127.0.0.1:9", "--model", "m", "--encoding", "protobuf"), "valid: auto, json, binary, grpc"),
     ]:
         proc = run_cli("loadtest", *args, cwd=tmp_path, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -16,6 +16,9 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     for enc in ("json", "binary"):
         assert serving[enc]["frontend_ms"] > 0 and serving[enc]["fixed_ms"] >= 0, serving
         assert serving[enc]["round_trip_ms"] >= serving[enc]["frontend_ms"] + serving[enc]["inference_ms"]
+    grpc = serving["grpc"]  # tritonclient.grpc: the front end is the server's CPU per call beyond the batch-1 call
+    assert grpc["frontend_ms"] > 0 and grpc["server_cpu_ms"] > grpc["frontend_ms"], grpc
+    assert serving["client_grpc"]["encoding"] == "grpc" and serving["client_grpc"]["requests"] > 0
     client = serving["client"]  # the load test's own client, measured at light load
     assert client["encoding"] == "json" and client["requests"] > 0 and client["fixed_ms"] >= 0, client
     assert client["client_ms"] >= client["server_ms"] > 0
@@ -51,3 +54,18 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     assert raw["predicted"]["serving_terms"] == "measured by profile --serving"
     assert "(binary;" in raw["predicted"]["serving_basis"]  # verify loads with the plan's encoding
     assert "p99 measured" in proc.stdout and "predicted" in proc.stdout
+
+    # clients that speak gRPC: the plan charges gRPC's measured front end, verify loads over gRPC
+    (tmp_path / "sla.yaml").write_text((tmp_path / "sla.yaml").read_text().replace("binary", "grpc"))
+    assert run_cli(*args, "--requests", "2000", cwd=tmp_path).returncode == 0
+    chosen = json.loads(plan.read_text())["models"][0]["chosen"]
+    assert chosen["client_encoding"] == "grpc" and "(grpc;" in chosen["provenance"]["latency_basis"]
+    out = tmp_path / "vg"
+    proc = run_cli("verify", str(plan), "--model", f"mlp={mlp_path}", "--duration", "2", "-o", str(out), cwd=tmp_path)
+    doc = json.loads((out / "verify.json").read_text())
+    assert proc.returncode == (1 if doc["verdict"] == "fail" else 0), proc.stdout + proc.stderr
+    (m,) = doc["models"]
+    assert "--grpc-port" in m["server_args"]
+    for r in m["rates"]:
+        assert r["error_rate"] == 0.0 and r["measured"]["p99_ms"] > 0 and r["predicted"]["p99_ms"] > 0
+    assert "(grpc;" in json.loads((out / "mlp-target.json").read_text())["predicted"]["serving_basis"]
