@@ -77,3 +77,19 @@ def test_on_a_shared_core_the_front_end_is_charged_per_row(monkeypatch: pytest.M
     gained = shared.service.capacity(1, 1) ** -1 - apart.service.capacity(1, 1) ** -1
     assert gained == pytest.approx(0.5e-3, rel=1e-3)  # the front end's 0.5 ms now on the inference station
     assert "front end on the inference core" in shared.basis
+
+
+def test_grpc_has_its_own_terms_and_an_older_profile_falls_back_to_binary() -> None:
+    """gRPC's front end is measured apart (its calls cost the server ~3x a REST request); a profile
+    from before that measured only REST: a gRPC plan then takes the binary (raw tensor) terms, and says so."""
+    grpc = {**FIG, "frontend_ms": 1.5, "server_cpu_ms": 4.1}
+    client = {"encoding": "grpc", "fixed_ms": 2.0, "client_ms": 7.0, "server_ms": 5.0, "requests": 200}
+    terms = serving_terms(
+        _profile({"threads": 1, "json": FIG, "binary": FIG, "grpc": grpc, "client_grpc": client}), "grpc"
+    )
+    assert terms is not None and terms.encoding == "grpc" and terms.frontend_s == pytest.approx(1.5e-3)
+    assert terms.fixed_s == pytest.approx((7.0 - 1.5 - 2.6) * 1e-3) and "open loop" in terms.fixed_from
+    older = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG}), "grpc")
+    assert older is not None and older.encoding == "binary" and "(binary;" in older.describe()
+    failed = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "grpc": {"error": "x"}}), "grpc")
+    assert failed is not None and failed.encoding == "binary"
