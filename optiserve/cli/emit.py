@@ -10,6 +10,8 @@ from rich.markup import escape
 
 from optiserve.cli._common import err, one_line_errors, out, pairs
 
+DEFAULT_GRPC_PORT = 8001  # Triton's, where tritonclient.grpc users look first
+
 
 @one_line_errors
 def emit(
@@ -40,7 +42,8 @@ def emit(
     canary_weight: Annotated[int, typer.Option(help="percent of traffic for the canary")] = 10,
     canary_image: Annotated[Optional[str], typer.Option(help="image of the canary (default: --image)")] = None,  # noqa: UP045
     grpc_port: Annotated[
-        Optional[int], typer.Option(help="also serve OIP v2 gRPC on this port (k8s)")  # noqa: UP045
+        Optional[int],  # noqa: UP045
+        typer.Option(help="also serve OIP v2 gRPC on this port (k8s; default 8001 when the plan is for gRPC clients)"),
     ] = None,
     tls_secret: Annotated[
         Optional[str],  # noqa: UP045
@@ -75,6 +78,12 @@ def emit(
     from optiserve._audit import record_for_plan
 
     record = record_for_plan("emit", plan_doc, plan_file)  # its time, user and inputs go on every object
+    grpc_clients = [
+        m["model"] for m in plan_doc.get("models", []) if (m.get("chosen") or {}).get("client_encoding") == "grpc"
+    ]
+    if grpc_clients and grpc_port is None:  # planned for gRPC clients: deployed with the gRPC port they will call
+        grpc_port = DEFAULT_GRPC_PORT
+        err.print(f"note: {', '.join(grpc_clients)} planned for gRPC clients: serving gRPC on port {grpc_port}")
     opts = EmitOptions(
         image=image,
         namespace=namespace,

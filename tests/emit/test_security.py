@@ -131,3 +131,27 @@ def test_emit_cli_passes_the_security_flags(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["emit", str(plan), "-o", str(tmp_path / "x"), *uris, "--tls-secret", "No_Good"])
     assert bad.exit_code != 0 and "is not a Kubernetes Secret name" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x").exists()
+
+
+def test_a_plan_for_grpc_clients_is_emitted_serving_grpc(tmp_path: Path) -> None:
+    """The plan charged gRPC's serving cost (SLA ``encoding: grpc``): the Deployment serves gRPC too."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from optiserve.cli import app
+
+    doc = copy.deepcopy(PLAN)
+    for m in doc["models"]:
+        if m.get("chosen"):
+            m["chosen"]["client_encoding"] = "grpc"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(doc))
+    uris = [a for m, u in URIS.items() for a in ("--model-uri", f"{m}={u}")]
+    r = CliRunner().invoke(app, ["emit", str(plan), "--target", "k8s", "-o", str(tmp_path / "out"), *uris])
+    assert r.exit_code == 0, r.output
+    assert "planned for gRPC clients: serving gRPC on port 8001" in r.output
+    objs = list(yaml.safe_load_all((tmp_path / "out" / "k8s" / "cnn.yaml").read_text()))
+    (dep,) = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "cnn"]
+    server = dep["spec"]["template"]["spec"]["containers"][0]
+    assert server["args"][server["args"].index("--grpc-port") + 1] == "8001"
+    assert "grpc" in {p["name"] for p in server["ports"]}
