@@ -121,6 +121,18 @@ def run_loadtest(
     clock = {"t0": 0.0}
     path = f"{parsed.path.rstrip('/')}/v2/models/{model}/infer"
 
+    def next_slot() -> float:
+        """The next scheduled send time, once it has come (``StopUser`` when the schedule is done)."""
+        i = cursor[0]
+        if i >= n:
+            raise StopUser()
+        cursor[0] = i + 1
+        due = clock["t0"] + float(schedule_s[i])
+        delay = due - time.perf_counter()
+        if delay > 0:
+            gevent.sleep(delay)
+        return due
+
     class OpenLoop(FastHttpUser):  # type: ignore[misc]
         host = f"{parsed.scheme}://{parsed.netloc}"
         wait_time = constant(0)
@@ -129,14 +141,7 @@ def run_loadtest(
 
         @task  # type: ignore[untyped-decorator]
         def send(self) -> None:
-            i = cursor[0]
-            if i >= n:
-                raise StopUser()
-            cursor[0] = i + 1
-            due = clock["t0"] + float(schedule_s[i])
-            delay = due - time.perf_counter()
-            if delay > 0:
-                gevent.sleep(delay)
+            due = next_slot()
             sent = time.perf_counter()
             with self.client.post(path, data=body, headers=headers, catch_response=True) as resp:
                 status = int(resp.status_code or 0)
@@ -156,14 +161,7 @@ def run_loadtest(
 
         @task  # type: ignore[untyped-decorator]
         def send(self) -> None:
-            i = cursor[0]
-            if i >= n:
-                raise StopUser()
-            cursor[0] = i + 1
-            due = clock["t0"] + float(schedule_s[i])
-            delay = due - time.perf_counter()
-            if delay > 0:
-                gevent.sleep(delay)
+            due = next_slot()
             sent = time.perf_counter()
             try:
                 self.call(request, timeout=timeout_s)
