@@ -234,8 +234,11 @@ def test_statistics_count_grpc_requests(client: tc.InferenceServerClient) -> Non
 
 
 def test_admission_control_refuses_past_the_limit(mlp_path: Path) -> None:
-    """max_queue 1 + one batch of 1 in flight: with the runtime held, the third request is UNAVAILABLE at once."""
-    with _serve(mlp_path, ServeConfig("mlp", max_batch=1, max_delay_ms=0.0, max_queue=1)) as s:
+    """max_queue 1 + one batch of 1 in flight: with the runtime held, the third request is UNAVAILABLE at once.
+    The queue's age bound is set far out of the way: on a loaded CI machine the batcher picked the first
+    request up late, and the second was refused as a standing queue (this test is about the count)."""
+    config = ServeConfig("mlp", max_batch=1, max_delay_ms=0.0, max_queue=1, max_wait_ms=60_000.0)
+    with _serve(mlp_path, config) as s:
         c = tc.InferenceServerClient(s.url)
         s.gate.clear()
         own = [tc.InferenceServerClient(s.url) for _ in range(2)]  # tritonclient's client is not thread-safe
