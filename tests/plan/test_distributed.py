@@ -112,7 +112,9 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_ends(sla: Path, p
     # the same candidate queued again: every parameter the dead trial had drawn (a kill in the
     # middle of its suggestions leaves only some; the retry draws the rest)
     assert retried and by_number[killed_in].params.items() <= retried[0].params.items()
-    assert len({t.user_attrs["pid"] for t in complete}) >= 3  # the others (and the parent) carried on
+    # the two other workers carried on (the killed one may have finished none: under load it can be the
+    # last to start, and it is killed once 10 trials are done by anyone)
+    assert len({t.user_attrs["pid"] for t in complete} - {pid}) >= 2
     # the same trial budget on one worker and SQLite: the shared study is no worse
     single = make_plan(
         PlanOptions(
