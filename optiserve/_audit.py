@@ -135,12 +135,15 @@ def record_for_plan(
     plan_file: Path | None,
     written: Iterable[Path] = (),
     result: Mapping[str, Any] | None = None,
+    time: str | None = None,
 ) -> AuditRecord:
-    """The record of a command that read or wrote ``plan`` (its file's digest is an input of emit and verify)."""
+    """The record of a command that read or wrote ``plan`` (its file's digest is an input of emit and verify);
+    ``time``: the one its objects were annotated with (emit), so the line and the objects agree."""
     inputs = plan_inputs(plan)
     if plan_file is not None and command != "plan" and Path(plan_file).is_file():
         inputs["plan"] = sha256_file(Path(plan_file))
     return AuditRecord(
+        **({"time": time} if time is not None else {}),
         command=command,
         argv=tuple(sys.argv[1:]),
         inputs=inputs,

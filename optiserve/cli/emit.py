@@ -114,7 +114,7 @@ def emit(
         written.append(sign(output, sign_key))
     from optiserve.cli.trust import audit
 
-    audit("emit", plan_doc, plan_file, written)
+    audit("emit", plan_doc, plan_file, written, time=record.time)  # the time the objects carry
     for w in written:
         out.print(f"wrote {escape(str(w))}")
     from optiserve.emit.crd_schemas import versions

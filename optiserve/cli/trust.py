@@ -53,10 +53,11 @@ def audit(
     plan_file: Path | None,
     written: Iterable[Path] = (),
     result: Mapping[str, Any] | None = None,
+    time: str | None = None,
 ) -> None:
     """Append the command's line to the audit trail (one line on stderr says where)."""
     from optiserve._audit import append, record_for_plan
 
-    path = append(record_for_plan(command, plan, plan_file, written, result))
+    path = append(record_for_plan(command, plan, plan_file, written, result, time))
     if path is not None:
         err.print(f"audit: {command} recorded in {escape(str(path))}", highlight=False)
