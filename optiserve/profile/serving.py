@@ -71,6 +71,12 @@ def _metric_sums(url: str) -> dict[str, float]:
     return out
 
 
+def _mean_between(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    """The mean of histogram ``name`` over the observations made between two ``_metric_sums`` reads."""
+    count = after[f"{name}_count"] - before[f"{name}_count"]
+    return (after[f"{name}_sum"] - before[f"{name}_sum"]) / max(count, 1)
+
+
 def _closed_loop(url: str, path: str, body: bytes, headers: dict[str, str], n: int) -> list[float]:
     """Round trips of ``n`` requests sent one after another on one kept-alive connection."""
     u = urlparse(url)
@@ -125,8 +131,7 @@ def _grpc_figures(url: str, port: int, n: int, proc: psutil.Process) -> dict[str
         return {"error": f"gRPC not measured: {one_line(exc)}"}
     finally:
         client.close()
-    batches = after["optiserve_batch_seconds_count"] - before["optiserve_batch_seconds_count"]
-    batch = (after["optiserve_batch_seconds_sum"] - before["optiserve_batch_seconds_sum"]) / max(batches, 1)
+    batch = _mean_between(before, after, "optiserve_batch_seconds")
     cpu = (cpu1 - cpu0) / n
     front = max(cpu - batch, 0.0)
     rtt = sum(rtts) / len(rtts)
@@ -199,9 +204,8 @@ def measure_serving(
             rtts = _closed_loop(url, path, body, headers, requests)
             after, cpu1 = _metric_sums(url), _cpu_s(proc)
             n = after["optiserve_frontend_seconds_count"] - before["optiserve_frontend_seconds_count"]
-            front = (after["optiserve_frontend_seconds_sum"] - before["optiserve_frontend_seconds_sum"]) / n
-            batches = after["optiserve_batch_seconds_count"] - before["optiserve_batch_seconds_count"]
-            batch = (after["optiserve_batch_seconds_sum"] - before["optiserve_batch_seconds_sum"]) / max(batches, 1)
+            front = _mean_between(before, after, "optiserve_frontend_seconds")
+            batch = _mean_between(before, after, "optiserve_batch_seconds")
             rtt = sum(rtts) / len(rtts)
             out[enc] = {
                 "frontend_ms": round(front * 1e3, 4),
