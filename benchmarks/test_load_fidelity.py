@@ -75,7 +75,7 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
                 abs(err) <= 0.15,
                 f"p50 pred {predicted['p50_ms']:.1f} meas {run['p50_ms']:.1f}; p99 pred {predicted['p99_ms']:.1f} "
                 f"meas {run['p99_ms']:.1f} (95% CI {lo:.1f}-{hi:.1f}, n={lat.size}); late {run['late_fraction']:.1%}; "
-                f"profile's serving terms: {terms.basis}",
+                f"client busy {run.get('client_busy', float('nan')):.0%}; profile's serving terms: {terms.basis}",
             )
             record_ratio(
                 f"{name} {frac:.0%} load: hand-fitted predicted/measured p99",
@@ -102,6 +102,7 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
                         "p99_fitted_ms": fitted["p99_ms"],
                         "p99_fitted_error": fitted_err,
                         "late_fraction": run["late_fraction"],
+                        "client_busy": run.get("client_busy"),
                         "capacity": cal.capacity,
                     }
                 ],

@@ -89,7 +89,7 @@ def loadtest(
 
     from optiserve.errors import UsageError
     from optiserve.estimate.arrivals import make_arrivals
-    from optiserve.serve.loadtest import MAX_ERROR_RATE, MAX_REQUESTS, run_loadtest
+    from optiserve.serve.loadtest import CLIENT_BUSY_WARN, MAX_ERROR_RATE, MAX_REQUESTS, run_loadtest
     from optiserve.serve.verdict import p99_verdict
 
     if rate <= 0 or duration <= 0:
@@ -135,8 +135,14 @@ def loadtest(
     out.print(
         f"{s['completed']}/{s['scheduled']} ok at {s['achieved_rate']:.1f} req/s (target {s['target_rate']:.1f}); "
         f"p50 {s['p50_ms']:.2f}  p95 {s['p95_ms']:.2f}  p99 {s['p99_ms']:.2f}  p99.9 {s['p999_ms']:.2f} ms "
-        f"(from scheduled send); late sends {s['late_fraction']:.1%}; errors {s['errors'] or 'none'}"
+        f"(from scheduled send); late sends {s['late_fraction']:.1%}; errors {s['errors'] or 'none'}; "
+        f"client CPU {s['client_cpu_ms']:.2f} ms per request, busy {s['client_busy']:.0%}"
     )
+    if result.client_busy > CLIENT_BUSY_WARN:
+        out.print(
+            f"[yellow]warning[/yellow]: the client was on a CPU {result.client_busy:.0%} of the run: its own "
+            "queueing (responses handled one after another) is in these latencies; add a core or a second client"
+        )
     if predicted is not None:
         s["predicted"] = predicted
         err_p99 = (predicted["p99_ms"] - s["p99_ms"]) / s["p99_ms"] if s["p99_ms"] else float("nan")

@@ -51,7 +51,8 @@ class RatePoint:
             "rate": round(self.rate, 3),
             "requests": m.get("scheduled"),
             "measured": {
-                k: m.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "p99_ci_ms", "achieved_rate", "late_fraction")
+                k: m.get(k)
+                for k in ("p50_ms", "p95_ms", "p99_ms", "p99_ci_ms", "achieved_rate", "late_fraction", "client_busy")
             },
             "predicted": {k: pred.get(k) for k in ("p50_ms", "p99_ms")} if pred else None,
             "p99_error": err,

@@ -83,6 +83,8 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
     assert r["scheduled"] == 180 and r["completed"] == 180 and r["errors"] == {}
     assert len(r["latency_ms"]) == 180 and sorted(r["index"]) == list(range(180))
     assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
+    # the client's own CPU is measured (this process's CPU over the run), so a tail it caused can be named
+    assert r["client_cpu_ms"] > 0 and 0 < r["client_busy"] < 1.5 and "client CPU" in proc.stdout
     assert r["verdict"] == "inconclusive"  # 180 requests cannot show p99 < 500 ms at 95%: honest, not lucky
     with urllib.request.urlopen(f"{server}/metrics", timeout=5) as m:
         assert 'optiserve_requests_total{status="200"}' in m.read().decode()

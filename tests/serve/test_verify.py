@@ -47,6 +47,7 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     for r in m["rates"]:
         assert r["requests"] == round(r["rate"] * 2) or abs(r["requests"] - r["rate"] * 2) <= 1
         assert r["error_rate"] == 0.0 and r["measured"]["p99_ms"] > 0 and r["predicted"]["p99_ms"] > 0
+        assert 0 < r["measured"]["client_busy"] < 1.5  # the client says how busy it was: a tail it caused is named
         assert r["p99_error"] is not None and r["verdict"] in ("pass", "fail", "inconclusive")
         lo, hi = r["measured"]["p99_ci_ms"]  # a short run cannot bound the p99 from above: None, not a number
         assert lo is not None and lo <= r["measured"]["p99_ms"] and (hi is None or hi >= r["measured"]["p99_ms"])
