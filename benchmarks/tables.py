@@ -192,6 +192,9 @@ def load_fidelity(b: Benchmark) -> list[str]:
     for r in b.tables.get("rates", ()):
         lo, hi = r["p99_ci_ms"]
         late = f"; {r['late_fraction']:.1%} sends late" if r["late_fraction"] > 0.01 else ""
+        busy = r.get("client_busy")  # records before the client measured its own CPU have none
+        if busy is not None:
+            late += f"; client {busy:.0%} busy" + (" (its queueing in the tail)" if busy > 0.5 else "")
         err = f"{r['p99_error']:+.0%}"
         ok = abs(r["p99_error"]) <= 0.15
         lines.append(
