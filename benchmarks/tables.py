@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.record import Benchmark, RunRecord, newest
+from optiserve.serve.loadtest import CLIENT_BUSY_WARN
 
 MARKER = re.compile(r"<!-- bench:(?P<id>[\w:.-]+) -->\n(?P<body>.*?)<!-- /bench -->", re.DOTALL)
 
@@ -194,7 +195,7 @@ def load_fidelity(b: Benchmark) -> list[str]:
         late = f"; {r['late_fraction']:.1%} sends late" if r["late_fraction"] > 0.01 else ""
         busy = r.get("client_busy")  # records before the client measured its own CPU have none
         if busy is not None:
-            late += f"; client {busy:.0%} busy" + (" (its queueing in the tail)" if busy > 0.5 else "")
+            late += f"; client {busy:.0%} busy" + (" (its queueing in the tail)" if busy > CLIENT_BUSY_WARN else "")
         err = f"{r['p99_error']:+.0%}"
         ok = abs(r["p99_error"]) <= 0.15
         lines.append(

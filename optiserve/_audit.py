@@ -27,6 +27,10 @@ from typing import Any
 from optiserve.errors import UsageError
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     command: str  # plan, emit, verify
@@ -36,7 +40,7 @@ class AuditRecord:
     decision: Sequence[Mapping[str, Any]]  # per model: the placement chosen and its binding constraint
     plan_id: str | None = None
     result: Mapping[str, Any] = field(default_factory=dict)  # what the command found, e.g. verify's verdict
-    time: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    time: str = field(default_factory=_now)
     user: str = field(default_factory=lambda: _user())
     host: str = field(default_factory=socket.gethostname)
 
@@ -143,7 +147,7 @@ def record_for_plan(
     if plan_file is not None and command != "plan" and Path(plan_file).is_file():
         inputs["plan"] = sha256_file(Path(plan_file))
     return AuditRecord(
-        **({"time": time} if time is not None else {}),
+        time=time or _now(),
         command=command,
         argv=tuple(sys.argv[1:]),
         inputs=inputs,

@@ -58,12 +58,12 @@ class LoadResult:
     late_fraction: float
     duration_s: float
     target_rate: float
-    client_cpu_s: float = 0.0  # this process's CPU over the run: the client is a station its requests queue at
+    client_cpu_s: float = 0.0  # this process's CPU over the run: the client's own share of the measured latency
 
     @property
     def client_cpu_ms(self) -> float:
-        """The client's CPU per request sent (ms): what a prediction of its own queueing needs."""
-        sent = self.completed + sum(self.errors.values()) - self.errors.get("not sent", 0)
+        """The client's CPU per request sent (ms)."""
+        sent = self.scheduled - self.errors.get("not sent", 0)
         return self.client_cpu_s / sent * 1e3 if sent else 0.0
 
     @property
