@@ -160,32 +160,44 @@ def best_seconds(call: Callable[[], object], seconds: float = SECONDS_PER_OP, mi
 
 
 OPS = ("fp32_gemm", "fp32_conv", "int8_gemm", "int8_conv", "copy_bytes_per_s")
-ROUNDS = 4  # each op is timed in this many interleaved rounds: a burst of load spoils one round, not the op
+ROUNDS = 6  # each (thread count, op) is timed in this many interleaved rounds: a burst of load spoils a round
+WARMUP_S = 0.5  # every op at every thread count runs for this long before any round is timed
 
 
 def measure(threads: Sequence[int], seconds: float = SECONDS_PER_OP) -> Ceilings:
-    """Effective ceilings of ONNX Runtime's CPU kernels at each intra-op thread count."""
+    """Effective ceilings of ONNX Runtime's CPU kernels at each intra-op thread count.
+
+    Why the rounds interleave thread counts as well as ops, after a warm-up: on a 2-vCPU
+    Emerald Rapids guest the 1-thread ceilings measured first, one thread count after the
+    other, came out 30-55% below a repeat minutes later (fp32 GEMM 114 vs 156-165 GFLOP/s,
+    int8 GEMM 514 vs 1,065-1,157 GOP/s) while the 2-thread ones measured right after agreed
+    within 5%: a slow phase of a few seconds at the start spoilt every round of one thread
+    count. Interleaved, such a phase spoils one round of each, and the best call survives."""
     import onnxruntime as ort
 
     from optiserve.profile.hardware import now_iso
 
     graphs = {op: _graph(op) for op in OPS}
-    per: dict[int, ThreadCeilings] = {}
-    for t in sorted(set(threads)):
+    counts = sorted(set(threads))
+    runs: dict[tuple[int, str], Callable[[], object]] = {}
+    for t in counts:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
         opts.log_severity_level = 3
-        runs = {}
         for op, (model, feeds, _) in graphs.items():
             sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-            runs[op] = lambda s=sess, f=feeds: s.run(None, f)
-        best = dict.fromkeys(OPS, float("inf"))
-        for _ in range(ROUNDS):
-            for op in OPS:
-                best[op] = min(best[op], best_seconds(runs[op], seconds / ROUNDS, 1))
-        per[t] = ThreadCeilings(**{op: graphs[op][2] / best[op] for op in OPS})
+            runs[t, op] = lambda s=sess, f=feeds: s.run(None, f)
+    warm = min(WARMUP_S, seconds) / len(runs)
+    for call in runs.values():
+        best_seconds(call, warm, 1)
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(ROUNDS):
+        for key, call in runs.items():
+            best[key] = min(best[key], best_seconds(call, seconds / ROUNDS, 1))
+    per = {t: ThreadCeilings(**{op: graphs[op][2] / best[t, op] for op in OPS}) for t in counts}
     method = (
-        f"best call of {ROUNDS} interleaved rounds, {seconds:g} s per op: MatMul/QLinearMatMul {GEMM}^3, "
+        f"best call of {ROUNDS} rounds interleaved over ops and thread counts, {seconds:g} s per op, "
+        f"after a warm-up: MatMul/QLinearMatMul {GEMM}^3, "
         f"Conv/QLinearConv {'x'.join(map(str, CONV[:4]))} k{CONV[4]} (u8 x s8), Add over {ELEMENTS >> 18} MiB"
     )
     return Ceilings(per, f"onnxruntime {ort.__version__}", now_iso(), method)
