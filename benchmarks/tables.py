@@ -207,6 +207,34 @@ def load_fidelity(b: Benchmark) -> list[str]:
     return lines
 
 
+def cross_machine(b: Benchmark) -> list[str]:
+    """Per machine pair, the planner's transfer with effective ceilings on quiet calls (what the
+    benchmark asserts): mean |error|, the "no transfer" baseline and the band's coverage, fp32
+    and int8 side by side. The datasheet path and all-calls figures stay in the record."""
+    pairs = [r for r in b.tables.get("pairs", ()) if r["ceilings"] == "effective" and r["statistic"] == "quiet"]
+    precisions = sorted({r["precision"] for r in pairs})
+    head = " | ".join(f"{p}: error (no transfer), band" for p in precisions)
+    lines = [f"| source -> target | {head} |", "|---|" + "---|" * len(precisions)]
+    by_pair: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
+    for r in pairs:
+        by_pair.setdefault((r["source"], r["target"]), {})[r["precision"]] = r
+    for (src, dst), cells in sorted(by_pair.items(), key=lambda kv: (any(r["repeat"] for r in kv[1].values()), kv[0])):
+        repeat = any(r["repeat"] for r in cells.values())
+        out = []
+        for prec in precisions:
+            r = cells.get(prec)
+            if r is None:
+                out.append("—")
+                continue
+            err, base = r["mean_abs_error"], r["no_transfer"]
+            ok = repeat or (err <= 0.15 and err < base)
+            text = f"{err:.0%} ({base:.0%}), {r['covered']}/{r['rows']}"
+            out.append(text if ok else f"**{text}**")
+        label = f"{src} -> {dst}" + (" (repeat: noise floor)" if repeat else "")
+        lines.append(f"| {label} | " + " | ".join(out) + " |")
+    return lines
+
+
 def _fitted(r: Mapping[str, Any]) -> str:
     """The hand-fitted path's p99 error (older records asserted on it and have no second figure)."""
     e = r.get("p99_fitted_error")
@@ -219,6 +247,7 @@ TABLES: dict[str, Table] = {
     "real-models": Table("test_real_models", real_models),
     "preprocess-speed": Table("test_preprocess_speed", preprocess_speed),
     "load-fidelity": Table("test_load_fidelity", load_fidelity),
+    "cross-machine": Table("test_cross_machine", cross_machine),
 }
 
 

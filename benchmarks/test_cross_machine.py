@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MACHINES = REPO / "profiles" / "reference" / "machines"
 
 
-def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio) -> None:  # type: ignore[no-untyped-def]
+def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio, record_rows) -> None:  # type: ignore[no-untyped-def]
     machines = load_machines(MACHINES)
     if len(machines) < 2:
         names = ", ".join(m.name for m in machines) or "none"
@@ -38,6 +38,7 @@ def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio) 
             assert inspect_model(models[name]).sha256 == prof.meta["model"]["sha256"], f"zoo {name} differs ({m.name})"
     catalog = load_catalog()
     asserted: list[Pair] = []
+    rows: list[dict[str, object]] = []
     for statistic in ("quiet", "all"):
         machines = load_machines(MACHINES, statistic)
         for line in (x for m in machines for x in m.describe_contended()):
@@ -47,6 +48,7 @@ def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio) 
             checked = statistic == "quiet" and ceilings == "effective"
             asserted += pairs if checked else []
             failed = set(misses(pairs))
+            rows += [{**_row(p), "statistic": statistic} for p in pairs]
             for p in pairs:
                 checked_here = checked and not p.repeat
                 ok = not any(line.startswith(f"{p.source} -> {p.target} {p.precision}:") for line in failed)
@@ -58,7 +60,16 @@ def test_every_reference_machine_from_every_other(tmp_path: Path, record_ratio) 
                     ok or not checked_here,
                     describe(p),
                 )
+    record_rows("pairs", rows)  # the README's compact table (benchmarks/tables.py: cross_machine)
     share = coverage(asserted)
     record_ratio("cross-machine: points inside their band (quiet, effective)", share, ">= 90%", share >= 0.9, "")
     problems = misses(asserted) + ([f"bands cover {share:.0%} of the points < 90%"] if share < 0.9 else [])
     assert not problems, "; ".join(problems)
+
+
+def _row(p: Pair) -> dict[str, object]:
+    return {
+        "source": p.source, "target": p.target, "precision": p.precision, "ceilings": p.ceilings,
+        "repeat": p.repeat, "mean_abs_error": p.mean_abs_error, "no_transfer": p.no_transfer,
+        "covered": p.covered, "rows": p.rows,
+    }  # fmt: skip
