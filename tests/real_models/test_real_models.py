@@ -18,6 +18,7 @@ must answer well-shaped load-test requests and a tritonclient call.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -53,6 +54,10 @@ PIPELINE = ("cls", "det", "vad", "dddet")  # rec: inputs checked only (its 6625-
 # Precisions allowed to come back as a failed row, per model: none, once the product handles these models.
 ALLOWED_TO_FAIL: dict[str, set[str]] = {k: set() for k in PIPELINE}
 LOAD_RATE, LOAD_SECONDS = 10, 2
+# The load test's rate is at most this share of what the server gets through one request at a time:
+# 10 req/s was 60-90% of the ddddocr detector's capacity (p50 64-109 ms at 10 req/s on an Emerald
+# Rapids guest), where a latency-bounded server may rightly refuse; here it must serve every request.
+LOAD_SHARE = 0.3
 
 
 def _cmd(args: tuple[str, ...] | list[str]) -> str:
@@ -517,9 +522,12 @@ def test_serve_and_loadtest(pipeline: Pipeline, key: str, tmp_path: Path) -> Non
     served = pipeline.serve(key)
     p = pipeline.prepare(key)
     problems: list[str] = []
+    with np.load(p.eval) as z:  # one real sample (batch 1): timed here, compared with ONNX Runtime below
+        sample = {k: (z[k] if z[k].ndim == 0 else np.take(z[k], [0], axis=1 if k == "state" else 0)) for k in z.files}
+    rate = _load_rate(served.url, p.model.name, sample)
     before = _requests_by_status(_metrics(served.url))
     out = tmp_path / "load.json"
-    args = ["loadtest", served.url, "--model", p.model.name, "--rate", str(LOAD_RATE),
+    args = ["loadtest", served.url, "--model", p.model.name, "--rate", str(rate),
             "--duration", str(LOAD_SECONDS), "--json", str(out)]  # fmt: skip
     proc = run_cli(*args, cwd=tmp_path, timeout=120)
     _ok(proc, args, allow=(0, 1))
@@ -528,8 +536,8 @@ def test_serve_and_loadtest(pipeline: Pipeline, key: str, tmp_path: Path) -> Non
     # a busy 2-core machine may push sends late: then INVALID and exit 1, never a silent pass
     if proc.returncode != (0 if r["valid"] else 1):
         problems.append(f"exit {proc.returncode} for a {'valid' if r['valid'] else 'invalid'} run")
-    if r["errors"] or r["completed"] != r["scheduled"] or r["scheduled"] != LOAD_RATE * LOAD_SECONDS:
-        problems.append(f"{r['completed']}/{r['scheduled']} ok, errors {r['errors']}")
+    if r["errors"] or r["completed"] != r["scheduled"] or r["scheduled"] != rate * LOAD_SECONDS:
+        problems.append(f"{r['completed']}/{r['scheduled']} ok at {rate} req/s, errors {r['errors']}")
     after = _requests_by_status(_metrics(served.url))
     ok = after.get("200", 0) - before.get("200", 0)
     refused = {s: n - before.get(s, 0) for s, n in after.items() if s != "200" and n - before.get(s, 0) > 0}
@@ -545,8 +553,6 @@ def test_serve_and_loadtest(pipeline: Pipeline, key: str, tmp_path: Path) -> Non
     if sent != SENT_SHAPES[key]:
         problems.append(f"load-test requests have shapes {sent}, want {SENT_SHAPES[key]}")
     # one real sample through the server equals ONNX Runtime on the same sample
-    with np.load(p.eval) as z:
-        sample = {k: (z[k] if z[k].ndim == 0 else np.take(z[k], [0], axis=1 if k == "state" else 0)) for k in z.files}
     want = _session(p.path).run(None, sample)
     try:
         got = _infer_json(served.url, p.model.name, sample)
@@ -559,6 +565,17 @@ def test_serve_and_loadtest(pipeline: Pipeline, key: str, tmp_path: Path) -> Non
     if "Traceback" in text:
         problems.append(f"server log has a traceback: {_last_line(text)}")
     assert not problems, f"{p.model.name}: " + " | ".join(problems)
+
+
+def _load_rate(url: str, name: str, sample: dict[str, np.ndarray]) -> int:
+    """LOAD_RATE, or less where the model is slow on this machine: ``LOAD_SHARE`` of the requests per
+    second the server answers one at a time (the fastest of three), at least 2 req/s."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        _infer_json(url, name, sample)
+        best = min(best, time.perf_counter() - t0)
+    return max(2, min(LOAD_RATE, math.floor(LOAD_SHARE / best)))
 
 
 def _infer_json(url: str, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
