@@ -222,13 +222,13 @@ def cross_machine(b: Benchmark) -> list[str]:
         repeat = any(r["repeat"] for r in cells.values())
         out = []
         for prec in precisions:
-            r = cells.get(prec)
-            if r is None:
+            cell = cells.get(prec)
+            if cell is None:
                 out.append("—")
                 continue
-            err, base = r["mean_abs_error"], r["no_transfer"]
+            err, base = cell["mean_abs_error"], cell["no_transfer"]
             ok = repeat or (err <= 0.15 and err < base)
-            text = f"{err:.0%} ({base:.0%}), {r['covered']}/{r['rows']}"
+            text = f"{err:.0%} ({base:.0%}), {cell['covered']}/{cell['rows']}"
             out.append(text if ok else f"**{text}**")
         label = f"{src} -> {dst}" + (" (repeat: noise floor)" if repeat else "")
         lines.append(f"| {label} | " + " | ".join(out) + " |")

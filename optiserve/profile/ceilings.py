@@ -19,6 +19,7 @@ run takes a few seconds.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -186,7 +187,7 @@ def measure(threads: Sequence[int], seconds: float = SECONDS_PER_OP) -> Ceilings
         opts.log_severity_level = 3
         for op, (model, feeds, _) in graphs.items():
             sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-            runs[t, op] = lambda s=sess, f=feeds: s.run(None, f)
+            runs[t, op] = functools.partial(sess.run, None, feeds)
     warm = min(WARMUP_S, seconds) / len(runs)
     for call in runs.values():
         best_seconds(call, warm, 1)

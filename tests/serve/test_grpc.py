@@ -243,12 +243,15 @@ def test_admission_control_refuses_past_the_limit(mlp_path: Path) -> None:
         s.gate.clear()
         own = [tc.InferenceServerClient(s.url) for _ in range(2)]  # tritonclient's client is not thread-safe
         with ThreadPoolExecutor(2) as pool:
-            held = [pool.submit(_infer, k, _x(1)) for k in own]
-            for _ in range(3000):  # both admitted (one running, one queued)
-                if s.model.admission.requests >= 2:
-                    break
-                threading.Event().wait(0.01)
-            done = [f.exception() for f in held if f.done()]
+            held = []
+            for k, want in zip(own, (1, 2), strict=True):  # one after the other: sent at once, the second
+                held.append(pool.submit(_infer, k, _x(1)))  # could find the first still in the batcher's queue
+                for _ in range(3000):  # admitted; the first one running (taken out of the queue)
+                    batcher = s.model.batcher
+                    if s.model.admission.requests >= want and batcher is not None and batcher.depth == want - 1:
+                        break
+                    threading.Event().wait(0.01)
+            done = [str(f.exception()) for f in held if f.done()]
             assert s.model.admission.requests == 2, f"the held requests never took their admission tickets: {done}"
             status, text = _status(lambda: _infer(c, _x(1)))
             assert status == "StatusCode.UNAVAILABLE" and "overloaded" in text
@@ -265,7 +268,7 @@ def _burst(c: tc.InferenceServerClient, n: int) -> tuple[list[str], threading.Ev
     done = threading.Event()
 
     def record(result: Any, error: InferenceServerException | None) -> None:
-        answers.append("OK" if error is None else str(error.status()))
+        answers.append("OK" if error is None else f"{error.status()} {error.message()}")
         if len(answers) == n:
             done.set()
 
@@ -297,7 +300,8 @@ def test_a_burst_past_the_limits_is_refused_at_once_not_queued(mlp_path: Path) -
         refused = [a for a in answers if a != "OK"]
         assert s.model.admission.requests <= limit
         assert len(refused) >= least, answers
-        assert set(refused) <= {"StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.UNAVAILABLE"}
+        codes = {a.split()[0] for a in refused}  # the status, then its message
+        assert codes <= {"StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.UNAVAILABLE"}
         s.gate.set()
         assert done.wait(60)
         assert answers.count("OK") >= 1
@@ -306,13 +310,15 @@ def test_a_burst_past_the_limits_is_refused_at_once_not_queued(mlp_path: Path) -
 
 
 def test_concurrent_callers_the_server_gets_through_are_never_refused(mlp_path: Path) -> None:
-    """Not overloaded, not refused: up to 48 callers at once on a batch-1 MLP all answered. gRPC's own
-    ``maximum_concurrent_rpcs`` at two batches refused 40 of them; a C-core pending limit of 8
-    refused 10% of 12 closed-loop callers."""
+    """Not overloaded, not refused: up to 24 callers at once on a batch-1 MLP all answered. gRPC's own
+    ``maximum_concurrent_rpcs`` at two batches refused 40 of 48; a C-core pending limit of 8 refused
+    10% of 12 closed-loop callers. Why not 48: taking 48 calls in costs the one loop thread ~20 ms
+    (~0.4 ms a call), so on a loaded 2-vCPU machine the oldest waited 39 ms, past the queue's 20 ms
+    bound for 20 ms, and admission rightly refused it as a standing queue (a flaky test in CI)."""
     config = ServeConfig("mlp", max_batch=1, max_delay_ms=0.0)
     cap = shedding_limits(config.max_batch, config.instances)
     with _serve(mlp_path, config) as s:
-        callers = min(48, cap.calls(s.model.row_s) - 1, cap.pending - 1)
+        callers = min(24, cap.calls(s.model.row_s) - 1, cap.pending - 1)
         assert callers > 4 * config.max_batch  # past a fixed two-batch cap, within the measured one
         c = tc.InferenceServerClient(s.url)
         for _ in range(5):
