@@ -171,8 +171,8 @@ def measure(threads: Sequence[int], seconds: float = SECONDS_PER_OP) -> Ceilings
     Why the rounds interleave thread counts as well as ops, after a warm-up: on a 2-vCPU
     Emerald Rapids guest the 1-thread ceilings measured first, one thread count after the
     other, came out 30-55% below a repeat minutes later (fp32 GEMM 114 vs 156-165 GFLOP/s,
-    int8 GEMM 514 vs 1,065-1,157 GOP/s) while the 2-thread ones measured right after agreed
-    within 5%: a slow phase of a few seconds at the start spoilt every round of one thread
+    int8 GEMM 514 vs 1,065-1,157 GOP/s) while the 2-thread ones measured right after were
+    within 10% of later runs: a slow phase of a few seconds at the start spoilt every round of one thread
     count. Interleaved, such a phase spoils one round of each, and the best call survives."""
     import onnxruntime as ort
 

@@ -49,9 +49,9 @@ def _timed(run: Run, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], fl
     """``run(feeds)`` and its own seconds, timed on the executor's thread.
 
     Why not around the ``await``: that also counts the wait for the event loop to resume the
-    batcher, which grows with the calls the loop is handling. On a batch-1 MLP a burst of 48
-    gRPC callers made the "compute" EWMA grow past 2 ms (from ~0.2), and the gRPC call limit
-    sized from it refused callers the server got through (a flaky test on a slow CI machine)."""
+    batcher, which is not the runtime's time and grows with the calls the loop is handling, so
+    a burst would inflate every figure fed from it: admission's wait bound, the gRPC call limit
+    (``row_s``), Triton statistics' compute time and ``optiserve_infer_seconds``."""
     t0 = time.perf_counter()
     outs = run(feeds)
     return outs, time.perf_counter() - t0
