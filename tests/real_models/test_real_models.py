@@ -55,8 +55,9 @@ PIPELINE = ("cls", "det", "vad", "dddet")  # rec: inputs checked only (its 6625-
 ALLOWED_TO_FAIL: dict[str, set[str]] = {k: set() for k in PIPELINE}
 LOAD_RATE, LOAD_SECONDS = 10, 2
 # The load test's rate is at most this share of what the server gets through one request at a time:
-# 10 req/s was 60-90% of the ddddocr detector's capacity (p50 64-109 ms at 10 req/s on an Emerald
-# Rapids guest), where a latency-bounded server may rightly refuse; here it must serve every request.
+# at 10 req/s the ddddocr detector's p50 was 64-109 ms on an Emerald Rapids guest, a loaded server, and
+# on a slower CI machine its overload gate closed the listener (9 of 20 refused by the kernel); a
+# latency-bounded server may rightly refuse near capacity, but here it must serve every request.
 LOAD_SHARE = 0.3
 
 
