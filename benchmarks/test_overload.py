@@ -177,13 +177,20 @@ def test_grpc_goodput_under_overload(zoo: Path, model: str, record_ratio) -> Non
         request = asyncio.run(infer_request(grpc_port, model))
         rss = psutil.Process(proc.pid)
         run(drive_grpc(grpc_port, request, None, 1.0, BOUND_S, users=CAPACITY_CALLERS))  # warm
-        cap = run(drive_grpc(grpc_port, request, None, 4.0, BOUND_S, users=CAPACITY_CALLERS))
+        # the median of three closed-loop runs: one 4 s run of the MLP gave 1,192-1,386 or 1,733-2,427
+        # req/s (two modes, same code, same machine), and the ratios below divide by it
+        caps = sorted(
+            (run(drive_grpc(grpc_port, request, None, 2.0, BOUND_S, users=CAPACITY_CALLERS)) for _ in range(3)),
+            key=lambda c: c.ok,
+        )
+        cap = caps[1]
         capacity = cap.ok
         assert capacity > 0, f"no answers at all in the capacity run: {cap}"
         rss0 = rss.memory_info().rss
         print(
             f"\n{model} grpc: capacity {capacity:.0f} req/s "
-            f"(closed loop, {CAPACITY_CALLERS} callers, p50 {cap.ok_p50_ms:.1f} ms)"
+            f"(closed loop, {CAPACITY_CALLERS} callers, p50 {cap.ok_p50_ms:.1f} ms; median of "
+            f"{', '.join(f'{c.ok:.0f}' for c in caps)})"
         )
         worst, worst_refusal, reached, worst_idle = 1.0, 0.0, 0.0, 0.0
         invalid: list[str] = []
