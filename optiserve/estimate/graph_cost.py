@@ -7,9 +7,20 @@ dim resolved), then shapes come from ONNX shape inference, in rounds with the
 small shape arithmetic it cannot see through (``Shape`` -> ``Slice`` ->
 ``Concat`` -> ``Reshape``) folded in between, as a runtime folds it. FLOPs
 count a multiply-add as two; bytes count every tensor a node reads and writes
-once (weights included), in the element size of the precision asked for — the
-traffic an unfused execution moves, an upper bound a fused runtime beats.
+once (weights included), in the element size of the precision asked for, except
+the tensors a fusing runtime never writes out (:func:`fused_tensors`).
 Constants and folded shape arithmetic cost nothing: no kernel runs for them.
+
+Why fusion is counted: ONNX Runtime runs the CNN's Conv -> BatchNormalization ->
+Relu (-> Add) as one fused convolution (its profiler: 97% of the time in Conv, no
+BatchNormalization or Relu kernel), so an unfused count made the roofline
+memory-bound where the machine is compute-bound, and the transfer moved that
+time with the memory bandwidth. On the reference machines (issue 18) the fp32
+cross-machine error fell from 24% to 20% with it. An int8-static (QDQ) graph
+fuses less: the quantiser folds BatchNormalization and Relu into the quantised
+convolution, but residual Adds, GELU's Div/Erf/Mul and the bias Adds stay
+kernels of their own (QLinearAdd, QLinearMul, Erf: ORT's profiler on the
+quantised variants), so there only those two are counted as fused.
 
 Control flow is costed through its subgraphs, whose nodes count like any other:
 
@@ -134,8 +145,8 @@ def profile_layout(meta: Mapping[str, Any], path: Path) -> InputLayout | None:
 class _Tally:
     """Per-node (flops, bytes) and per-op totals, each node scaled by how often it runs."""
 
-    def __init__(self, size: float, opset: int) -> None:
-        self.size, self.opset = size, opset
+    def __init__(self, size: float, opset: int, quantized: bool = False) -> None:
+        self.size, self.opset, self.quantized = size, opset, quantized
         self.per_op: MutableMapping[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.nodes: list[tuple[float, float]] = []
 
@@ -156,6 +167,7 @@ class _Tally:
     def graph(self, g: onnx.GraphProto, outer: Shapes, consts: Mapping[str, np.ndarray]) -> None:
         shapes = known_shapes(g, outer)
         values = known_constants(g, consts)
+        internal = fused_tensors(g, self.quantized)
         for node in g.node:
             if node.op_type in ("If", "Loop", "Scan"):
                 self._control(node, shapes, values)
@@ -165,14 +177,14 @@ class _Tally:
             if y is None:
                 continue
             flops = _node_flops(node, y, shapes)
-            touched = [shapes.get(n) for n in [*node.input, *node.output] if n]
+            touched = [shapes.get(n) for n in [*node.input, *node.output] if n and n not in internal]
             nbytes = float(sum(math.prod(s) for s in touched if s is not None) * self.size)
             self.per_op[node.op_type][0] += flops
             self.per_op[node.op_type][1] += nbytes
             self.nodes.append((flops, nbytes))
 
     def _sub(self, g: onnx.GraphProto, shapes: Shapes, values: Mapping[str, np.ndarray]) -> _Tally:
-        t = _Tally(self.size, self.opset)
+        t = _Tally(self.size, self.opset, self.quantized)
         t.graph(g, shapes, values)
         return t
 
@@ -190,6 +202,32 @@ class _Tally:
         body = self._sub(graph_attr(node, "body"), shapes, values)
         trips = trip_count(node, shapes, values, self.opset)
         self.merge(body, 1.0 if trips is None else float(trips))
+
+
+PRODUCERS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}  # kernels with an epilogue to fuse into
+EPILOGUE = ELEMENTWISE | {"BatchNormalization"}  # what a float graph fuses (ORT: FusedConv, BiasGelu, ...)
+QDQ_FOLDED = {"BatchNormalization", "Relu", "Clip"}  # what quantisation folds into a QLinearConv/MatMul
+
+
+def fused_tensors(g: onnx.GraphProto, quantized: bool = False) -> set[str]:
+    """The tensors of ``g`` a fusing runtime keeps in registers, never in memory: the
+    output of a GEMM, convolution or absorbed node that only absorbed nodes read (an
+    epilogue, or a chain of element-wise ops), and is no graph output. ``quantized``:
+    an int8 QDQ graph, where only BatchNormalization and Relu/Clip are absorbed."""
+    absorbs = QDQ_FOLDED if quantized else EPILOGUE
+    readers: dict[str, list[str]] = defaultdict(list)
+    for node in g.node:
+        for name in node.input:
+            if name:
+                readers[name].append(node.op_type)
+    outputs = {o.name for o in g.output}
+    return {
+        name
+        for node in g.node
+        if node.op_type in absorbs or node.op_type in PRODUCERS
+        for name in node.output
+        if name and name not in outputs and readers.get(name) and all(r in absorbs for r in readers[name])
+    }
 
 
 def _node_flops(node: onnx.NodeProto, y: tuple[int, ...], shapes: Shapes) -> float:
@@ -246,7 +284,7 @@ def graph_cost(path: Path, batch: int, precision: str = "fp32", layout: InputLay
     g = model.graph
     opset = default_opset(model)
     size = ITEMSIZE[precision]
-    tally = _Tally(size, opset)
+    tally = _Tally(size, opset, quantized=precision == "int8")
     tally.graph(g, {}, {})
     total_b = tally.nbytes
     if total_b == 0:

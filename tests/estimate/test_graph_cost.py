@@ -45,6 +45,46 @@ def test_conv_flops_and_bytes_have_the_known_answer(tmp_path: Path) -> None:
     assert graph_cost(path, batch=4).flops == 2 * c.flops
 
 
+def _conv_bn_relu_add(tmp_path: Path) -> Path:
+    """x -> Conv -> BatchNormalization -> Relu -> Add(x) -> y: a residual block's tail."""
+    c = 3
+    inits = [numpy_helper.from_array(np.zeros((c, c, 1, 1), np.float32), "w")]
+    inits += [numpy_helper.from_array(np.ones(c, np.float32), n) for n in ("g", "b", "m", "v")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[1, 1]),
+        helper.make_node("BatchNormalization", ["conv", "g", "b", "m", "v"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["relu"]),
+        helper.make_node("Add", ["relu", "x"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", c, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", c, 8, 8])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "block.onnx"
+    save_atomic(m, path)
+    return path
+
+
+def test_fused_epilogues_move_no_bytes_and_quantised_graphs_fuse_less(tmp_path: Path) -> None:
+    path = _conv_bn_relu_add(tmp_path)
+    act, w, bn = 3 * 8 * 8, 3 * 3, 4 * 3  # one activation, the conv weight, BN's four vectors
+    # float: Conv, BN, Relu and the residual Add are one kernel; conv/bn/relu never leave it
+    fp32 = graph_cost(path, 1)
+    assert fp32.nodes[0][1] == 4 * (act + w)  # x and w read; its output stays in registers
+    assert fp32.nodes[1][1] == 4 * bn and fp32.nodes[2][1] == 0
+    assert fp32.nodes[3][1] == 4 * (act + act)  # the residual x read, y written
+    # int8 QDQ: BN and Relu fold into the quantised conv, the Add is a QLinearAdd of its own
+    int8 = graph_cost(path, 1, precision="int8")
+    assert int8.nodes[2][1] == act  # relu's output is written for the Add to read
+    assert int8.nodes[3][1] == 3 * act
+    assert int8.flops == fp32.flops  # fusion saves traffic, not arithmetic
+
+
 def test_zoo_models_scale_with_batch(tmp_path: Path) -> None:
     (mlp,) = build_zoo(tmp_path, ["mlp"])
     one, eight = graph_cost(mlp, 1), graph_cost(mlp, 8)
