@@ -56,7 +56,7 @@ def catalog_list(
             tf, bw = acc.fp32_tflops * acc.count, acc.memory_bandwidth_gbs * acc.count
         else:  # every vCPU: the ceiling the estimates use
             ceiling = cpu_ceiling(e, e.instance.vcpus, "fp32")
-            tf, bw = ceiling.flops_per_s / 1e12, ceiling.bytes_per_s / 1e9
+            tf, bw = ceiling.flops_per_s / 1e12, ceiling.dram_bytes_per_s / 1e9
         t.add_row(
             escape(e.key),
             str(e.instance.vcpus),

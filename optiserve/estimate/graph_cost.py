@@ -113,11 +113,13 @@ class GraphCost:
     io_bytes: float = 0.0  # graph inputs and outputs at this batch: what crosses to a device and back
     weight_bytes: float = 0.0  # initialisers in the precision asked for: what a device must hold
 
-    def roofline_s(self, flops_per_s: float, bytes_per_s: float) -> float:
-        """Each node bound by compute or by memory, whichever is slower on that machine."""
+    def roofline_s(self, flops_per_s: float, bytes_per_s: float, dram_bytes_per_s: float = math.inf) -> float:
+        """Each node bound by compute or by memory, whichever is slower on that machine;
+        the whole call no faster than reading the weights once at ``dram_bytes_per_s``."""
+        floor = self.weight_bytes / dram_bytes_per_s
         if not self.nodes:
-            return max(self.flops / flops_per_s, self.bytes_moved / bytes_per_s)
-        return sum(max(f / flops_per_s, b / bytes_per_s) for f, b in self.nodes)
+            return max(self.flops / flops_per_s, self.bytes_moved / bytes_per_s, floor)
+        return max(sum(max(f / flops_per_s, b / bytes_per_s) for f, b in self.nodes), floor)
 
     @property
     def intensity(self) -> float:

@@ -14,10 +14,11 @@ order of preference:
    (below), which widens the band.
 
 A compute ceiling blends the GEMM and convolution rates by the graph's share of
-convolution FLOPs (a harmonic mean: time adds up). Memory bandwidth is not
+convolution FLOPs (a harmonic mean: time adds up). DRAM bandwidth is not
 replaced: a guest's copy bandwidth measures what an idle host lends it, not the
 all-instances-busy share the catalog models, so both sides keep the datasheet
-share (the microbenchmark's copy rate is stored with the profile, not used).
+share (the microbenchmark's copy rate is stored with the profile, not used); what
+moves a node's cached tensors is ``targets.ELEMENTS_PER_CYCLE``.
 """
 
 from __future__ import annotations

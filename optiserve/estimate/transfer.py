@@ -14,6 +14,7 @@ band: a floor, since the efficiency need not carry over unchanged.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,11 +26,17 @@ from optiserve.estimate.graph_cost import GraphCost
 
 @dataclass(frozen=True)
 class Ceiling:
-    """A machine's peak compute (FLOP/s) and memory bandwidth (bytes/s) for one config."""
+    """A machine's compute (FLOP/s) and the bandwidth its kernels move a node's tensors
+    at (bytes/s) for one config; ``dram_bytes_per_s`` bounds a call by reading the
+    weights once (a floor that binds only where they cannot stay in cache)."""
 
     name: str
     flops_per_s: float
     bytes_per_s: float
+    dram_bytes_per_s: float = math.inf
+
+    def roofline_s(self, cost: GraphCost) -> float:
+        return cost.roofline_s(self.flops_per_s, self.bytes_per_s, self.dram_bytes_per_s)
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class TransferFit:
 
     def predict(self, cost: GraphCost, target: Ceiling) -> tuple[float, float]:
         """(seconds, relative error band) for ``cost`` on ``target`` — predicted, not measured."""
-        roof = cost.roofline_s(target.flops_per_s, target.bytes_per_s)
+        roof = target.roofline_s(cost)
         return self.inverse_efficiency * roof + self.overhead_s, self.rel_rms
 
 
@@ -67,7 +74,7 @@ def fit_transfer(costs: Sequence[GraphCost], seconds: Sequence[float], source: C
     if len(costs) != len(seconds) or len(costs) < 2:
         raise UsageError("a transfer fit needs at least two measured batch sizes")
     y = np.asarray(seconds, dtype=np.float64)
-    a = np.array([[c.roofline_s(source.flops_per_s, source.bytes_per_s), 1.0] for c in costs])
+    a = np.array([[source.roofline_s(c), 1.0] for c in costs])
     x = _nnls(a / y[:, None], np.ones_like(y))  # weighted by 1/y: every batch size counts by its relative error
     pred = a @ x
     rel = float(np.sqrt(np.mean(((pred - y) / y) ** 2)))

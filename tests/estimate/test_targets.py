@@ -48,7 +48,7 @@ def _profile(model: Path, catalog, threads: int = 2) -> Profile:  # type: ignore
     rows = []
     for b in (1, 4, 16):
         ceil = cpu_ceiling(src, threads, "fp32")
-        t = graph_cost(model, b).roofline_s(ceil.flops_per_s, ceil.bytes_per_s) / E + D
+        t = ceil.roofline_s(graph_cost(model, b)) / E + D
         jitter = np.random.default_rng(b).normal(1.0, 0.02, 400).clip(0.9, 1.1)
         samples = tuple(round(t * 1e9 * j) for j in jitter)
         rows.append(
@@ -64,11 +64,11 @@ def test_transfer_recovers_a_known_answer_on_faster_cpu(mlp_path: Path, lab) -> 
     assert curve.predicted and curve.band >= 0.2 and "same CPU generation" in curve.basis
     fast = cpu_ceiling(lab.get("fast"), 2, "fp32")
     for b, m in zip((1, 4, 16), prof.measurements, strict=True):
-        want = graph_cost(mlp_path, b).roofline_s(fast.flops_per_s, fast.bytes_per_s) / E + D
+        want = fast.roofline_s(graph_cost(mlp_path, b)) / E + D
         # the measured jitter is carried over: compare means, which the jitter moves by < 0.5%
         mean_src = np.mean(m.samples_ns) / 1e9
         ceil = cpu_ceiling(lab.get("src"), 2, "fp32")
-        truth_src = graph_cost(mlp_path, b).roofline_s(ceil.flops_per_s, ceil.bytes_per_s) / E + D
+        truth_src = ceil.roofline_s(graph_cost(mlp_path, b)) / E + D
         assert curve.service.mean(b) == pytest.approx(want * mean_src / truth_src, rel=0.02)
         assert curve.service.mean(b) < mean_src  # faster machine, faster service
 
@@ -178,3 +178,14 @@ def test_int8_accuracy_from_a_vnni_machine_does_not_hold_on_one_without(tmp_path
     zen3 = CurveBuilder(load_profile(machines / "zen3-2vcpu" / "cnn"), cnn, cat, cat.get("azure:Standard_D4as_v5"))
     assert dict(zen3.family("int8-static", 1).variant).get("reduce_range") == "true"
     assert zen3.int8_unsafe_on(cat.get("gcp:n2d-standard-4"), "int8-static", 1) is None
+
+
+def test_cpu_nodes_move_elements_at_the_kernel_rate_and_weights_at_the_dram_share(lab) -> None:  # type: ignore[no-untyped-def]
+    from optiserve.estimate.targets import ELEMENTS_PER_CYCLE
+
+    src = lab.get("src")  # 4 vCPUs, 2 per core, 2.0 GHz, 20 GB/s
+    fp32, int8 = cpu_ceiling(src, 2, "fp32"), cpu_ceiling(src, 2, "int8", itemsize=1.0)
+    assert fp32.bytes_per_s == pytest.approx(ELEMENTS_PER_CYCLE * 4 * 2.0e9 * 1)  # one core's worth of cycles
+    assert int8.bytes_per_s == pytest.approx(fp32.bytes_per_s / 4)  # per element, not per byte
+    assert fp32.dram_bytes_per_s == pytest.approx(20e9 / 2)  # half the vCPUs, half the DRAM
+    assert cpu_ceiling(lab.get("fast"), 2, "fp32").bytes_per_s == pytest.approx(2 * fp32.bytes_per_s)  # 2x clock

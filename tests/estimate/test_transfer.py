@@ -30,3 +30,11 @@ def test_recovers_a_known_efficiency_and_moves_it_to_new_ceilings() -> None:
 def test_fit_needs_two_points() -> None:
     with pytest.raises(UsageError):
         fit_transfer(_costs()[:1], [0.01], Ceiling("A", 1e9, 1e9))
+
+
+def test_a_call_reads_its_weights_no_faster_than_dram_allows() -> None:
+    cost = GraphCost(1, 1e6, 1e6, nodes=((1e6, 1e6),), weight_bytes=8e9)  # 8 GB of weights, tiny nodes
+    cached = Ceiling("cached", 1e12, 1e11)
+    assert cached.roofline_s(cost) == pytest.approx(1e-5)  # no DRAM bound given: the nodes alone
+    dram = Ceiling("dram", 1e12, 1e11, dram_bytes_per_s=10e9)
+    assert dram.roofline_s(cost) == pytest.approx(0.8)  # streaming the weights once binds
