@@ -207,28 +207,41 @@ def load_fidelity(b: Benchmark) -> list[str]:
     return lines
 
 
+def _kind(machine: str) -> str:
+    """A reference machine's kind: ``zen3-2vcpu-r2`` is a second recording of ``zen3-2vcpu``."""
+    return re.sub(r"-r\d+$", "", machine)
+
+
+def _span(values: Sequence[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.0%}" if round(lo * 100) == round(hi * 100) else f"{lo:.0%}-{hi:.0%}"
+
+
 def cross_machine(b: Benchmark) -> list[str]:
-    """Per machine pair, the planner's transfer with effective ceilings on quiet calls (what the
-    benchmark asserts): mean |error|, the "no transfer" baseline and the band's coverage, fp32
-    and int8 side by side. The datasheet path and all-calls figures stay in the record."""
+    """Per machine kind pair, the planner's transfer with effective ceilings on quiet calls (what
+    the benchmark asserts): the range over recordings of the mean |error|, of the "no transfer"
+    baseline, and the band's coverage summed, fp32 and int8 side by side; bold where any
+    recording's pair missed. Per-recording pairs, the datasheet path and all-calls figures
+    stay in the record."""
     pairs = [r for r in b.tables.get("pairs", ()) if r["ceilings"] == "effective" and r["statistic"] == "quiet"]
     precisions = sorted({r["precision"] for r in pairs})
     head = " | ".join(f"{p}: error (no transfer), band" for p in precisions)
     lines = [f"| source -> target | {head} |", "|---|" + "---|" * len(precisions)]
-    by_pair: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
+    by_kind: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = {}
     for r in pairs:
-        by_pair.setdefault((r["source"], r["target"]), {})[r["precision"]] = r
-    repeats = {k: any(r["repeat"] for r in cells.values()) for k, cells in by_pair.items()}
-    for (src, dst), cells in sorted(by_pair.items(), key=lambda kv: (repeats[kv[0]], kv[0])):
-        repeat = repeats[src, dst]
+        by_kind.setdefault((_kind(r["source"]), _kind(r["target"])), {}).setdefault(r["precision"], []).append(r)
+    for (src, dst), cells in sorted(by_kind.items(), key=lambda kv: (kv[0][0] == kv[0][1], kv[0])):
+        repeat = src == dst
         out = []
         for prec in precisions:
-            cell = cells.get(prec)
-            if cell is None:
+            rows = cells.get(prec)
+            if not rows:
                 out.append("—")
                 continue
-            text = f"{cell['mean_abs_error']:.0%} ({cell['no_transfer']:.0%}), {cell['covered']}/{cell['rows']}"
-            out.append(text if repeat or cell["met"] else f"**{text}**")  # the benchmark's own verdict
+            covered, n = sum(r["covered"] for r in rows), sum(r["rows"] for r in rows)
+            errs, base = [r["mean_abs_error"] for r in rows], [r["no_transfer"] for r in rows]
+            text = f"{_span(errs)} ({_span(base)}), {covered}/{n}"
+            out.append(text if repeat or all(r["met"] for r in rows) else f"**{text}**")  # the benchmark's verdict
         label = f"{src} -> {dst}" + (" (repeat: noise floor)" if repeat else "")
         lines.append(f"| {label} | " + " | ".join(out) + " |")
     return lines

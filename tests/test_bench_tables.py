@@ -176,3 +176,24 @@ def test_a_missed_target_fails_its_test_and_the_run_leaves_a_record(tmp_path: Pa
     }
     assert b.tables["rows"] == ({"x": 1},)
     assert run.machine.usable_cpus >= 1 and run.machine.fingerprint
+
+
+def test_cross_machine_table_groups_recordings_of_one_kind() -> None:
+    from benchmarks.tables import cross_machine
+
+    def pair(src: str, dst: str, err: float, met: bool, repeat: bool = False) -> dict[str, object]:
+        return {
+            "source": src, "target": dst, "precision": "fp32", "ceilings": "effective", "statistic": "quiet",
+            "repeat": repeat, "mean_abs_error": err, "no_transfer": 0.5, "covered": 3, "rows": 4, "met": met,
+        }  # fmt: skip
+
+    rows = (
+        pair("zen3-2vcpu", "zen5-2vcpu", 0.10, True),
+        pair("zen3-2vcpu-r2", "zen5-2vcpu", 0.20, False),
+        pair("zen3-2vcpu", "zen3-2vcpu-r2", 0.30, False, repeat=True),
+        {**pair("zen3-2vcpu", "zen5-2vcpu", 0.9, False), "ceilings": "datasheet"},  # not what is asserted
+    )
+    lines = cross_machine(Benchmark("test_cross_machine", "", (), {"pairs": rows}))
+    assert lines[2] == "| zen3-2vcpu -> zen5-2vcpu | **10%-20% (50%), 6/8** |"  # one recording missed: bold
+    assert lines[3] == "| zen3-2vcpu -> zen3-2vcpu (repeat: noise floor) | 30% (50%), 3/4 |"  # last, never bold
+    assert len(lines) == 4

@@ -40,12 +40,14 @@ REACH: dict[str, tuple[float, float]] = {  # class -> (gemm, conv)
     "fp32-avx2": (0.76, 0.70),  # Zen 3 (Milan), Standard_D4as_v5: 24.4 and 22.5 of 32 flop/cycle
     "int8-amx": (0.26, 0.11),  # Sapphire Rapids: 527 and 224 of 2048 op/cycle
     "int8-avx2": (0.75, 0.67),  # Zen 3: VPMADDUBSW, 48.1 and 42.7 of 64 op/cycle
+    "int8-vnni": (0.65, 0.60),  # Zen 5 (Turin), m8a.xlarge: AVX-512 VNNI, 166 and 153 of 256 op/cycle
 }
 REACH_MEASURED = {
     "fp32-avx512": "sapphire-rapids-2vcpu",
     "fp32-avx2": "zen3-2vcpu",
     "int8-amx": "sapphire-rapids-2vcpu",
     "int8-avx2": "zen3-2vcpu",
+    "int8-vnni": "zen5-2vcpu",
 }  # the reference machine each class's factors come from
 ASSUMED = "fp32-avx512"  # the factors of a class no machine measured
 DATASHEET_WIDENING = 0.10  # added to the band of a target whose ceilings are datasheet x reach
