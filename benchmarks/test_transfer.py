@@ -95,7 +95,6 @@ def test_planner_path_one_thread_predicts_two(tmp_path: Path, record_ratio) -> N
     """The same check through what `optiserve plan` uses: catalog ceilings of the entry matched
     to this machine (no micro-benchmark), fit on 1 thread, predicted at 2, per precision."""
     from optiserve.estimate.catalog import load_catalog
-    from optiserve.estimate.graph_cost import ITEMSIZE
     from optiserve.estimate.source import source_entry
     from optiserve.estimate.targets import PRECISION_COST, CurveBuilder, cpu_ceiling
 
@@ -106,8 +105,7 @@ def test_planner_path_one_thread_predicts_two(tmp_path: Path, record_ratio) -> N
     builder = CurveBuilder(prof, model, cat, src)
     for precision in builder.precisions:
         fit = builder.fit(precision, 1)
-        elem, compute = PRECISION_COST[precision]
-        two = cpu_ceiling(src, 2, compute, itemsize=ITEMSIZE[elem])
+        two = cpu_ceiling(src, 2, PRECISION_COST[precision][1])
         errs = []
         for b in builder.batches(precision, 2):
             pred, _ = fit.predict(builder.cost(b, precision), two)

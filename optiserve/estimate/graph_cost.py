@@ -51,6 +51,7 @@ import numpy as np
 import onnx
 
 from optiserve.errors import ModelError, UsageError
+from optiserve.estimate.kernels import flop_equivalents
 from optiserve.estimate.shapes import (
     Shapes,
     attr,
@@ -112,6 +113,7 @@ class GraphCost:
     nodes: tuple[tuple[float, float], ...] = ()  # per node (flops, bytes): what a roofline sums over
     io_bytes: float = 0.0  # graph inputs and outputs at this batch: what crosses to a device and back
     weight_bytes: float = 0.0  # initialisers in the precision asked for: what a device must hold
+    vector: tuple[float, ...] = ()  # per node, its non-GEMM kernel's work in fp32-GEMM FLOPs (kernels.py)
 
     def roofline_s(self, flops_per_s: float, bytes_per_s: float, dram_bytes_per_s: float = math.inf) -> float:
         """Each node bound by compute or by memory, whichever is slower on that machine;
@@ -120,6 +122,17 @@ class GraphCost:
         if not self.nodes:
             return max(self.flops / flops_per_s, self.bytes_moved / bytes_per_s, floor)
         return max(sum(max(f / flops_per_s, b / bytes_per_s) for f, b in self.nodes), floor)
+
+    def cpu_s(self, flops_per_s: float, vector_flops_per_s: float, dram_bytes_per_s: float = math.inf) -> float:
+        """A CPU's time: GEMM-class nodes at the precision's ceiling, every other node's
+        vector work at the fp32 GEMM ceiling (``kernels.py``), no faster than reading the
+        weights once from DRAM. The tensors of each node are taken to be in cache."""
+        if len(self.vector) != len(self.nodes) or not self.nodes:
+            return self.roofline_s(flops_per_s, math.inf, dram_bytes_per_s)
+        work = sum(
+            v / vector_flops_per_s if v else f / flops_per_s for (f, _), v in zip(self.nodes, self.vector, strict=True)
+        )
+        return max(work, self.weight_bytes / dram_bytes_per_s)
 
     @property
     def intensity(self) -> float:
@@ -151,6 +164,7 @@ class _Tally:
         self.size, self.opset, self.quantized = size, opset, quantized
         self.per_op: MutableMapping[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.nodes: list[tuple[float, float]] = []
+        self.vector: list[float] = []
 
     @property
     def flops(self) -> float:
@@ -165,6 +179,7 @@ class _Tally:
             self.per_op[op][0] += f * times
             self.per_op[op][1] += b * times
         self.nodes.extend((f * times, b * times) for f, b in other.nodes)
+        self.vector.extend(v * times for v in other.vector)
 
     def graph(self, g: onnx.GraphProto, outer: Shapes, consts: Mapping[str, np.ndarray]) -> None:
         shapes = known_shapes(g, outer)
@@ -184,6 +199,12 @@ class _Tally:
             self.per_op[node.op_type][0] += flops
             self.per_op[node.op_type][1] += nbytes
             self.nodes.append((flops, nbytes))
+            # vector work: every element it computes, and those it reads from memory
+            worked = [shapes.get(n) for n in node.output if n] + [
+                shapes.get(n) for n in node.input if n and n not in internal
+            ]
+            per = flop_equivalents(node.op_type, self.quantized)
+            self.vector.append(per * float(sum(math.prod(s) for s in worked if s is not None)))
 
     def _sub(self, g: onnx.GraphProto, shapes: Shapes, values: Mapping[str, np.ndarray]) -> _Tally:
         t = _Tally(self.size, self.opset, self.quantized)
@@ -303,4 +324,5 @@ def graph_cost(path: Path, batch: int, precision: str = "fp32", layout: InputLay
         tuple(tally.nodes),
         float(io),
         float(weights),
+        tuple(tally.vector),
     )

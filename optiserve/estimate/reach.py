@@ -17,8 +17,9 @@ A compute ceiling blends the GEMM and convolution rates by the graph's share of
 convolution FLOPs (a harmonic mean: time adds up). DRAM bandwidth is not
 replaced: a guest's copy bandwidth measures what an idle host lends it, not the
 all-instances-busy share the catalog models, so both sides keep the datasheet
-share (the microbenchmark's copy rate is stored with the profile, not used); what
-moves a node's cached tensors is ``targets.ELEMENTS_PER_CYCLE``.
+share (the microbenchmark's copy rate is stored with the profile, not used), and it
+only bounds reading the weights: a node's cached tensors cost vector work
+(``kernels.py``) at the fp32 GEMM ceiling.
 """
 
 from __future__ import annotations

@@ -9,17 +9,18 @@ the user). On a target, each measured batch size's samples are scaled by
 the source partly cancels.
 
 CPU targets: a model instance with ``t`` threads gets ``t`` vCPUs' share of
-the core peak (``threads_per_core`` vCPUs per core); its nodes move their tensors
-at the rate of ONNX Runtime's element-wise kernels on cached data
-(``ELEMENTS_PER_CYCLE`` per core and cycle), and a call reads the weights no
-faster than ``t / vcpus`` of the instance's DRAM bandwidth (every instance busy at
-once). Why not the DRAM share for every node, as before: the tensors of a model of
-this size stay in cache, and the datasheet shares differ where the caches do not
-(Zen 5 12.8 GB/s per vCPU, Emerald Rapids 6.0), so the transfer predicted the
-encoder 35-58% slow from Zen 5 to Emerald Rapids, whose measured times differ by
-3-18%. On the reference machines (issue 18) fp32's mean |error| went 20% -> 16%;
-int8's 30% -> 33%, whose roofline misses work the DRAM term had stood in for
-(ORT's QDQ kernels on small GEMMs; notes in the README). Accelerators:
+the core peak (``threads_per_core`` vCPUs per core). Its GEMM and convolution
+nodes meet the precision's ceiling, every other node's vector work
+(``kernels.py``: ORT's own kernel for that op, per element, in fp32-GEMM FLOPs)
+meets the fp32 GEMM ceiling, and a call reads the weights no faster than ``t /
+vcpus`` of the instance's DRAM bandwidth (every instance busy at once); a node's
+tensors are taken to be in cache. Why not the DRAM share for every node's bytes,
+as before: these models' tensors stay in cache and the datasheet shares differ
+where the caches do not (Zen 5 12.8 GB/s per vCPU, Emerald Rapids 6.0: the
+encoder was predicted 35-58% slow from one to the other, whose times differ by
+3-18%), and bytes gave the normalisations, Softmax and QDQ kernels a twentieth of
+the time ORT's profiler finds in them. On the reference machines (issue 18) the
+mean |error| went 20% -> 16% (fp32) and 30% -> 27% (int8) with it. Accelerators:
 ``share`` instances split one device's ceilings; a batch also pays one kernel
 launch per graph node and its inputs and outputs over the host link. On an
 accelerator, the CPU precision rows say nothing about tensor cores, so the
@@ -49,7 +50,7 @@ import numpy as np
 from optiserve.errors import UsageError
 from optiserve.estimate.catalog import Catalog, Entry
 from optiserve.estimate.gpu_prior import prior
-from optiserve.estimate.graph_cost import ITEMSIZE, GraphCost, graph_cost, profile_layout
+from optiserve.estimate.graph_cost import GraphCost, graph_cost, profile_layout
 from optiserve.estimate.measured import measured_curve
 from optiserve.estimate.reach import DATASHEET_WIDENING, entry_compute, isa_class, measured_compute
 from optiserve.estimate.service import ServiceModel
@@ -73,37 +74,26 @@ LAUNCH_S = 5e-6  # per kernel launch on a GPU, an assumption (TensorRT fuses nod
 BANDS = {"same-generation": 0.20, "same-arch": 0.30, "other-arch": 0.40, "accelerator": 0.50}
 
 
-# Tensor elements (read or written) per cycle per core that ONNX Runtime's element-wise
-# kernels move on data that stays in cache: fp32 Add 4.9, QLinearAdd (u8) 6.1-7.0, over
-# 256 Ki-1 Mi elements, one thread, on the Zen 5 reference guest (2026-12-02). Per element,
-# not per byte: an int8 kernel dequantises and requantises each one, so it moves a quarter
-# of the bytes in about the same cycles. An assumption for every other CPU, scaled by its clock.
-ELEMENTS_PER_CYCLE = 6.0
 CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 
 
 def cpu_ceiling(
-    entry: Entry,
-    threads: int,
-    compute: str,
-    conv_share: float = 0.0,
-    measured: Ceilings | None = None,
-    itemsize: float = 4.0,
+    entry: Entry, threads: int, compute: str, conv_share: float = 0.0, measured: Ceilings | None = None
 ) -> Ceiling:
-    """``threads`` vCPUs' effective compute (``measured`` on the profiling machine where
-    given, else ``reach.entry_compute``), the rate their element-wise kernels move
-    tensors of ``itemsize`` bytes per element at, and their share of the datasheet
-    DRAM bandwidth for the weights."""
+    """``threads`` vCPUs' effective compute for ``compute`` and their fp32 GEMM rate, which
+    the non-GEMM kernels' vector work meets (``measured`` on the profiling machine where
+    given, else ``reach.entry_compute``), and their share of the datasheet DRAM bandwidth."""
     cpu = entry.instance.cpu
     ops = measured_compute(measured, threads, compute, conv_share)
+    vector = measured_compute(measured, threads, "fp32", 0.0)
     kind = "measured"
     if ops is None:
         found = entry_compute(entry, threads, compute, conv_share)
         ops, kind = found.ops_per_s, found.kind
-    cores = threads / cpu.threads_per_core
-    elementwise = ELEMENTS_PER_CYCLE * itemsize * cpu.ghz * 1e9 * cores
+    if vector is None:
+        vector = entry_compute(entry, threads, "fp32", 0.0).ops_per_s
     dram = cpu.memory_bandwidth_gbs * 1e9 * min(1.0, threads / entry.instance.vcpus)
-    return Ceiling(f"{entry.name} x{threads} threads {compute} ({kind})", ops, elementwise, dram)
+    return Ceiling(f"{entry.name} x{threads} threads {compute} ({kind})", ops, dram, dram, vector)
 
 
 def device_ceiling(entry: Entry, share: int, compute: str) -> Ceiling:
@@ -292,8 +282,7 @@ class CurveBuilder:
     def ceiling(self, target: Entry, precision: str, threads: int) -> Ceiling:
         """The ceiling of ``target`` for this graph; the source's own is measured where the profile has it."""
         measured = self.ceilings if target.key == self.source.key else None
-        elem, compute = PRECISION_COST[precision]
-        return cpu_ceiling(target, threads, compute, self.conv_share(precision), measured, ITEMSIZE[elem])
+        return cpu_ceiling(target, threads, PRECISION_COST[precision][1], self.conv_share(precision), measured)
 
     def fit(self, precision: str, threads: int) -> TransferFit:
         key = (precision, threads)

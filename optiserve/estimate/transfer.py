@@ -34,8 +34,11 @@ class Ceiling:
     flops_per_s: float
     bytes_per_s: float
     dram_bytes_per_s: float = math.inf
+    vector_flops_per_s: float | None = None  # a CPU: non-GEMM nodes' vector work meets its fp32 GEMM rate
 
     def roofline_s(self, cost: GraphCost) -> float:
+        if self.vector_flops_per_s is not None:
+            return cost.cpu_s(self.flops_per_s, self.vector_flops_per_s, self.dram_bytes_per_s)
         return cost.roofline_s(self.flops_per_s, self.bytes_per_s, self.dram_bytes_per_s)
 
 

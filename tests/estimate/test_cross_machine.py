@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.cross_machine import Machine, cross_check, load_machines, machine_entry, misses
 from optiserve.estimate.catalog import Catalog, load_catalog
-from optiserve.estimate.graph_cost import ITEMSIZE, graph_cost
+from optiserve.estimate.graph_cost import graph_cost
 from optiserve.estimate.targets import cpu_ceiling
 from optiserve.profile.ceilings import Ceilings, ThreadCeilings
 from optiserve.types import BenchConfig, Measurement, Precision, Profile, Status
@@ -61,7 +61,7 @@ def _machine(
     rows = []
     for prec, elem, compute in (("fp32", "fp32", "fp32"), ("int8-static", "int8", "int8")):
         for t in (1, 2):
-            ceil = cpu_ceiling(entry, t, compute, 0.0, truth, ITEMSIZE[elem])
+            ceil = cpu_ceiling(entry, t, compute, 0.0, truth)
             for b in (1, 8):
                 secs = ceil.roofline_s(graph_cost(model, b, elem)) / EFFICIENCY[prec]
                 jitter = np.random.default_rng(b + t).normal(1.0, 0.01, 200).clip(0.97, 1.03)

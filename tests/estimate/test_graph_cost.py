@@ -85,6 +85,20 @@ def test_fused_epilogues_move_no_bytes_and_quantised_graphs_fuse_less(tmp_path: 
     assert int8.flops == fp32.flops  # fusion saves traffic, not arithmetic
 
 
+def test_vector_work_counts_what_a_kernel_computes_and_reads_from_memory(tmp_path: Path) -> None:
+    from optiserve.estimate.kernels import flop_equivalents
+
+    path = _conv_bn_relu_add(tmp_path)
+    act, bn = 3 * 8 * 8, 4 * 3
+    fp32 = graph_cost(path, 1)
+    assert fp32.vector[0] == 0.0  # the convolution meets the GEMM ceiling instead
+    assert fp32.vector[1] == flop_equivalents("BatchNormalization", False) * (act + bn)  # its input stays in registers
+    assert fp32.vector[2] == flop_equivalents("Relu", False) * act
+    assert fp32.vector[3] == flop_equivalents("Add", False) * (act + act)  # y computed, the residual x read
+    int8 = graph_cost(path, 1, precision="int8")
+    assert int8.vector[3] == flop_equivalents("Add", True) * 3 * act  # QLinearAdd reads relu's output too
+
+
 def test_zoo_models_scale_with_batch(tmp_path: Path) -> None:
     (mlp,) = build_zoo(tmp_path, ["mlp"])
     one, eight = graph_cost(mlp, 1), graph_cost(mlp, 8)

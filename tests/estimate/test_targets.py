@@ -7,7 +7,7 @@ import pytest
 
 from optiserve.errors import CatalogError
 from optiserve.estimate.catalog import load_catalog
-from optiserve.estimate.graph_cost import graph_cost
+from optiserve.estimate.graph_cost import GraphCost, graph_cost
 from optiserve.estimate.source import match_source
 from optiserve.estimate.targets import LAUNCH_S, CurveBuilder, cpu_ceiling, device_ceiling
 from optiserve.types import BenchConfig, Measurement, Precision, Profile, Status
@@ -180,12 +180,13 @@ def test_int8_accuracy_from_a_vnni_machine_does_not_hold_on_one_without(tmp_path
     assert zen3.int8_unsafe_on(cat.get("gcp:n2d-standard-4"), "int8-static", 1) is None
 
 
-def test_cpu_nodes_move_elements_at_the_kernel_rate_and_weights_at_the_dram_share(lab) -> None:  # type: ignore[no-untyped-def]
-    from optiserve.estimate.targets import ELEMENTS_PER_CYCLE
-
-    src = lab.get("src")  # 4 vCPUs, 2 per core, 2.0 GHz, 20 GB/s
-    fp32, int8 = cpu_ceiling(src, 2, "fp32"), cpu_ceiling(src, 2, "int8", itemsize=1.0)
-    assert fp32.bytes_per_s == pytest.approx(ELEMENTS_PER_CYCLE * 4 * 2.0e9 * 1)  # one core's worth of cycles
-    assert int8.bytes_per_s == pytest.approx(fp32.bytes_per_s / 4)  # per element, not per byte
+def test_cpu_non_gemm_nodes_meet_the_fp32_rate_and_weights_the_dram_share(lab) -> None:  # type: ignore[no-untyped-def]
+    src = lab.get("src")  # 4 vCPUs, 2 per core, 2.0 GHz, 32 fp32 / 128 int8 per cycle, 20 GB/s
+    fp32, int8 = cpu_ceiling(src, 2, "fp32"), cpu_ceiling(src, 2, "int8")
+    assert int8.vector_flops_per_s == fp32.vector_flops_per_s == fp32.flops_per_s  # Softmax is no int8 kernel
+    assert int8.flops_per_s > fp32.flops_per_s
     assert fp32.dram_bytes_per_s == pytest.approx(20e9 / 2)  # half the vCPUs, half the DRAM
-    assert cpu_ceiling(lab.get("fast"), 2, "fp32").bytes_per_s == pytest.approx(2 * fp32.bytes_per_s)  # 2x clock
+    # a GEMM node (no vector work) meets the int8 rate, a Softmax-like one the fp32 rate
+    cost = GraphCost(1, 2e9, 0.0, nodes=((1e9, 0.0), (1e9, 0.0)), vector=(0.0, 5e8))
+    want = 1e9 / int8.flops_per_s + 5e8 / fp32.flops_per_s
+    assert int8.roofline_s(cost) == pytest.approx(want)
