@@ -33,9 +33,10 @@ which widens the band by ``DATASHEET_WIDENING``.
 
 Error bands: the fit's own RMS error on the source is the floor; a band
 measured on this machine (1 -> 2 threads, ``benchmarks/test_transfer.py``:
-14-19%) sets 20% for the same CPU generation; other generations, other
-architectures and accelerators get wider bands that are priors, never
-validated here, and labelled so.
+14-19%) sets 20% for the same CPU generation; another x86 generation gets 35%
+and int8 on a CPU 25% more, read off the cross-machine set (``BANDS``); other
+architectures and accelerators get wider bands that are priors, never validated
+here, and labelled so.
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ PRECISION_COST: dict[str, tuple[str, str]] = {
     "int4": ("int4", "fp32"),  # weight-only: computes in float
 }
 LAUNCH_S = 5e-6  # per kernel launch on a GPU, an assumption (TensorRT fuses nodes, so this is pessimistic)
-BANDS = {"same-generation": 0.20, "same-arch": 0.30, "other-arch": 0.40, "accelerator": 0.50}
+BANDS = {"same-generation": 0.20, "same-arch": 0.35, "other-arch": 0.40, "accelerator": 0.50}
+# "same-arch" (another x86 generation) and the int8 widening are read off the cross-machine
+# set (benchmarks/test_cross_machine.py, four reference generations, 2026-12-02): 90% of the
+# fp32 points within 31% and of the int8 points within 57%, each rounded up to 5% (35%, 60%).
+# In-sample: the bands cover the set they come from; a new generation tests them.
+INT8_WIDENING = 0.25
 
 
 CONV_OPS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
@@ -306,10 +312,14 @@ class CurveBuilder:
         if tgt.generation == src.generation:
             band, why = BANDS["same-generation"], "same CPU generation (measured 14-19% for 1->2 threads here)"
         elif tgt.arch == src.arch:
-            band, why = BANDS["same-arch"], "other CPU generation (prior, not validated here)"
+            band, why = BANDS["same-arch"], "other CPU generation (fp32: 90% of the reference pairs within 31%)"
         else:
             band, why = BANDS["other-arch"], "other CPU architecture (prior, not validated here)"
-        found = entry_compute(target, threads, PRECISION_COST[precision][1], self.conv_share(precision))
+        compute = PRECISION_COST[precision][1]
+        if compute == "int8":
+            band += INT8_WIDENING
+            why += f"; int8 +{INT8_WIDENING:.0%} (90% of the reference pairs within 57%, fp32's 31%)"
+        found = entry_compute(target, threads, compute, self.conv_share(precision))
         if found.kind == "datasheet":  # a peak times a reach factor: a wider band, and it says so
             return band + DATASHEET_WIDENING, f"{why}; ceilings {found.basis}: +{DATASHEET_WIDENING:.0%}"
         return band, f"{why}; ceilings {found.basis}"

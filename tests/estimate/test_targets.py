@@ -190,3 +190,14 @@ def test_cpu_non_gemm_nodes_meet_the_fp32_rate_and_weights_the_dram_share(lab) -
     cost = GraphCost(1, 2e9, 0.0, nodes=((1e9, 0.0), (1e9, 0.0)), vector=(0.0, 5e8))
     want = 1e9 / int8.flops_per_s + 5e8 / fp32.flops_per_s
     assert int8.roofline_s(cost) == pytest.approx(want)
+
+
+def test_int8_bands_on_a_cpu_are_wider_and_say_why(mlp_path: Path, lab) -> None:  # type: ignore[no-untyped-def]
+    from optiserve.estimate.targets import BANDS, INT8_WIDENING
+
+    builder = CurveBuilder(_profile(mlp_path, lab), mlp_path, lab, lab.get("src"))
+    fp32, why32 = builder._band(lab.get("fast"), "fp32", 2)
+    int8, why8 = builder._band(lab.get("fast"), "int8-static", 2)
+    assert fp32 == pytest.approx(BANDS["same-generation"] + 0.10)  # the lab has no effective block: datasheet
+    assert int8 == pytest.approx(fp32 + INT8_WIDENING) and "int8 +25%" in why8 and "int8" not in why32
+    assert builder._band(lab.get("gpu"), "int8-static", 2)[0] == BANDS["accelerator"]  # the GPU prior's own
