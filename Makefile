@@ -36,7 +36,7 @@ perf_analyzer: $(STAMP) system-deps
 test: $(STAMP) system-deps perf_analyzer crd-schemas
 	$(BIN)/ruff check optiserve tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/mypy benchmarks/record.py benchmarks/tables.py scripts/bench_tables.py
+	$(BIN)/mypy benchmarks/record.py benchmarks/tables.py scripts/bench_tables.py scripts/kernel_costs.py
 	$(BIN)/pytest -q --durations=15  # the slowest tests, in every CI log: the run must stay under 30 min on either CPU
 
 bench: $(STAMP)
