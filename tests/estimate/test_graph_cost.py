@@ -19,21 +19,27 @@ from optiserve.models.zoo import build_zoo, save_atomic
 from optiserve.types import BenchConfig, InputLayout, Measurement, Precision, Profile, Status, TensorLayout
 
 
-def _one_conv(tmp_path: Path) -> Path:
-    w = numpy_helper.from_array(np.zeros((16, 3, 3, 3), np.float32), "w")
-    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+def _save_graph(
+    path: Path, nodes: list[onnx.NodeProto], x: list[object], y: list[object], inits: list[onnx.TensorProto]
+) -> Path:
+    """One float input ``x`` and output ``y`` of these shapes, opset 17, saved at ``path``."""
     g = helper.make_graph(
-        [node],
-        "c",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16, 32, 32])],
-        [w],
+        nodes,
+        path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)],
+        inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
-    path = tmp_path / "conv.onnx"
     save_atomic(m, path)
     return path
+
+
+def _one_conv(tmp_path: Path) -> Path:
+    w = numpy_helper.from_array(np.zeros((16, 3, 3, 3), np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    return _save_graph(tmp_path / "conv.onnx", [node], ["batch", 3, 32, 32], ["batch", 16, 32, 32], [w])
 
 
 def test_conv_flops_and_bytes_have_the_known_answer(tmp_path: Path) -> None:
@@ -56,18 +62,7 @@ def _conv_bn_relu_add(tmp_path: Path) -> Path:
         helper.make_node("Relu", ["bn"], ["relu"]),
         helper.make_node("Add", ["relu", "x"], ["y"]),
     ]
-    g = helper.make_graph(
-        nodes,
-        "block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", c, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", c, 8, 8])],
-        inits,
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    path = tmp_path / "block.onnx"
-    save_atomic(m, path)
-    return path
+    return _save_graph(tmp_path / "block.onnx", nodes, ["batch", c, 8, 8], ["batch", c, 8, 8], inits)
 
 
 def test_fused_epilogues_move_no_bytes_and_quantised_graphs_fuse_less(tmp_path: Path) -> None:
