@@ -15,9 +15,15 @@ recorded), and that is not the server's. The server's RSS is recorded too.
 
 The driver (``load_driver.py``: raw protocol on uvloop) prints what it really
 sent; a factor it could not offer is marked ``DRIVER SHORT`` and the highest
-factor reached is in the record, so a result is judged against real load.
+factor reached is in the record, so a result is judged against real load. A
+factor the driver fell short of while the server's core had room (under 90%
+busy) measures the driver, not the server: it is named in the record and left
+out of the asserted worst, as over gRPC. Why: on the Zen 5 guest the MLP's
+capacity is 7,350-7,960 req/s, and at 3x and 5x the one-core driver sent 2.1-2.5x
+with the server's core 37-60% idle.
 
-Asserts goodput >= 90% of capacity and refusal p99 < 50 ms at every factor (worst recorded), RSS growth < 512 MB.
+Asserts goodput >= 90% of capacity and refusal p99 < 50 ms at every factor offered (worst recorded),
+RSS growth < 512 MB.
 """
 
 from __future__ import annotations
@@ -115,21 +121,26 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
         rss0 = rss.memory_info().rss
         print(f"\n{model} {kind}: capacity {capacity:.0f} req/s (closed loop, 32 conns, p50 {cap.ok_p50_ms:.1f} ms)")
         worst, worst_503, reached, worst_sched, worst_lag, worst_idle = 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        invalid: list[str] = []
         for factor in (1.5, 3.0, 5.0):
             cpu0 = sum(rss.cpu_times()[:2])
             r = run(drive(port, raw, factor * capacity, 5.0, BOUND_S))
             busy = min(1.0, (sum(rss.cpu_times()[:2]) - cpu0) / 5.0)  # the server's core over the 5 s offered
             share = r.goodput / capacity
-            worst = min(worst, share)
             p99 = r.refusal_from_attempt_p99_ms  # either kind, the server's part (the driver's lag apart)
-            worst_503 = max(worst_503, 0.0 if np.isnan(p99) else p99)
-            for x in (r.refused_p99_ms, r.conn_refused_p99_ms):
-                worst_sched = max(worst_sched, 0.0 if np.isnan(x) else x)
-            worst_lag = max(worst_lag, 0.0 if np.isnan(r.driver_lag_p99_ms) else r.driver_lag_p99_ms)
-            reached = max(reached, r.sent / capacity)
             mb = rss.memory_info().rss / 2**20
             short = "" if r.sent >= 0.9 * r.offered else f" DRIVER SHORT ({r.sent / capacity:.1f}x sent)"
             worst_idle = max(worst_idle, 1.0 - busy) if short else worst_idle
+            if short and busy < 0.9:  # the driver's limit, not the server's: named, not asserted
+                sent = r.sent / capacity
+                invalid.append(f"{factor}x ({sent:.1f}x sent, server core {busy:.0%}, goodput {share:.0%})")
+            else:
+                worst = min(worst, share)
+                worst_503 = max(worst_503, 0.0 if np.isnan(p99) else p99)
+                for x in (r.refused_p99_ms, r.conn_refused_p99_ms):
+                    worst_sched = max(worst_sched, 0.0 if np.isnan(x) else x)
+                worst_lag = max(worst_lag, 0.0 if np.isnan(r.driver_lag_p99_ms) else r.driver_lag_p99_ms)
+                reached = max(reached, r.sent / capacity)
             print(
                 f"  {factor}x: offered {r.offered:.0f}/s sent {r.sent:.0f}/s{short} goodput {r.goodput:.0f}/s "
                 f"({share:.0%}; 200s {r.ok:.0f}/s) 503s {r.refused} conns refused {r.conn_refused} "
@@ -139,8 +150,10 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
                 f"RSS {mb:.0f} MB; server CPU {busy:.0%}; failed: {r.failures()}"
             )
         grown = (rss.memory_info().rss - rss0) / 2**20
-        detail = f"worst of 1.5/3/5x; highest sent {reached:.1f}x; RSS +{grown:.0f} MB"
-        if worst_idle > 0:
+        detail = f"worst of 1.5/3/5x offered; highest sent {reached:.1f}x; RSS +{grown:.0f} MB"
+        if invalid:
+            detail += f"; not offered (driver short, server core idle), left out: {', '.join(invalid)}"
+        elif worst_idle > 0:
             detail += f"; with the driver short the server's core was up to {worst_idle:.0%} idle"
         record_ratio(f"overload goodput / capacity, {model} {kind}", worst, ">= 0.90", worst >= 0.9, detail)
         record_ratio(
