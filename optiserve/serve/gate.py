@@ -16,17 +16,10 @@ with TCP's congestion window for the limit:
   once per ``window_s`` (one burst is one cut), never below ``floor``;
 - each other answered request raises it by ``1 / limit`` (one connection per
   "window" of responses), up to ``ceiling`` (``--max-connections``);
-- while the connections open reach the limit, and the server has refused a
-  request in the last ``REFUSING_S``, the listening sockets are closed, so the
-  kernel refuses new connections at once (ECONNREFUSED: a client or a load
-  balancer tries elsewhere); they are opened again on the same address as soon
-  as a connection closes below the limit, or the refusals stop. Delay pressure
-  alone lowers the limit (so the listener closes with the first refusal) but
-  does not shut out the clients of a server that keeps up: it did, on the Zen 5
-  guest (2026-12-02), where Poisson bursts at half the encoder's speed put a
-  request past the 30 ms bound, the limit fell below the load test's 25
-  keep-alive users, and the users that connect on their first request found
-  the listener closed: 24% of the requests failed at a load the server served.
+- while the connections open reach the limit the listening sockets are
+  closed, so the kernel refuses new connections at once (ECONNREFUSED: a
+  client or a load balancer tries elsewhere); they are opened again on the
+  same address as soon as a connection closes below the limit.
 
 The open connections are then a closed loop the server can serve within its
 latency bound, and the excess costs nothing. Measured and dropped on the way
@@ -55,7 +48,6 @@ from typing import Any
 log = logging.getLogger("optiserve.serve")
 BETA = 0.9  # multiplicative decrease per overload window
 MIN_FLOOR = 8
-REFUSING_S = 1.0  # the listener closes at the limit only this long after a refusal
 
 
 class Listener:
@@ -138,15 +130,12 @@ class ConnectionGate:
         self.window_s = window_s
         self.listener: Listener | None = None
         self._last_cut = -1e9
-        self._last_refusal = -1e9
         self.cuts = 0
 
     def overloaded(self, now: float | None = None, closing: int = 0) -> None:
         """A request was refused (its connection among the ``closing`` ones: they no longer count)."""
-        t = time.perf_counter() if now is None else now
-        self._last_refusal = t
-        self._cut(t, closing)
-        self.check(t)
+        self._cut(time.perf_counter() if now is None else now, closing)
+        self.check()
 
     def _cut(self, now: float, closing: int = 0) -> None:
         if now - self._last_cut >= self.window_s:
@@ -161,15 +150,14 @@ class ConnectionGate:
             self._cut(t)
         elif self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
-        self.check(t)
+        self.check()
 
-    def check(self, now: float | None = None) -> None:
-        """Close the listener at the limit while refusing, open it below the limit or once refusals stop."""
+    def check(self) -> None:
+        """Close the listener at the limit, open it below."""
         lst = self.listener
         if lst is None:
             return
-        refusing = (time.perf_counter() if now is None else now) - self._last_refusal < REFUSING_S
-        if refusing and self.open() >= self.limit:
+        if self.open() >= self.limit:
             lst.pause()
         elif lst.paused:
             lst.resume()
