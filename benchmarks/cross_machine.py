@@ -35,6 +35,12 @@ TARGET = 0.15  # issue 18: mean |error| per machine pair and precision
 PRECISIONS = ("fp32", "int8-static")
 
 
+def machine_kind(name: str) -> str:
+    """A reference machine's kind: ``zen3-2vcpu-r2`` is a later recording of ``zen3-2vcpu``."""
+    repeat = re.fullmatch(r"(.+)-r\d+", name)
+    return repeat.group(1) if repeat else name
+
+
 @dataclass(frozen=True)
 class Machine:
     name: str  # the folder: <generation>-<vcpus>vcpu, and -rN for a later recording of the same kind
@@ -43,8 +49,7 @@ class Machine:
     @property
     def kind(self) -> str:
         """The machine kind: recordings of one kind are repeats, not another machine."""
-        repeat = re.fullmatch(r"(.+)-r\d+", self.name)
-        return repeat.group(1) if repeat else self.name
+        return machine_kind(self.name)
 
     @cached_property
     def findings(self) -> dict[str, list[Contended]]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.cross_machine import machine_kind
 from benchmarks.record import Benchmark, RunRecord, newest
 from optiserve.serve.loadtest import CLIENT_BUSY_WARN
 
@@ -207,11 +208,6 @@ def load_fidelity(b: Benchmark) -> list[str]:
     return lines
 
 
-def _kind(machine: str) -> str:
-    """A reference machine's kind: ``zen3-2vcpu-r2`` is a second recording of ``zen3-2vcpu``."""
-    return re.sub(r"-r\d+$", "", machine)
-
-
 def _span(values: Sequence[float]) -> str:
     lo, hi = min(values), max(values)
     return f"{lo:.0%}" if round(lo * 100) == round(hi * 100) else f"{lo:.0%}-{hi:.0%}"
@@ -229,7 +225,8 @@ def cross_machine(b: Benchmark) -> list[str]:
     lines = [f"| source -> target | {head} |", "|---|" + "---|" * len(precisions)]
     by_kind: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = {}
     for r in pairs:
-        by_kind.setdefault((_kind(r["source"]), _kind(r["target"])), {}).setdefault(r["precision"], []).append(r)
+        kinds = (machine_kind(r["source"]), machine_kind(r["target"]))
+        by_kind.setdefault(kinds, {}).setdefault(r["precision"], []).append(r)
     for (src, dst), cells in sorted(by_kind.items(), key=lambda kv: (kv[0][0] == kv[0][1], kv[0])):
         repeat = src == dst
         out = []

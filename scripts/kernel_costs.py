@@ -13,13 +13,15 @@ op). Prints the table as Python for kernels.py, then each row.
 
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from optiserve.profile.ceilings import best_seconds
 
 RNG = np.random.default_rng(0)
 ENC = (8, 128, 256)  # the encoder's activations at batch 8
@@ -67,12 +69,7 @@ def _session(model: bytes) -> ort.InferenceSession:
 
 
 def _best(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> float:
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < SECONDS:
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_seconds(functools.partial(sess.run, None, feeds), SECONDS, 1)
 
 
 def main() -> None:
