@@ -74,15 +74,31 @@ def test_a_refused_requests_own_connection_no_longer_counts() -> None:
     assert lst.paused  # the two held still fill it: the next connection is refused
 
 
-def test_delay_pressure_cuts_without_any_refusal() -> None:
+def test_delay_pressure_cuts_the_limit_by_beta_without_any_refusal() -> None:
     pressed = [True]
-    g, _, opened = _gate(floor=2, window_s=0.0, pressure=lambda now: pressed[0])
+    g, lst, opened = _gate(floor=2, window_s=0.0, pressure=lambda now: pressed[0])
     opened[0] = 20
     g.served(now=1.0)
-    assert g.limit == pytest.approx(20 * BETA)
+    assert g.limit == pytest.approx(100 * BETA)  # from the limit, not from the 20 open
+    for i in range(30):  # a standing queue: the limit comes down to the connections open and below
+        g.served(now=1.1 + i)
+    assert g.limit < 20 and lst.paused
     pressed[0] = False
-    g.served(now=1.5)
-    assert g.limit == pytest.approx(20 * BETA + 1 / (20 * BETA))
+    limit = g.limit
+    g.served(now=40.0)
+    assert g.limit == pytest.approx(limit + 1 / limit)
+
+
+def test_one_queue_at_light_load_does_not_refuse_the_clients_not_yet_connected() -> None:
+    """25 load-test users connecting on their first request, 4 so far, and one queue: the
+    other 21 still connect (the cut used to go to 0.9 x 4 and close the listener)."""
+    g, lst, opened = _gate(floor=2, window_s=0.02, pressure=lambda now: True, queued=lambda: True)
+    opened[0] = 4
+    for i in range(5):  # a 100 ms queue: five windows of pressure
+        g.served(now=1.0 + 0.02 * i)
+    opened[0] = 25
+    g.check()
+    assert g.limit > 25 and not lst.paused
 
 
 def test_without_a_listener_the_gate_only_counts() -> None:
@@ -130,4 +146,4 @@ def test_pressure_without_a_queue_is_one_slow_request_and_cuts_nothing() -> None
     assert g.limit == 100 and g.cuts == 0 and not lst.paused
     queue[0] = True
     g.served(now=10.1)  # a queue, the oldest past the bound
-    assert g.limit == pytest.approx(40 * BETA) and lst.paused
+    assert g.limit == pytest.approx(100 * BETA) and g.cuts == 1
