@@ -123,9 +123,21 @@ def fingerprint() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "hostname": platform.node(),
     }
-    key = {k: fp[k] for k in ("cpu_model", "arch", "logical_cpus", "usable_cpus", "memory_gb", "gpus")}
-    fp["id"] = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:12]
+    fp["id"] = machine_id(fp)
     return fp
+
+
+# What makes two machines measure alike. The identifying cpuinfo fields and the flags count
+# because guests mask the model name: a Zen 4 and a Zen 5 2-vCPU guest both say "AMD EPYC"
+# and hashed alike on the name alone, so a shared cache would have given one the other's ceilings.
+_ID_FIELDS = ("cpu_model", "arch", "logical_cpus", "usable_cpus", "memory_gb", "gpus", "cpu_flags", *_ID_KEYS)
+
+
+def machine_id(fp: dict[str, Any]) -> str:
+    """The fingerprint's ``id``: a hash of the fields that make two machines measure alike
+    (CPU identity and flags, core counts, memory, GPUs), never the host name."""
+    key = {k: fp[k] for k in _ID_FIELDS if k in fp}
+    return hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:12]
 
 
 def library_versions() -> dict[str, str]:

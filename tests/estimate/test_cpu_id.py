@@ -121,3 +121,16 @@ def test_measured_on_of_another_vendor_is_a_one_line_error() -> None:
 def test_every_catalog_cpu_names_its_vendor() -> None:
     """The never-cross-vendors rule reads the vendor from the entry's CPU model string."""
     assert [e.key for e in load_catalog().entries if entry_vendor(e) is None] == []
+
+
+def test_two_generations_behind_one_masked_model_name_get_different_machine_ids() -> None:
+    """Zen 4 and Zen 5 guests both say "AMD EPYC": the id (the ceilings cache's key, the resume
+    check's) must still tell them apart, and one machine must keep one id."""
+    from optiserve.profile.hardware import machine_id
+
+    zen4 = {**_hw("amd-genoa-kvm"), "logical_cpus": 2, "usable_cpus": 2, "memory_gb": 23.5}
+    zen5 = {**zen4, "cpu_family": 26, "cpu_model_number": 2}
+    assert zen4["cpu_model"] == zen5["cpu_model"]
+    assert machine_id(zen4) != machine_id(zen5)
+    assert machine_id(zen4) == machine_id(dict(zen4))
+    assert machine_id({**zen4, "hostname": "elsewhere"}) == machine_id(zen4)
