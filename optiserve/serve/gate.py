@@ -13,8 +13,9 @@ with TCP's congestion window for the limit:
   answered request while a queue stands (more than a batch per instance in
   flight, the oldest past the admission's bound, upload included:
   ``pressure``, a delay signal as TCP Vegas's, before any refusal is needed)
-  cuts it to ``BETA`` times itself, each at most once per ``window_s`` (one
-  burst is one cut), never below ``floor``;
+  cuts it to ``BETA`` times itself, or as a refusal does within ``RECENT_S``
+  of one, each at most once per ``window_s`` (one burst is one cut), never
+  below ``floor``;
 - each other answered request raises it by ``1 / limit`` (one connection per
   "window" of responses), up to ``ceiling`` (``--max-connections``);
 - while the connections open reach the limit the listening sockets are
@@ -53,6 +54,7 @@ from typing import Any
 log = logging.getLogger("optiserve.serve")
 BETA = 0.9  # multiplicative decrease per overload window
 MIN_FLOOR = 8
+RECENT_S = 1.0  # pressure this soon after a refusal is the same overload: it cuts as the refusal did
 
 
 class Listener:
@@ -135,6 +137,7 @@ class ConnectionGate:
         self.window_s = window_s
         self.listener: Listener | None = None
         self._last_cut = -1e9
+        self._last_refusal = -1e9
         self.cuts = 0
 
     def overloaded(self, now: float | None = None, closing: int = 0) -> None:
@@ -143,10 +146,14 @@ class ConnectionGate:
         self.check()
 
     def _cut(self, now: float, closing: int = 0, refused: bool = True) -> None:
-        """A refusal cuts to ``BETA`` times the connections open; pressure alone to ``BETA`` times
-        the limit (a delay signal at light load must not refuse the clients not yet connected)."""
+        """A refusal, or pressure within ``RECENT_S`` of one, cuts to ``BETA`` times the connections
+        open; pressure alone to ``BETA`` times the limit (a delay signal at light load must not
+        refuse the clients not yet connected)."""
+        if refused:
+            self._last_refusal = now
         if now - self._last_cut >= self.window_s:
-            base = min(self.limit, float(self.open() - closing)) if refused else self.limit
+            overloaded = now - self._last_refusal < RECENT_S
+            base = min(self.limit, float(self.open() - closing)) if overloaded else self.limit
             self.limit = max(float(self.floor), base * BETA)
             self._last_cut = now
             self.cuts += 1

@@ -147,3 +147,14 @@ def test_pressure_without_a_queue_is_one_slow_request_and_cuts_nothing() -> None
     queue[0] = True
     g.served(now=10.1)  # a queue, the oldest past the bound
     assert g.limit == pytest.approx(100 * BETA) and g.cuts == 1
+
+
+def test_pressure_soon_after_a_refusal_cuts_to_the_connections_open_as_the_refusal_did() -> None:
+    g, lst, opened = _gate(floor=2, window_s=0.0, pressure=lambda now: True, queued=lambda: True)
+    opened[0] = 40
+    g.overloaded(now=5.0)
+    opened[0] = 30  # refused connections closed; the limit (36) is above the 30 open
+    g.served(now=5.5)  # the same overload: cut from the 30 open, the listener stays closed
+    assert g.limit == pytest.approx(30 * BETA) and lst.paused
+    g.served(now=7.0)  # long after the refusal: pressure alone, from the limit
+    assert g.limit == pytest.approx(30 * BETA * BETA)
