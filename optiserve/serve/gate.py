@@ -36,8 +36,9 @@ saved; pressure cutting to ``BETA`` times the connections *open* (as a refusal
 does) refused 25% of a 25-user load test's requests at a quarter of the
 encoder's capacity (2-vCPU Zen 4 guest): one queue at light load cut the limit
 from its ceiling to the few users connected yet, and the others' first
-connections met a closed listener for seconds. A probe that connects while the listener is closed is refused too:
-``--health-port`` serves the health routes on a listener this never closes.
+connections met a closed listener for seconds. A probe that connects while the
+listener is closed is refused too: ``--health-port`` serves the health routes on
+a listener this never closes.
 Single-threaded: the event loop's.
 """
 
@@ -142,15 +143,15 @@ class ConnectionGate:
 
     def overloaded(self, now: float | None = None, closing: int = 0) -> None:
         """A request was refused (its connection among the ``closing`` ones: they no longer count)."""
-        self._cut(time.perf_counter() if now is None else now, closing)
+        t = time.perf_counter() if now is None else now
+        self._last_refusal = t
+        self._cut(t, closing)
         self.check()
 
-    def _cut(self, now: float, closing: int = 0, refused: bool = True) -> None:
-        """A refusal, or pressure within ``RECENT_S`` of one, cuts to ``BETA`` times the connections
-        open; pressure alone to ``BETA`` times the limit (a delay signal at light load must not
-        refuse the clients not yet connected)."""
-        if refused:
-            self._last_refusal = now
+    def _cut(self, now: float, closing: int = 0) -> None:
+        """Within ``RECENT_S`` of a refusal, to ``BETA`` times the connections open; otherwise (pressure
+        alone) to ``BETA`` times the limit: a delay signal at light load must not refuse the clients
+        not yet connected."""
         if now - self._last_cut >= self.window_s:
             overloaded = now - self._last_refusal < RECENT_S
             base = min(self.limit, float(self.open() - closing)) if overloaded else self.limit
@@ -162,7 +163,7 @@ class ConnectionGate:
         """An infer request was answered 200 (REST or gRPC; health probes and metrics do not count)."""
         t = time.perf_counter() if now is None else now
         if self.pressure is not None and (self.queued is None or self.queued()) and self.pressure(t):
-            self._cut(t, refused=False)
+            self._cut(t)
         elif self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
         self.check()
