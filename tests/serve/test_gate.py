@@ -158,3 +158,20 @@ def test_pressure_soon_after_a_refusal_cuts_to_the_connections_open_as_the_refus
     assert g.limit == pytest.approx(30 * BETA) and lst.paused
     g.served(now=7.0)  # long after the refusal: pressure alone, from the limit
     assert g.limit == pytest.approx(30 * BETA * BETA)
+
+
+def test_with_no_queue_standing_the_limit_grows_by_one_per_response() -> None:
+    """A transient's cut must not outlive it: once no more than a batch is in flight, each answered
+    request gives a connection back (slow start), so refused clients reconnect within a few responses."""
+    busy = [True]
+    g, lst, opened = _gate(floor=2, window_s=0.0, pressure=lambda now: False, queued=lambda: busy[0])
+    opened[0] = 92
+    g.overloaded(now=1.0)  # a refusal during a host stall: cut to 0.9 x the 92 open
+    assert g.limit == pytest.approx(92 * BETA) and lst.paused
+    opened[0] = 80  # the refused users' connections closed
+    g.served(now=1.01)  # a queue still stands (young): slow growth
+    assert g.limit == pytest.approx(92 * BETA + 1 / (92 * BETA))
+    busy[0] = False  # the queue drained
+    for i in range(12):
+        g.served(now=1.1 + i * 0.001)
+    assert g.limit >= 92 and not lst.paused
