@@ -12,13 +12,15 @@ whatever is waiting immediately.
 A server's own front end (the event loop that reads, decodes and answers each
 request) is a FIFO station with ``frontend_s`` per request in front of the
 batcher, and ``fixed_s`` is what every request pays outside the server; both
-are measured by the fidelity benchmark, not guessed.
+are measured by ``profile --serving``, not guessed; ``fixed_spread_s``, when
+measured, draws the fixed term per request from its measured quantiles.
 
 The event loop is compiled with Numba: 1e6 requests take well under a second.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,12 +43,18 @@ class BatchingPolicy:
     replicas: int = 1
     frontend_s: float = 0.0  # per-request cost of the server's single-threaded front end (HTTP, decode, encode)
     fixed_s: float = 0.0  # latency every request pays outside the server (network, client)
+    # The spread of what every request pays outside the server: its quantiles at evenly spaced
+    # probabilities 0..1, one drawn per request on top of ``fixed_s`` (a mean hides the tail the p99 feels)
+    fixed_spread_s: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.instances < 1 or self.replicas < 1 or self.max_delay_s < 0:
             raise UsageError("batching needs max_batch, instances and replicas >= 1 and max_delay >= 0")
         if self.frontend_s < 0 or self.fixed_s < 0:
             raise UsageError("frontend and fixed overheads must be >= 0")
+        q = self.fixed_spread_s
+        if q and (len(q) < 2 or q[0] < 0 or any(b < a for a, b in itertools.pairwise(q))):
+            raise UsageError("a fixed-term spread is >= 2 non-negative, non-decreasing quantiles")
         if any(p < 1 or p > self.max_batch for p in self.preferred):
             raise UsageError(f"preferred batch sizes must lie in 1..{self.max_batch}")
 
@@ -172,7 +180,12 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
             scale,
             seed + r,
         )
-        lat.append(finish - arr + policy.fixed_s)
+        outside = policy.fixed_s
+        if policy.fixed_spread_s:  # drawn per request, its own stream: the same draws at every rate
+            q = np.asarray(policy.fixed_spread_s)
+            u = np.random.default_rng((seed, r, 0x5EED)).random(arr.size)
+            outside = outside + np.interp(u, np.linspace(0.0, 1.0, q.size), q)
+        lat.append(finish - arr + outside)
         wait.append(start - arr)
         svc.append(finish - start)
         batch_parts.append(batches)

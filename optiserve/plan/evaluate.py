@@ -262,8 +262,11 @@ class Evaluator:
         curve = builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
         terms, serving_basis = builder.serving(entry, sla.encoding)  # the deployed server's own cost
         front, fixed = (terms.frontend_s, terms.fixed_s) if terms else (0.0, 0.0)
+        spread = terms.fixed_quantiles_s if terms else ()  # measured: drawn per request, as verify predicts
         service = curve.service.plus_per_item(terms.per_row_s) if terms and terms.per_row_s else curve.service
-        pod = BatchingPolicy(c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, fixed)
+        pod = BatchingPolicy(
+            c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, 0.0 if spread else fixed, spread
+        )
         fit = self._fit(entry, c, curve.memory_gib)
         pod_rate = max_rate_for_p99(service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
         replicas, capped = self._replicas(pod_rate, service.capacity(c.max_batch, c.instances))

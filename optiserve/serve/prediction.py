@@ -9,7 +9,7 @@ users get.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +79,13 @@ def server_model(
     if terms is not None:  # the serving path profile --serving measured: what the planner uses
         spread = tuple(q * 1e3 for q in terms.fixed_quantiles_s)
         fixed = 0.0 if spread else terms.fixed_s  # a measured spread is drawn per request instead of its mean
+        drawn = terms.fixed_quantiles_s
         # On a shared core the front end's time is CPU the batch waits for: charged per row (measured on a
         # Zen 3 guest, server on one CPU: a separate front-end station predicted the CNN's p99 at 50-80% of
         # capacity 0.53-0.54x of the measured one).
         front = 0.0 if config.shared_core else terms.frontend_s
         per_row = terms.per_row_s + (terms.frontend_s if config.shared_core else 0.0)
-        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front, fixed)
+        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front, fixed, drawn)
         served = service.plus_per_item(per_row) if per_row else service
         basis = terms.describe() + ("; front end on the inference core" if config.shared_core else "")
         return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, basis, spread)
@@ -153,11 +154,8 @@ def forecast(
     """What ``loadtest --predict-from`` records: p50/p99 for this very schedule and how they were made."""
     model = server_model(profile, config, per_request_ms, overhead_ms, encoding)
     extra = overheads_from(overhead_from) if overhead_from is not None else None
-    sim_ms = simulated_ms(schedule, model.service, model.policy)  # the simulator's own seed, as before
-    if extra is None and model.fixed_quantiles_ms:  # the profile's measured spread of the fixed term
-        draws = np.random.default_rng(seed).random(sim_ms.size)
-        grid = np.linspace(0.0, 1.0, len(model.fixed_quantiles_ms))
-        sim_ms = sim_ms + np.interp(draws, grid, np.asarray(model.fixed_quantiles_ms))
+    policy = model.policy if extra is None else replace(model.policy, fixed_spread_s=())  # measured overheads win
+    sim_ms = simulated_ms(schedule, model.service, policy)  # the fixed term's spread drawn in the simulator
     lat_ms = with_overheads(sim_ms, extra, seed)
     record = {
         "p50_ms": float(np.quantile(lat_ms, 0.5)),

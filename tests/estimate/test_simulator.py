@@ -157,3 +157,26 @@ def test_predict_command_on_the_reference_profile(tmp_path: Path) -> None:
     assert "[3, 5, 6, 7] were not profiled" in proc.stdout  # 1, 2, 4, 8 measured
     bad = run_cli("predict", str(ref), "--rate", "40", cwd=tmp_path)  # two thread counts profiled: ambiguous
     assert bad.returncode == 2 and "choose runtime, precision and threads" in bad.stderr
+
+
+def test_a_fixed_terms_spread_is_drawn_per_request_and_reaches_the_p99() -> None:
+    """The same mean outside the server, once as a constant and once as its measured spread (5% of
+    requests pay 4 ms, the rest 1 ms): the spread's p99 carries the slow 5%, the constant's cannot."""
+    spread = tuple([1e-3] * 95 + [4e-3] * 6)  # 101 quantiles
+    mean = float(np.mean(np.interp(np.linspace(0, 1, 100_001), np.linspace(0, 1, 101), spread)))
+    arr = np.arange(20_000) * 0.1  # never queues: latency is service + what is outside
+    flat = simulate(arr, CONST, BatchingPolicy(fixed_s=mean))
+    drawn = simulate(arr, CONST, BatchingPolicy(fixed_spread_s=spread))
+    assert drawn.latency_s.mean() == pytest.approx(flat.latency_s.mean(), rel=0.01)
+    assert flat.percentile_ms(0.99) == pytest.approx(10.0 + mean * 1e3)
+    assert drawn.percentile_ms(0.99) == pytest.approx(14.0, abs=0.05) and drawn.percentile_ms(0.5) == pytest.approx(
+        11.0
+    )
+    again = simulate(arr, CONST, BatchingPolicy(fixed_spread_s=spread))
+    np.testing.assert_array_equal(drawn.latency_s, again.latency_s)  # seeded: common random numbers per rate
+
+
+@pytest.mark.parametrize("bad", [(1e-3,), (-1e-3, 1e-3), (2e-3, 1e-3)])
+def test_a_spread_that_is_not_quantiles_is_refused(bad: tuple[float, ...]) -> None:
+    with pytest.raises(UsageError, match="spread"):
+        BatchingPolicy(fixed_spread_s=bad)
