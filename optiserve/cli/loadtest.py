@@ -209,9 +209,12 @@ def verify(
             err = f"{r['p99_error']:+.0%}" if r["p99_error"] is not None else "-"
             lo, hi = meas.get("p99_ci_ms") or (None, None)
             ci = f" [{lo:.3g}, {'unbounded' if hi is None else f'{hi:.3g}'}]" if lo is not None else ""
+            inside = {True: ", inside the interval", False: ", outside the interval"}.get(
+                r.get("prediction_within_ci"), ""
+            )
             out.print(
                 f"{m['model']} {r['load']} {r['rate']:.1f} req/s ({r['requests']} requests): p99 measured "
-                f"{meas['p99_ms']:.2f} ms{ci}, predicted {pred.get('p99_ms', float('nan')):.2f} ms ({err}); "
+                f"{meas['p99_ms']:.2f} ms{ci}, predicted {pred.get('p99_ms', float('nan')):.2f} ms ({err}{inside}); "
                 f"errors {r['error_rate']:.1%}; {r['verdict'].upper()}"
             )
     out.print(f"verify: {doc['verdict'].upper()} ({output / 'verify.json'})")

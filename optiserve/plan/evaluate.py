@@ -263,7 +263,10 @@ class Evaluator:
         terms, serving_basis = builder.serving(entry, sla.encoding)  # the deployed server's own cost
         front, fixed = (terms.frontend_s, terms.fixed_s) if terms else (0.0, 0.0)
         spread = terms.fixed_quantiles_s if terms else ()  # measured: drawn per request, as verify predicts
-        service = curve.service.plus_per_item(terms.per_row_s) if terms and terms.per_row_s else curve.service
+        per_row = terms.per_row_s if terms else 0.0
+        if terms and terms.on_inference_station():  # REST: the event loop's time serializes with the batch's
+            front, per_row = 0.0, per_row + terms.frontend_s
+        service = curve.service.plus_per_item(per_row) if per_row else curve.service
         pod = BatchingPolicy(
             c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, 0.0 if spread else fixed, spread
         )

@@ -309,6 +309,20 @@ class ServingTerms:
     fixed_from: str  # "load-test client" or "closed loop (http.client)"
     fixed_quantiles_s: tuple[float, ...] = ()  # the fixed term's spread (light load test), when measured
 
+    def on_inference_station(self, shared_core: bool = False) -> bool:
+        """Whether the front end's time serializes with inference (charged per row) rather than
+        queueing on a station of its own.
+
+        REST's front end is the event loop's Python, which holds the GIL the batch's own Python
+        (feeds, outputs) needs, so it serializes with inference even with a core to spare: the
+        int8 CNN served on a 2-vCPU Zen 5 guest used 0.93 CPU at 281 req/s and saturated there
+        (3.3 ms of server CPU per request: its 2.4 ms batch plus its 0.9 ms front end, one after
+        the other), where a separate station put its capacity at 424 req/s and the plan promised
+        387. gRPC's front end is mostly grpc's C core on its own threads: a station (charged
+        per row it predicted the CNN's gRPC p99 +112%, as a station -19%). On a core shared with
+        inference (``shared_core``) every encoding's front end is charged per row."""
+        return shared_core or self.encoding != "grpc"
+
     def describe(self) -> str:
         spread = ""
         if self.fixed_quantiles_s:
@@ -316,7 +330,12 @@ class ServingTerms:
             spread = f", p99 {q[round(0.99 * (len(q) - 1))] * 1e3:.3g} ms"
         return (
             f"server front end {self.frontend_s * 1e3:.3g} ms + {self.per_row_s * 1e3:.3g} ms per row, fixed "
-            f"{self.fixed_s * 1e3:.3g} ms{spread} ({self.encoding}; fixed from the {self.fixed_from})"
+            f"{self.fixed_s * 1e3:.3g} ms{spread} ({self.encoding}; fixed from the {self.fixed_from}"
+            + (
+                "; front end serial with inference: the event loop holds the GIL)"
+                if self.on_inference_station()
+                else ")"
+            )
         )
 
 

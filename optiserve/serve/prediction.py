@@ -80,11 +80,12 @@ def server_model(
         spread = tuple(q * 1e3 for q in terms.fixed_quantiles_s)
         fixed = 0.0 if spread else terms.fixed_s  # a measured spread is drawn per request instead of its mean
         drawn = terms.fixed_quantiles_s
-        # On a shared core the front end's time is CPU the batch waits for: charged per row (measured on a
-        # Zen 3 guest, server on one CPU: a separate front-end station predicted the CNN's p99 at 50-80% of
-        # capacity 0.53-0.54x of the measured one).
-        front = 0.0 if config.shared_core else terms.frontend_s
-        per_row = terms.per_row_s + (terms.frontend_s if config.shared_core else 0.0)
+        # Where the front end's time is time the batch waits for (REST's event loop and its GIL, or a core
+        # shared with inference), it is charged per row (measured on a Zen 3 guest, server on one CPU: a
+        # separate front-end station predicted the CNN's p99 at 50-80% of capacity 0.53-0.54x of the measured).
+        serial = terms.on_inference_station(config.shared_core)
+        front = 0.0 if serial else terms.frontend_s
+        per_row = terms.per_row_s + (terms.frontend_s if serial else 0.0)
         policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front, fixed, drawn)
         served = service.plus_per_item(per_row) if per_row else service
         basis = terms.describe() + ("; front end on the inference core" if config.shared_core else "")

@@ -53,10 +53,12 @@ class RatePoint:
             "measured": {
                 k: m.get(k)
                 for k in ("p50_ms", "p95_ms", "p99_ms", "p99_ci_ms", "achieved_rate", "late_fraction", "client_busy")
-            },
+            }
+            | {"p99_ci_method": f"moving-block bootstrap, {CI_BLOCK_S:g} s blocks, 95%"},
             "predicted": {k: pred.get(k) for k in ("p50_ms", "p99_ms")} if pred else None,
             "p99_error": err,
             "prediction_within_15pct": None if err is None else abs(err) <= MAX_P99_ERROR,
+            "prediction_within_ci": _within(want, m.get("p99_ci_ms")),
             "error_rate": m.get("error_rate"),
             "errors": m.get("errors"),
             "valid": m.get("valid"),
@@ -64,16 +66,34 @@ class RatePoint:
         }
 
 
-def _p99_ci(latency_ms: list[float]) -> list[float | None]:
-    """The measured p99's 95% order-statistic interval (None for an unbounded edge)."""
+CI_BLOCK_S = 1.0  # the measured p99's interval resamples blocks of this many seconds of requests
+
+
+def _p99_ci(latency_ms: list[float], rate: float) -> list[float | None]:
+    """The measured p99's 95% interval: the wider of the order-statistic interval (whose upper edge
+    is unbounded, None, with too few requests) and a moving-block bootstrap over one-second blocks
+    in schedule order, so stalls that slow many requests at once widen it."""
     import math
 
     import numpy as np
 
-    from optiserve.profile.stats import quantile_ci
+    from optiserve.profile.stats import block_quantile_ci, quantile_ci
 
-    lo, hi = quantile_ci(np.sort(np.asarray(latency_ms, dtype=np.float64)), 0.99)
+    if not latency_ms:
+        return [None, None]
+    lat = np.asarray(latency_ms, dtype=np.float64)
+    block = max(10, round(rate * CI_BLOCK_S))
+    b_lo, b_hi = block_quantile_ci(lat, 0.99, block)
+    o_lo, o_hi = quantile_ci(np.sort(lat), 0.99)
+    lo, hi = min(b_lo, o_lo), max(b_hi, o_hi)
     return [None if not math.isfinite(x) else round(x, 4) for x in (lo, hi)]
+
+
+def _within(value: Any, ci: Any) -> bool | None:
+    """Whether ``value`` lies in the interval ``ci`` (an open upper edge is None: unbounded)."""
+    if not isinstance(value, float) or not isinstance(ci, list) or len(ci) != 2 or ci[0] is None:
+        return None
+    return bool(ci[0] <= value and (ci[1] is None or value <= ci[1]))
 
 
 def _cli(*args: str) -> list[str]:
@@ -130,7 +150,7 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
                 lines = (proc.stderr or proc.stdout).strip().splitlines()
                 raise UsageError(f"the load test at {rate:.3g} req/s failed: {lines[-1] if lines else proc.returncode}")
             measured = json.loads(result.read_text())
-            measured["p99_ci_ms"] = _p99_ci(measured.get("latency_ms") or [])
+            measured["p99_ci_ms"] = _p99_ci(measured.get("latency_ms") or [], rate)  # in schedule order
             for big in ("latency_ms", "index", "predicted_service_ms"):
                 measured.pop(big, None)
             points.append(RatePoint(label, rate, measured, measured.get("predicted")))

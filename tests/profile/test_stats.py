@@ -74,3 +74,23 @@ def test_eval_items_do_not_depend_on_the_batch_size(mlp_path) -> None:  # type: 
     np.testing.assert_array_equal(
         np.concatenate([f["features"] for f in one]), np.concatenate([f["features"] for f in four])
     )
+
+
+def test_the_block_bootstrap_widens_the_p99_interval_when_slow_requests_come_in_runs() -> None:
+    """Stalls slow many consecutive requests: the same values in runs of 50 carry less information
+    about the p99 than scattered ones, and only the block interval says so."""
+    import numpy as np
+
+    from optiserve.profile.stats import block_quantile_ci, quantile_ci
+
+    rng = np.random.default_rng(0)
+    fast = rng.gamma(4.0, 1.0, 9500)
+    runs = np.concatenate([fast[:4750], rng.gamma(4.0, 5.0, 500), fast[4750:]])  # one 500-request stall
+    scattered = rng.permutation(runs)
+    o_lo, o_hi = quantile_ci(np.sort(runs), 0.99)
+    r_lo, r_hi = block_quantile_ci(runs, 0.99, block=100)
+    s_lo, s_hi = block_quantile_ci(scattered, 0.99, block=100)
+    assert (r_hi - r_lo) > 3 * (o_hi - o_lo)  # the stall's runs: far wider than the iid interval
+    assert (s_hi - s_lo) < 2 * (o_hi - o_lo)  # scattered, the two agree
+    assert s_lo <= np.quantile(scattered, 0.99) <= s_hi
+    assert block_quantile_ci(runs, 0.99, block=100) == (r_lo, r_hi)  # seeded

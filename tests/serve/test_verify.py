@@ -51,6 +51,9 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
         assert r["p99_error"] is not None and r["verdict"] in ("pass", "fail", "inconclusive")
         lo, hi = r["measured"]["p99_ci_ms"]  # a short run cannot bound the p99 from above: None, not a number
         assert lo is not None and lo <= r["measured"]["p99_ms"] and (hi is None or hi >= r["measured"]["p99_ms"])
+        assert "block bootstrap" in r["measured"]["p99_ci_method"]  # stalls widen it: latencies are not iid
+        want = r["predicted"]["p99_ms"]
+        assert r["prediction_within_ci"] is (lo <= want and (hi is None or want <= hi))
     raw = json.loads((out / "mlp-target.json").read_text())
     assert raw["predicted"]["serving_terms"] == "measured by profile --serving"
     assert "(binary;" in raw["predicted"]["serving_basis"]  # verify loads with the plan's encoding
