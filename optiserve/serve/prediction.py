@@ -87,7 +87,8 @@ def server_model(
         front = 0.0 if serial else terms.frontend_s
         per_row = terms.per_row_s + (terms.frontend_s if serial else 0.0)
         policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front, fixed, drawn)
-        served = service.plus_per_item(per_row) if per_row else service
+        served = service.scaled(terms.slowdown) if terms.slowdown != 1.0 else service  # the session in the server
+        served = served.plus_per_item(per_row) if per_row else served
         basis = terms.describe() + ("; front end on the inference core" if config.shared_core else "")
         return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, basis, spread)
     per_request_ms, overhead_ms = per_request_ms or 0.0, overhead_ms or 0.0
