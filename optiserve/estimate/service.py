@@ -55,6 +55,11 @@ class ServiceModel:
         competes with inference when the server's threads share one core."""
         return ServiceModel({b: s + b * seconds for b, s in self.samples.items()})
 
+    def plus_per_call(self, seconds: float) -> ServiceModel:
+        """Each batch also pays ``seconds`` once, whatever its size: what a call costs in the server
+        beyond the profiled back-to-back run (caches cold between requests, the executor's hand-off)."""
+        return ServiceModel({b: s + seconds for b, s in self.samples.items()})
+
     def scaled(self, factor: float) -> ServiceModel:
         """Every service time times ``factor``: an error band's edge."""
         return ServiceModel({b: s * factor for b, s in self.samples.items()})

@@ -266,7 +266,7 @@ class Evaluator:
         per_row = terms.per_row_s if terms else 0.0
         if terms and terms.on_inference_station():  # REST: the event loop's time serializes with the batch's
             front, per_row = 0.0, per_row + terms.frontend_s
-        service = curve.service.scaled(terms.slowdown) if terms and terms.slowdown != 1.0 else curve.service
+        service = curve.service.plus_per_call(terms.per_call_s) if terms and terms.per_call_s else curve.service
         service = service.plus_per_item(per_row) if per_row else service
         pod = BatchingPolicy(
             c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, 0.0 if spread else fixed, spread

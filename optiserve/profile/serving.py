@@ -64,7 +64,8 @@ QUANTILES = 101  # of the light run's per-request overhead: its spread, which th
 # A spread is drawn only from a light run this long (200 requests put 2 in the 1% tail: measured on a Zen 3
 # guest, their p99 came out 8.4 ms (MLP) and 46 ms (CNN)); below it the mean is added
 TAIL_REQUESTS = 500
-MAX_SLOWDOWN = 3.0  # past this the light run measured something else than the session (a stall): capped
+# past this many profiled calls the light run's extra is something else than the call (a stall): capped
+MAX_PER_CALL_X = 3.0
 
 
 def _metric_sums(url: str) -> dict[str, float]:
@@ -292,7 +293,7 @@ def _client_overhead(
         "client_ms": round(client_ms, 4),
         "server_ms": round(server_s * 1e3, 4),
         "frontend_ms": round(front_ms, 4),
-        "inference_ms": None if infer_ms is None else round(infer_ms, 4),
+        "inference_ms": None if infer_ms is None else round(infer_ms, 4),  # the server's batch-1 call here
         "model_ms": round(model_ms, 4),  # what the quantiles below are the latency beyond
         "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - front end - batch-1 call
         "requests": len(lat),
@@ -320,7 +321,7 @@ class ServingTerms:
     encoding: str
     fixed_from: str  # "load-test client" or "closed loop (http.client)"
     fixed_quantiles_s: tuple[float, ...] = ()  # the fixed term's spread (light load test), when measured
-    slowdown: float = 1.0  # the server's batch-1 call under open-loop load over the profiled one
+    per_call_s: float = 0.0  # the server's batch-1 call under open-loop load beyond the profiled one, per batch
 
     def on_inference_station(self, shared_core: bool = False) -> bool:
         """Whether the front end's time serializes with inference (charged per row) rather than
@@ -341,7 +342,7 @@ class ServingTerms:
         if self.fixed_quantiles_s:
             q = self.fixed_quantiles_s
             spread = f", p99 {q[round(0.99 * (len(q) - 1))] * 1e3:.3g} ms"
-        slower = f", session x{self.slowdown:.2f} in the server" if self.slowdown > 1.0 else ""
+        slower = f" + {self.per_call_s * 1e3:.3g} ms per call" if self.per_call_s > 0 else ""
         return (
             f"server front end {self.frontend_s * 1e3:.3g} ms + {self.per_row_s * 1e3:.3g} ms per row{slower}, fixed "
             f"{self.fixed_s * 1e3:.3g} ms{spread} ({self.encoding}; fixed from the {self.fixed_from}"
@@ -388,14 +389,14 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             spread = tuple(float(x) / 1e3 for x in client.get("overhead_quantiles_ms") or ())
     elif client.get("encoding") == enc and "fixed_ms" in client:
         fixed_s, fixed_from = float(client["fixed_ms"]) / 1e3, "load-test client"
-    per_row, slowdown = 0.0, 1.0
+    per_row, per_call = 0.0, 0.0
     base = _profiled_batch1_s(profile, int(serving.get("threads") or 1)) if infer_s > 0 else None
-    if base is not None and base > 0:
-        if open_loop:  # a ratio: it carries to the other precisions and batch sizes the plan may pick
-            slowdown = min(max(infer_s / base, 1.0), MAX_SLOWDOWN)
+    if base is not None:
+        if open_loop:  # once per batch: cold caches and the hand-off are per call, not per row
+            per_call = min(max(infer_s - base, 0.0), MAX_PER_CALL_X * base)
         else:
             per_row = max(infer_s - base, 0.0)
-    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, slowdown)
+    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call)
 
 
 def _profiled_batch1_s(profile: Profile, threads: int) -> float | None:

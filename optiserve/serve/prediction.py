@@ -87,7 +87,7 @@ def server_model(
         front = 0.0 if serial else terms.frontend_s
         per_row = terms.per_row_s + (terms.frontend_s if serial else 0.0)
         policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front, fixed, drawn)
-        served = service.scaled(terms.slowdown) if terms.slowdown != 1.0 else service  # the session in the server
+        served = service.plus_per_call(terms.per_call_s) if terms.per_call_s else service  # the call in the server
         served = served.plus_per_item(per_row) if per_row else served
         basis = terms.describe() + ("; front end on the inference core" if config.shared_core else "")
         return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, basis, spread)

@@ -180,3 +180,9 @@ def test_a_fixed_terms_spread_is_drawn_per_request_and_reaches_the_p99() -> None
 def test_a_spread_that_is_not_quantiles_is_refused(bad: tuple[float, ...]) -> None:
     with pytest.raises(UsageError, match="spread"):
         BatchingPolicy(fixed_spread_s=bad)
+
+
+def test_a_cost_per_call_is_paid_once_per_batch_and_one_per_row_by_every_row() -> None:
+    per_call, per_row = CONST.plus_per_call(0.002), CONST.plus_per_item(0.002)
+    assert per_call.mean(1) == pytest.approx(0.012) and per_call.mean(4) == pytest.approx(0.018)
+    assert per_row.mean(1) == pytest.approx(0.012) and per_row.mean(4) == pytest.approx(0.024)
