@@ -426,4 +426,9 @@ def describe(meta: dict[str, Any]) -> str | None:
     client = s.get("client") or {}
     if "fixed_ms" in client:
         parts.append(f"load-test client {client['fixed_ms']:.3g} ms fixed ({client['encoding']})")
+    if client.get("inference_ms") is not None and "model_ms" in client:  # the server's own figures, open loop
+        parts.append(
+            f"under light open-loop load ({client.get('requests')} requests): the server's batch-1 call "
+            f"{client['inference_ms']:.3g} ms, front end {client['frontend_ms']:.3g} ms"
+        )
     return "serving path (optiserve serve, per request): " + "; ".join(parts)

@@ -126,3 +126,13 @@ def test_the_servers_own_figures_under_the_light_open_loop_run_set_its_cost_per_
     older = {k: v for k, v in client.items() if k not in ("inference_ms", "model_ms", "frontend_ms")}
     before = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": older}), "binary")
     assert before is not None and before.per_call_s == 0.0 and before.per_row_s == pytest.approx(0.6e-3)
+
+
+def test_show_says_what_the_server_took_under_the_light_open_loop_run() -> None:
+    from optiserve.profile.serving import describe
+
+    client = {"encoding": "binary", "fixed_ms": 2.0, "inference_ms": 2.5, "frontend_ms": 0.8, "model_ms": 3.3}
+    line = describe({"serving": {"json": FIG, "binary": FIG, "client": {**client, "requests": 700}}})
+    assert line is not None and "light open-loop load (700 requests)" in line and "batch-1 call 2.5 ms" in line
+    older = describe({"serving": {"json": FIG, "client": {"encoding": "json", "fixed_ms": 2.0}}})
+    assert older is not None and "open-loop" not in older
