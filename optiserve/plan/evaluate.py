@@ -22,6 +22,7 @@ from typing import Any
 from optiserve.errors import SLAError
 from optiserve.estimate.arrivals import poisson_arrivals
 from optiserve.estimate.catalog import Catalog, Entry, Offer
+from optiserve.estimate.served import served_path
 from optiserve.estimate.service import ServiceModel
 from optiserve.estimate.simulator import BatchingPolicy, max_rate_for_p99, simulate
 from optiserve.estimate.source import usable
@@ -261,16 +262,7 @@ class Evaluator:
         sla, builder = self.sla, self.builder_for(c)
         curve = builder.curve(entry, c.precision, c.threads or 1, c.instances if entry.accelerator else 1)
         terms, serving_basis = builder.serving(entry, sla.encoding)  # the deployed server's own cost
-        front, fixed = (terms.frontend_s, terms.fixed_s) if terms else (0.0, 0.0)
-        spread = terms.fixed_quantiles_s if terms else ()  # measured: drawn per request, as verify predicts
-        per_row = terms.per_row_s if terms else 0.0
-        if terms and terms.on_inference_station():  # REST: the event loop's time serializes with the batch's
-            front, per_row = 0.0, per_row + terms.frontend_s
-        service = curve.service.plus_per_call(terms.per_call_s) if terms and terms.per_call_s else curve.service
-        service = service.plus_per_item(per_row) if per_row else service
-        pod = BatchingPolicy(
-            c.max_batch, c.max_delay_ms / 1e3, (), c.instances, 1, front, 0.0 if spread else fixed, spread
-        )
+        service, pod = served_path(curve.service, terms, c.max_batch, c.max_delay_ms / 1e3, c.instances)
         fit = self._fit(entry, c, curve.memory_gib)
         pod_rate = max_rate_for_p99(service, pod, sla.p99_ms, n=min(self.requests, base.size), seed=self.seed)
         replicas, capped = self._replicas(pod_rate, service.capacity(c.max_batch, c.instances))

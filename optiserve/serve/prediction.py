@@ -18,6 +18,7 @@ import numpy as np
 from optiserve._files import read_json
 from optiserve.errors import UsageError
 from optiserve.estimate import BatchingPolicy, ServiceModel, simulate
+from optiserve.estimate.served import served_path
 from optiserve.profile.serving import serving_terms
 from optiserve.profile.store import load_profile
 
@@ -77,18 +78,11 @@ def server_model(
     wanted = None if encoding == "auto" else encoding
     terms = serving_terms(prof, wanted) if per_request_ms is None and overhead_ms is None else None
     if terms is not None:  # the serving path profile --serving measured: what the planner uses
-        spread = tuple(q * 1e3 for q in terms.fixed_quantiles_s)
-        fixed = 0.0 if spread else terms.fixed_s  # a measured spread is drawn per request instead of its mean
-        drawn = terms.fixed_quantiles_s
         # Where the front end's time is time the batch waits for (REST's event loop and its GIL, or a core
         # shared with inference), it is charged per row (measured on a Zen 3 guest, server on one CPU: a
         # separate front-end station predicted the CNN's p99 at 50-80% of capacity 0.53-0.54x of the measured).
-        serial = terms.on_inference_station(config.shared_core)
-        front = 0.0 if serial else terms.frontend_s
-        per_row = terms.per_row_s + (terms.frontend_s if serial else 0.0)
-        policy = BatchingPolicy(config.max_batch, delay_s, (), config.instances, 1, front, fixed, drawn)
-        served = service.plus_per_call(terms.per_call_s) if terms.per_call_s else service  # the call in the server
-        served = served.plus_per_item(per_row) if per_row else served
+        served, policy = served_path(service, terms, config.max_batch, delay_s, config.instances, config.shared_core)
+        spread = tuple(q * 1e3 for q in terms.fixed_quantiles_s)
         basis = terms.describe() + ("; front end on the inference core" if config.shared_core else "")
         return ServerModel(served, policy, terms.frontend_s * 1e3, terms.fixed_s * 1e3, True, basis, spread)
     per_request_ms, overhead_ms = per_request_ms or 0.0, overhead_ms or 0.0

@@ -1,0 +1,38 @@
+"""The deployed server's own cost on top of the profiled service times.
+
+One place for the planner (``plan/evaluate.py``) and ``loadtest --predict-from`` /
+``verify`` (``serve/prediction.py``), so the plan's p99 and the one verify checks it
+against simulate the same serving path from the same ``profile --serving`` terms.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from optiserve.estimate.service import ServiceModel
+from optiserve.estimate.simulator import BatchingPolicy
+
+if TYPE_CHECKING:
+    from optiserve.profile.serving import ServingTerms
+
+
+def served_path(
+    service: ServiceModel,
+    terms: ServingTerms | None,
+    max_batch: int,
+    max_delay_s: float,
+    instances: int,
+    shared_core: bool = False,
+) -> tuple[ServiceModel, BatchingPolicy]:
+    """(service, policy) of one pod: the call's open-loop extra once per batch, the per-row cost,
+    the front end per row where it serializes with inference (else a station of its own), and the
+    fixed term drawn from its measured spread where there is one (else its mean)."""
+    if terms is None:
+        return service, BatchingPolicy(max_batch, max_delay_s, (), instances)
+    serial = terms.on_inference_station(shared_core)
+    per_row = terms.per_row_s + (terms.frontend_s if serial else 0.0)
+    served = service.plus_per_call(terms.per_call_s) if terms.per_call_s else service
+    served = served.plus_per_item(per_row) if per_row else served
+    spread = terms.fixed_quantiles_s
+    front, fixed = (0.0 if serial else terms.frontend_s), (0.0 if spread else terms.fixed_s)
+    return served, BatchingPolicy(max_batch, max_delay_s, (), instances, 1, front, fixed, spread)
