@@ -162,3 +162,53 @@ def stop_server(proc: subprocess.Popen[str] | subprocess.Popen[bytes], grace_s: 
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=grace_s)
+
+
+SERVER_HISTOGRAMS = (
+    "optiserve_frontend_seconds",
+    "optiserve_batch_seconds",
+    "optiserve_batch_size",
+    "optiserve_request_latency_seconds",
+)
+
+
+def server_sums(url: str) -> dict[str, float]:
+    """The sums and counts of ``optiserve serve``'s own histograms on ``/metrics`` (empty when another
+    server answers or none): read before and after a run, their differences are that run's."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in SERVER_HISTOGRAMS:
+            for part in ("sum", "count"):
+                if line.startswith(f"{name}_{part} "):
+                    out[f"{name}_{part}"] = float(line.split()[1])
+    return out
+
+
+def histogram_mean(before: Mapping[str, float], after: Mapping[str, float], name: str) -> float:
+    """The mean of histogram ``name`` over the observations made between two ``server_sums`` reads."""
+    count = after[f"{name}_count"] - before[f"{name}_count"]
+    return (after[f"{name}_sum"] - before[f"{name}_sum"]) / max(count, 1)
+
+
+def server_means(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float | None]:
+    """The server's own figures for a run (ms per call, rows per call, front end per request), or
+    None where its metrics did not say."""
+
+    def mean(name: str, scale: float) -> float | None:
+        have = f"{name}_count" in before and f"{name}_count" in after
+        if not have or after[f"{name}_count"] <= before[f"{name}_count"]:
+            return None
+        return round(histogram_mean(before, after, name) * scale, 4)
+
+    return {
+        "mean_call_ms": mean("optiserve_batch_seconds", 1e3),
+        "mean_batch": mean("optiserve_batch_size", 1.0),
+        "mean_frontend_ms": mean("optiserve_frontend_seconds", 1e3),
+    }

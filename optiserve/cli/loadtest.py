@@ -165,6 +165,8 @@ def loadtest(
     if json_out:
         s["latency_ms"] = [round(float(x), 4) for x in result.latency_ms]
         s["index"] = [int(i) for i in result.index]
+        if result.server_ms.size and not np.isnan(result.server_ms).all():  # the server's side of each latency
+            s["server_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.server_ms]
         if forecast is not None:  # per scheduled request, without any overhead: what --overhead-from subtracts
             s["predicted_service_ms"] = [round(float(x), 4) for x in forecast.service_ms]
         json_out.write_text(_json.dumps(s))
@@ -217,6 +219,13 @@ def verify(
                 f"{meas['p99_ms']:.2f} ms{ci}, predicted {pred.get('p99_ms', float('nan')):.2f} ms ({err}{inside}); "
                 f"errors {r['error_rate']:.1%}; {r['verdict'].upper()}"
             )
+            own = r.get("server") or {}
+            if own.get("mean_call_ms") is not None and pred.get("mean_call_ms") is not None:
+                rows, want = own.get("mean_batch") or 0.0, pred.get("mean_batch") or 0.0
+                out.print(
+                    f"  the server's mean call {own['mean_call_ms']:.3g} ms over {rows:.3g} rows, "
+                    f"predicted {pred['mean_call_ms']:.3g} ms over {want:.3g}"
+                )
     out.print(f"verify: {doc['verdict'].upper()} ({output / 'verify.json'})")
     if doc["verdict"] == "fail":
         raise typer.Exit(1)

@@ -25,8 +25,9 @@ def served_path(
     shared_core: bool = False,
 ) -> tuple[ServiceModel, BatchingPolicy]:
     """(service, policy) of one pod: the call's open-loop extra once per batch, the per-row cost,
-    the front end per row where it serializes with inference (else a station of its own), and the
-    fixed term drawn from its measured spread where there is one (else its mean)."""
+    the front end per row on a core shared with inference (else a station of its own, stretching
+    each call by its busy share where it holds the GIL), and the fixed term drawn from its measured
+    spread where there is one (else its mean)."""
     if terms is None:
         return service, BatchingPolicy(max_batch, max_delay_s, (), instances)
     serial = terms.on_inference_station(shared_core)
@@ -35,4 +36,5 @@ def served_path(
     served = served.plus_per_item(per_row) if per_row else served
     spread = terms.fixed_quantiles_s
     front, fixed = (0.0 if serial else terms.frontend_s), (0.0 if spread else terms.fixed_s)
-    return served, BatchingPolicy(max_batch, max_delay_s, (), instances, 1, front, fixed, spread)
+    slows = not serial and terms.front_end_slows_inference()
+    return served, BatchingPolicy(max_batch, max_delay_s, (), instances, 1, front, fixed, spread, slows)

@@ -13,7 +13,9 @@ A server's own front end (the event loop that reads, decodes and answers each
 request) is a FIFO station with ``frontend_s`` per request in front of the
 batcher, and ``fixed_s`` is what every request pays outside the server; both
 are measured by ``profile --serving``, not guessed; ``fixed_spread_s``, when
-measured, draws the fixed term per request from its measured quantiles.
+measured, draws the fixed term per request from its measured quantiles. Where
+the front end holds what inference needs (``frontend_slows_inference``: the
+GIL), each call is stretched by the front-end work that lands during it.
 
 The event loop is compiled with Numba: 1e6 requests take well under a second.
 """
@@ -46,6 +48,10 @@ class BatchingPolicy:
     # The spread of what every request pays outside the server: its quantiles at evenly spaced
     # probabilities 0..1, one drawn per request on top of ``fixed_s`` (a mean hides the tail the p99 feels)
     fixed_spread_s: tuple[float, ...] = ()
+    # The front end holds what inference needs while it runs (REST's event loop and the GIL): each
+    # call is stretched by the front-end work that lands during it (``frontend_s`` for each of a
+    # Poisson number of requests at the offered rate: on average the front end's busy share)
+    frontend_slows_inference: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.instances < 1 or self.replicas < 1 or self.max_delay_s < 0:
@@ -115,7 +121,7 @@ def _core() -> Any:
     _CORE["frontend"] = frontend
 
     @njit(cache=True)
-    def sim(arrivals, instances, max_batch, max_delay, target, flat, offset, count, scale, seed):  # type: ignore[no-untyped-def]
+    def sim(arrivals, instances, max_batch, max_delay, target, flat, offset, count, scale, seed, rate, cost):  # type: ignore[no-untyped-def]
         np.random.seed(seed)
         n = arrivals.shape[0]
         free = np.zeros(instances)
@@ -139,6 +145,8 @@ def _core() -> Any:
                 s = max(t, min(deadline, reach))
             k = min(np.searchsorted(arrivals, s, side="right") - head, max_batch)
             svc = flat[offset[k] + np.random.randint(0, count[k])] * scale[k]
+            if rate > 0.0:  # the front-end work landing during the call, each piece ``cost`` long
+                svc += cost * np.random.poisson(rate * svc)
             end = s + svc
             for j in range(head, head + k):
                 start[j] = s
@@ -168,6 +176,9 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
         if arr.size == 0:
             continue
         queued = _CORE["frontend"](arr, policy.frontend_s) if policy.frontend_s > 0 else arr
+        rate = 0.0
+        if policy.frontend_slows_inference and policy.frontend_s > 0 and arr.size > 1 and arr[-1] > arr[0]:
+            rate = min((arr.size - 1) / float(arr[-1] - arr[0]), 1.0 / policy.frontend_s)  # the front end's rate
         start, finish, batches, busy = sim(
             queued,
             policy.instances,
@@ -179,6 +190,8 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
             count,
             scale,
             seed + r,
+            rate,
+            policy.frontend_s,
         )
         outside = policy.fixed_s
         if policy.fixed_spread_s:  # drawn per request, its own stream: the same draws at every rate

@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 
 import psutil
 
-from optiserve._oip_client import free_port, stop_server
+from optiserve._oip_client import free_port, histogram_mean, server_sums, stop_server
 from optiserve._reasons import one_line
 from optiserve.types import InputLayout, Profile, Status
 
@@ -66,26 +66,6 @@ QUANTILES = 101  # of the light run's per-request overhead: its spread, which th
 TAIL_REQUESTS = 500
 # past this many profiled calls the light run's extra is something else than the call (a stall): capped
 MAX_PER_CALL_X = 3.0
-
-
-def _metric_sums(url: str) -> dict[str, float]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        for name in ("optiserve_frontend_seconds", "optiserve_batch_seconds", "optiserve_request_latency_seconds"):
-            for part in ("sum", "count"):
-                if line.startswith(f"{name}_{part} "):
-                    out[f"{name}_{part}"] = float(line.split()[1])
-    return out
-
-
-def _mean_between(before: dict[str, float], after: dict[str, float], name: str) -> float:
-    """The mean of histogram ``name`` over the observations made between two ``_metric_sums`` reads."""
-    count = after[f"{name}_count"] - before[f"{name}_count"]
-    return (after[f"{name}_sum"] - before[f"{name}_sum"]) / max(count, 1)
 
 
 def _closed_loop(url: str, path: str, body: bytes, headers: dict[str, str], n: int) -> list[float]:
@@ -131,18 +111,18 @@ def _grpc_figures(url: str, port: int, n: int, proc: psutil.Process) -> dict[str
     try:
         for _ in range(min(20, n)):
             client.infer("m", inputs)
-        before, cpu0 = _metric_sums(url), _cpu_s(proc)
+        before, cpu0 = server_sums(url), _cpu_s(proc)
         rtts = []
         for _ in range(n):
             t0 = time.perf_counter()
             client.infer("m", inputs)
             rtts.append(time.perf_counter() - t0)
-        after, cpu1 = _metric_sums(url), _cpu_s(proc)
+        after, cpu1 = server_sums(url), _cpu_s(proc)
     except Exception as exc:  # the REST figures stand without this one
         return {"error": f"gRPC not measured: {one_line(exc)}"}
     finally:
         client.close()
-    batch = _mean_between(before, after, "optiserve_batch_seconds")
+    batch = histogram_mean(before, after, "optiserve_batch_seconds")
     cpu = (cpu1 - cpu0) / n
     front = max(cpu - batch, 0.0)
     rtt = sum(rtts) / len(rtts)
@@ -211,12 +191,12 @@ def measure_serving(
         proc = psutil.Process(server.pid)
         for enc, (body, headers) in _encodings(url, "m").items():
             _closed_loop(url, path, body, headers, min(20, requests))  # warm the connection and the caches
-            before, cpu0 = _metric_sums(url), _cpu_s(proc)
+            before, cpu0 = server_sums(url), _cpu_s(proc)
             rtts = _closed_loop(url, path, body, headers, requests)
-            after, cpu1 = _metric_sums(url), _cpu_s(proc)
+            after, cpu1 = server_sums(url), _cpu_s(proc)
             n = after["optiserve_frontend_seconds_count"] - before["optiserve_frontend_seconds_count"]
-            front = _mean_between(before, after, "optiserve_frontend_seconds")
-            batch = _mean_between(before, after, "optiserve_batch_seconds")
+            front = histogram_mean(before, after, "optiserve_frontend_seconds")
+            batch = histogram_mean(before, after, "optiserve_batch_seconds")
             rtt = sum(rtts) / len(rtts)
             out[enc] = {
                 "frontend_ms": round(front * 1e3, 4),
@@ -254,7 +234,7 @@ def _client_overhead(
     try:
         with tempfile.TemporaryDirectory(prefix="optiserve-serving-") as tmp:
             result = Path(tmp) / "light.json"
-            before = _metric_sums(url)
+            before = server_sums(url)
             args = [sys.executable, "-m", "optiserve", "loadtest", url, "--model", "m", "--rate", f"{rate:.4g}"]
             args += ["--duration", f"{duration:.4g}", "--seed", "7", "--json", str(result)]
             if grpc_port is not None:
@@ -262,7 +242,7 @@ def _client_overhead(
             proc = subprocess.run(
                 args, capture_output=True, text=True, timeout=duration + 120, preexec_fn=_pinned(client_cpus)
             )
-            after = _metric_sums(url)
+            after = server_sums(url)
             if not result.is_file():
                 lines = (proc.stderr or proc.stdout).strip().splitlines()
                 return {"error": f"the light load test failed: {lines[-1] if lines else proc.returncode}"}
@@ -270,7 +250,10 @@ def _client_overhead(
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return {"error": f"the light load test failed: {one_line(exc)}"}
     lat = data.get("latency_ms") or []
-    n = after["optiserve_request_latency_seconds_count"] - before["optiserve_request_latency_seconds_count"]
+    key = "optiserve_request_latency_seconds_count"
+    if key not in before or key not in after:
+        return {"error": "the server's /metrics did not answer around the light load test"}
+    n = after[key] - before[key]
     if not lat or n <= 0:
         return {"error": "the light load test completed no request"}
     server_s = (after["optiserve_request_latency_seconds_sum"] - before["optiserve_request_latency_seconds_sum"]) / n
@@ -281,12 +264,21 @@ def _client_overhead(
     # (caches cold between requests, the client beside it), and what a queue of such requests costs
     # (CNN int8 on a Zen 5 guest: the profiled call 1.69 ms, 2.2 ms in the server at 100-220 req/s)
     batches = after["optiserve_batch_seconds_count"] - before["optiserve_batch_seconds_count"]
-    infer_ms = _mean_between(before, after, "optiserve_batch_seconds") * 1e3 if batches > 0 else None
+    infer_ms = histogram_mean(before, after, "optiserve_batch_seconds") * 1e3 if batches > 0 else None
     front_ms = float(measured[enc]["frontend_ms"])  # gRPC's: its CPU per call, measured closed-loop only
     if grpc_port is None and after["optiserve_frontend_seconds_count"] > before["optiserve_frontend_seconds_count"]:
-        front_ms = _mean_between(before, after, "optiserve_frontend_seconds") * 1e3
+        front_ms = histogram_mean(before, after, "optiserve_frontend_seconds") * 1e3
     model_ms = front_ms + (infer_ms if infer_ms is not None else float(measured[enc]["inference_ms"]))
-    spread = np.quantile(np.maximum(np.asarray(lat, dtype=np.float64) - model_ms, 0.0), np.linspace(0, 1, QUANTILES))
+    latency = np.asarray(lat, dtype=np.float64)
+    own = np.asarray([np.nan if x is None else x for x in data.get("server_ms") or []], dtype=np.float64)
+    timed = own.size == latency.size and bool(np.isfinite(own).all())
+    if timed:  # each request's own server time (Server-Timing): what is left is outside the server, and
+        # none of the server's queueing at this light load, which the simulator adds itself
+        outside = latency - own
+        model_ms = float(own.mean())
+    else:
+        outside = latency - model_ms
+    spread = np.quantile(np.maximum(outside, 0.0), np.linspace(0, 1, QUANTILES))
     return {
         "encoding": enc,
         "fixed_ms": round(max(client_ms - server_s * 1e3, 0.0), 4),
@@ -294,8 +286,9 @@ def _client_overhead(
         "server_ms": round(server_s * 1e3, 4),
         "frontend_ms": round(front_ms, 4),
         "inference_ms": None if infer_ms is None else round(infer_ms, 4),  # the server's batch-1 call here
-        "model_ms": round(model_ms, 4),  # what the quantiles below are the latency beyond
-        "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - front end - batch-1 call
+        "model_ms": round(model_ms, 4),  # what the quantiles below are the latency beyond (on average)
+        "outside_from": "server-timing" if timed else "front end + batch-1 call",  # per request, or one mean for all
+        "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - the server's own time
         "requests": len(lat),
         "rate": round(rate, 3),
         "late_fraction": data.get("late_fraction"),
@@ -324,18 +317,21 @@ class ServingTerms:
     per_call_s: float = 0.0  # the server's batch-1 call under open-loop load beyond the profiled one, per batch
 
     def on_inference_station(self, shared_core: bool = False) -> bool:
-        """Whether the front end's time serializes with inference (charged per row) rather than
-        queueing on a station of its own.
+        """Whether the front end's time is charged per row on the inference station (a core shared
+        with inference: ``shared_core``) rather than queueing on a station of its own."""
+        return shared_core
 
-        REST's front end is the event loop's Python, which holds the GIL the batch's own Python
-        (feeds, outputs) needs, so it serializes with inference even with a core to spare: the
-        int8 CNN served on a 2-vCPU Zen 5 guest used 0.93 CPU at 281 req/s and saturated there
-        (3.3 ms of server CPU per request: its 2.4 ms batch plus its 0.9 ms front end, one after
-        the other), where a separate station put its capacity at 424 req/s and the plan promised
-        387. gRPC's front end is mostly grpc's C core on its own threads: a station (charged
-        per row it predicted the CNN's gRPC p99 +112%, as a station -19%). On a core shared with
-        inference (``shared_core``) every encoding's front end is charged per row."""
-        return shared_core or self.encoding != "grpc"
+    def front_end_slows_inference(self) -> bool:
+        """Whether the front end, on a station of its own, still stretches each call while it runs:
+        REST's front end is the event loop's Python, holding the GIL the call needs to hand back its
+        outputs; gRPC's is mostly grpc's C core on its own threads.
+
+        Measured on a 2-vCPU Zen 5 guest, the int8 CNN over REST (binary), the server's own mean
+        batch-1 call at 40 / 158 / 236 req/s: 2.56 / 2.87 / 3.15 ms, with its front end 0.82 /
+        0.76 / 0.91 ms: the light run's call times (1 + rate x front end) gives 2.64 / 2.87 /
+        3.11 ms. Charging the whole front end per row (3.4 ms at every rate) put verify's p99 up
+        to 31% high; a station with no stretch, up to 29% low."""
+        return self.encoding != "grpc"
 
     def describe(self) -> str:
         spread = ""
@@ -347,8 +343,8 @@ class ServingTerms:
             f"server front end {self.frontend_s * 1e3:.3g} ms + {self.per_row_s * 1e3:.3g} ms per row{slower}, fixed "
             f"{self.fixed_s * 1e3:.3g} ms{spread} ({self.encoding}; fixed from the {self.fixed_from}"
             + (
-                "; front end serial with inference: the event loop holds the GIL)"
-                if self.on_inference_station()
+                "; the front-end work landing during each call stretches it: the GIL)"
+                if self.front_end_slows_inference()
                 else ")"
             )
         )

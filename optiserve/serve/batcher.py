@@ -3,13 +3,15 @@
 One batch is formed at a time (a lock), by whichever instance is free: it takes
 the oldest waiting request, then waits until ``target`` rows are gathered or
 the oldest has waited ``max_delay`` — whichever comes first — and tops up with
-whatever is already waiting, up to ``max_batch`` rows. The batch runs on a
-thread pool of ``instances`` workers (ONNX Runtime releases the GIL); worker
-``i`` calls ``run[i]`` when given one callable per instance (one runtime session
-each, as Triton's instance groups), else the one shared callable. The queue
-is bounded: a full queue is the caller's cue to answer 503. ``observer`` sees
-every executed batch (rows, each request's queue wait, compute time, failure):
-what the statistics endpoint reports.
+whatever is already waiting, up to ``max_batch`` rows. Each of the ``instances``
+is a thread of its own that forms its batch, runs it (ONNX Runtime releases the
+GIL) and hands the answers to the event loop in one callback, so the runtime
+never waits for the loop to come round; thread ``i`` calls ``run[i]`` when given
+one callable per instance (one runtime session each, as Triton's instance
+groups), else the one shared callable. The queue is bounded: a full queue is the
+caller's cue to answer 503. ``observer`` sees every executed batch (rows, each
+request's queue wait, compute time, failure), on the event loop: what the
+statistics endpoint reports.
 
 Requests are stacked along each input's batch axis (not always axis 0: a state
 ``[2, batch, 128]`` stacks on axis 1) and only with requests they can share a
@@ -20,9 +22,11 @@ call with: the same sizes on every other dim and the same unbatched inputs
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,18 +47,6 @@ class Pending:
     future: asyncio.Future[list[np.ndarray]] = field(repr=False)
     group: bytes = b""  # requests batch together only within one group
     on_start: Callable[[], None] | None = field(default=None, repr=False)  # its batch began (admission's clock)
-
-
-def _timed(run: Run, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
-    """``run(feeds)`` and its own seconds, timed on the executor's thread.
-
-    Why not around the ``await``: that also counts the wait for the event loop to resume the
-    batcher, which is not the runtime's time and grows with the calls the loop is handling, so
-    a burst would inflate every figure fed from it: admission's wait bound, the gRPC call limit
-    (``row_s``), Triton statistics' compute time and ``optiserve_infer_seconds``."""
-    t0 = time.perf_counter()
-    outs = run(feeds)
-    return outs, time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -99,26 +91,37 @@ class DynamicBatcher:
         self.instances = instances
         self.max_queue = max_queue
         self._on_batch = on_batch
-        self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="optiserve-infer")
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self._forming = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._waiting: deque[Pending] = deque()
+        self._arrived = threading.Condition(threading.Lock())  # guards _waiting and _stopping
+        self._forming = threading.Lock()  # one batch formed at a time
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._carry: Pending | None = None  # taken off the queue but not fitting the last batch
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() + (1 if self._carry else 0)
+        return len(self._waiting) + (1 if self._carry else 0)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._worker(self._runs[i % len(self._runs)])) for i in range(self.instances)
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(
+                target=self._worker, args=(self._runs[i % len(self._runs)],), name=f"optiserve-infer-{i}", daemon=True
+            )
+            for i in range(self.instances)
         ]
+        for t in self._threads:
+            t.start()
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._arrived:
+            self._stopping = True
+            self._arrived.notify_all()
+        threads, self._threads = self._threads, []
+        loop = asyncio.get_running_loop()
+        for t in threads:  # a batch in its runtime call cannot be interrupted: wait a little, then leave it
+            await loop.run_in_executor(None, t.join, 5.0)
 
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int, on_start: Callable[[], None] | None = None
@@ -126,7 +129,10 @@ class DynamicBatcher:
         if self.depth >= self.max_queue:
             raise QueueFull(f"queue full ({self.max_queue} requests waiting)")
         fut: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds), on_start))
+        item = Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds), on_start)
+        with self._arrived:
+            self._waiting.append(item)
+            self._arrived.notify()
         return await fut
 
     def group_of(self, feeds: Mapping[str, np.ndarray]) -> bytes:
@@ -145,28 +151,34 @@ class DynamicBatcher:
     def set_output_axes(self, axes: Sequence[int | None]) -> None:
         self._out_axes = list(axes)
 
-    async def _next(self, timeout: float | None) -> Pending | None:
+    def _next(self, deadline: float | None) -> Pending | None:
+        """The next waiting request, waiting for one until ``deadline`` (``None``: until one comes
+        or the batcher stops; a past deadline: only one already waiting)."""
         if self._carry is not None:
             item, self._carry = self._carry, None
             return item
-        if timeout is None:
-            return await self._queue.get()
-        if timeout <= 0:
-            return self._queue.get_nowait() if not self._queue.empty() else None
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
+        with self._arrived:
+            while not self._waiting:
+                if self._stopping:
+                    return None
+                if deadline is None:
+                    self._arrived.wait()
+                    continue
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return None
+                self._arrived.wait(left)
+            return self._waiting.popleft()
 
-    async def _form(self) -> list[Pending]:
-        async with self._forming:
-            first = await self._next(None)
-            assert first is not None
+    def _form(self) -> list[Pending] | None:
+        with self._forming:
+            first = self._next(None)
+            if first is None:  # stopping
+                return None
             batch, rows = [first], first.rows
             deadline = first.arrived + self.max_delay
             while rows < self.max_batch:
-                wait = deadline - time.perf_counter() if rows < self.target else 0.0
-                item = await self._next(wait if self.max_delay > 0 else 0.0)
+                item = self._next(deadline if rows < self.target and self.max_delay > 0 else 0.0)
                 if item is None:
                     break
                 if item.group != first.group or rows + item.rows > self.max_batch:
@@ -176,43 +188,73 @@ class DynamicBatcher:
                 rows += item.rows
             return batch
 
-    async def _worker(self, run: Run) -> None:
-        loop = asyncio.get_running_loop()
+    def _worker(self, run: Run) -> None:
+        """One instance: form a batch, run it, hand the parts to the event loop; on its own thread.
+
+        Why not a task on the event loop that hands each batch to a thread pool: then every
+        batch waits for the loop to come round to its task (to take the result, form the next
+        batch and submit it) behind whatever requests the loop is parsing or answering, so the
+        runtime sat idle while the loop worked and the two ran one after the other."""
         while True:
-            batch = await self._form()
+            batch = self._form()
+            if batch is None:
+                return
             batch = [p for p in batch if not p.future.cancelled()]
             if not batch:
                 continue
-            feeds = self._stack(batch)
-            t0 = time.perf_counter()
             rows = sum(p.rows for p in batch)
+            t0 = time.perf_counter()
             waits = tuple(t0 - p.arrived for p in batch)
             for p in batch:
                 if p.on_start is not None:
                     p.on_start()
             try:
-                outs, compute_s = await loop.run_in_executor(self._pool, _timed, run, feeds)
+                feeds = self._stack(batch)
+                t1 = time.perf_counter()
+                outs = run(feeds)
+                compute_s = time.perf_counter() - t1  # the runtime's own seconds: what admission's wait
+                # bound, the gRPC call limit (row_s), Triton's compute time and optiserve_infer_seconds read
+                parts = self._split(batch, outs)
             except Exception as exc:  # the runtime failed: fail these requests, keep serving
-                if self._observer:
-                    self._observer(BatchRecord(rows, waits, time.perf_counter() - t0, True))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+                self._post(self._fail, batch, exc, BatchRecord(rows, waits, time.perf_counter() - t0, True))
                 continue
-            if self._on_batch:
-                self._on_batch(rows, compute_s)
-            if self._observer:
-                self._observer(BatchRecord(rows, waits, compute_s, False))
-            at = 0
-            axes = self._out_axes or [0] * len(outs)
-            for p in batch:
-                part = [
+            self._post(self._deliver, batch, parts, BatchRecord(rows, waits, compute_s, False))
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these any more
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _deliver(self, batch: list[Pending], parts: list[list[np.ndarray]], rec: BatchRecord) -> None:
+        """On the event loop: statistics first, then every request's answer."""
+        if self._on_batch:
+            self._on_batch(rec.rows, rec.compute_s)
+        if self._observer:
+            self._observer(rec)
+        for p, part in zip(batch, parts, strict=True):
+            if not p.future.done():
+                p.future.set_result(part)
+
+    def _fail(self, batch: list[Pending], exc: Exception, rec: BatchRecord) -> None:
+        if self._observer:
+            self._observer(rec)
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _split(self, batch: list[Pending], outs: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Each request's rows of every output: views along each output's batch axis, no copy."""
+        axes = self._out_axes or [0] * len(outs)
+        parts, at = [], 0
+        for p in batch:
+            parts.append(
+                [
                     o if a is None or len(batch) == 1 else o[(slice(None),) * a + (slice(at, at + p.rows),)]
                     for o, a in zip(outs, axes, strict=False)
-                ]  # views along each output's batch axis, as the old axis-0 slices were: no copy per request
-                at += p.rows
-                if not p.future.done():
-                    p.future.set_result(part)
+                ]
+            )
+            at += p.rows
+        return parts
 
     def _stack(self, batch: list[Pending]) -> dict[str, np.ndarray]:
         if len(batch) == 1:

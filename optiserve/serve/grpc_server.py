@@ -234,6 +234,7 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None, admitt
                     raise _Abort(500, "INTERNAL", str(exc)) from None
                 end = time.perf_counter()
                 model.stats.request(True, end - arrived, parsed - arrived, end - done)
+                context.set_trailing_metadata((("server-timing", f"infer;dur={(end - arrived) * 1e3:.3f}"),))
                 return response
 
     return Servicer()

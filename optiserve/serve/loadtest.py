@@ -59,6 +59,8 @@ class LoadResult:
     duration_s: float
     target_rate: float
     client_cpu_s: float = 0.0  # this process's CPU over the run: the client's own share of the measured latency
+    # the server's own time per latency (its Server-Timing header or gRPC trailer, ms; NaN where it sent none)
+    server_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     @property
     def client_cpu_ms(self) -> float:
@@ -143,7 +145,7 @@ def run_loadtest(
     from locust.exception import StopUser
 
     n = int(schedule_s.size)
-    results: list[tuple[float, float, float, int]] = []  # scheduled, sent, done, status
+    results: list[tuple[float, float, float, int, float]] = []  # scheduled, sent, done, status, server ms
     cursor = [0]  # next request to send, shared by the users (gevent: no preemption here)
     clock = {"t0": 0.0}
     path = f"{parsed.path.rstrip('/')}/v2/models/{model}/infer"
@@ -176,7 +178,8 @@ def run_loadtest(
                     resp.success()
                 else:
                     resp.failure(f"status {status}")
-            results.append((due, sent, time.perf_counter(), status))
+                timing = resp.headers.get("server-timing") if status == 200 else None
+            results.append((due, sent, time.perf_counter(), status, server_timing_ms(timing)))
 
     class GrpcOpenLoop(User):  # type: ignore[misc]
         """The same schedule over gRPC: gevent-cooperative calls (grpc's gevent mode) on a few channels."""
@@ -190,13 +193,15 @@ def run_loadtest(
         def send(self) -> None:
             due = next_slot()
             sent = time.perf_counter()
+            timing = None
             try:
-                self.call(request, timeout=timeout_s)
+                _, call = self.call.with_call(request, timeout=timeout_s)
                 status = 200
+                timing = dict(call.trailing_metadata() or ()).get("server-timing")
             except grpc.RpcError as exc:
                 status = GRPC_STATUS.get(exc.code().name, 500)
                 codes[status] = exc.code().name
-            results.append((due, sent, time.perf_counter(), status))
+            results.append((due, sent, time.perf_counter(), status, server_timing_ms(timing)))
 
     codes: dict[int, str] = {}
     spread = itertools.count()
@@ -230,7 +235,7 @@ def run_loadtest(
         c.close()
     gc.enable()
     gc.unfreeze()
-    arr = np.array(results, dtype=np.float64).reshape(-1, 4)
+    arr = np.array(results, dtype=np.float64).reshape(-1, 5)
     ok = arr[arr[:, 3] == 200]
     errors: dict[str, int] = {}
     for s in arr[arr[:, 3] != 200][:, 3].astype(int):
@@ -244,4 +249,19 @@ def run_loadtest(
     ok = ok[np.argsort(ok[:, 0], kind="stable")]  # in schedule order: scheduled times increase with the index
     index = np.searchsorted(clock["t0"] + schedule_s, ok[:, 0] - 1e-9)
     latency = (ok[:, 2] - ok[:, 0]) * 1e3
-    return LoadResult(url, n, len(ok), errors, latency, index, late, span, rate, client_cpu_s)
+    return LoadResult(url, n, len(ok), errors, latency, index, late, span, rate, client_cpu_s, ok[:, 4])
+
+
+def server_timing_ms(header: str | None) -> float:
+    """The ``dur`` of a W3C ``Server-Timing`` value (``infer;dur=1.234``) in ms; NaN when absent or
+    malformed (another server, or none sent): the load test never fails on it."""
+    if not header:
+        return math.nan
+    for part in header.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key == "dur":
+            try:
+                return float(value)
+            except ValueError:
+                return math.nan
+    return math.nan

@@ -146,6 +146,9 @@ class InferHandler:
             big = sum(a.nbytes for _, a, _ in selected) > BIG_BYTES
             accept = headers.get(b"accept-encoding")
             payload, extra = await self._gated(big, self._encode, req, selected, accept)
+            # W3C Server-Timing: the server's own time for this request (ms), so a client can tell its
+            # side of the latency from the server's one request at a time (profile --serving does)
+            extra.append((b"server-timing", b"infer;dur=%.3f" % ((time.perf_counter() - arrived) * 1e3)))
             await send_json(send, 200, payload, extra)
         end = time.perf_counter()
         model.stats.request(True, end - arrived, parsed - arrived, end - done)

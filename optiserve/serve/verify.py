@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from optiserve._files import atomic_write
-from optiserve._oip_client import free_port, stop_server
+from optiserve._oip_client import free_port, server_means, server_sums, stop_server
 from optiserve.emit.common import Deployable, deployables
 from optiserve.errors import UsageError
 
@@ -55,7 +55,10 @@ class RatePoint:
                 for k in ("p50_ms", "p95_ms", "p99_ms", "p99_ci_ms", "achieved_rate", "late_fraction", "client_busy")
             }
             | {"p99_ci_method": f"moving-block bootstrap, {CI_BLOCK_S:g} s blocks, 95%"},
-            "predicted": {k: pred.get(k) for k in ("p50_ms", "p99_ms")} if pred else None,
+            "predicted": {k: pred.get(k) for k in ("p50_ms", "p99_ms", "mean_call_ms", "mean_batch")} if pred else None,
+            # the server's mean call against the predicted one: a slower machine than at profiling, or
+            # a call slowed by the serving path, shows here before it shows in the p99
+            "server": m.get("server"),
             "p99_error": err,
             "prediction_within_15pct": None if err is None else abs(err) <= MAX_P99_ERROR,
             "prediction_within_ci": _within(want, m.get("p99_ci_ms")),
@@ -145,7 +148,9 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
                 "--max-delay-ms", f"{float(p['max_delay_ms']):g}", "--instances", str(p["instances_per_pod"]),
                 "--encoding", encoding, *grpc,
             ]  # fmt: skip
+            before = server_sums(url)
             proc = subprocess.run(_cli(*load), capture_output=True, text=True, timeout=duration_s * 4 + 180)
+            own = server_means(before, server_sums(url))
             if not result.is_file():
                 lines = (proc.stderr or proc.stdout).strip().splitlines()
                 raise UsageError(f"the load test at {rate:.3g} req/s failed: {lines[-1] if lines else proc.returncode}")
@@ -153,6 +158,7 @@ def verify_model(d: Deployable, model: Path, profile_dir: Path, duration_s: floa
             measured["p99_ci_ms"] = _p99_ci(measured.get("latency_ms") or [], rate)  # in schedule order
             for big in ("latency_ms", "index", "predicted_service_ms"):
                 measured.pop(big, None)
+            measured["server"] = own  # the server's own view of the run: its calls as the simulator has them
             points.append(RatePoint(label, rate, measured, measured.get("predicted")))
     finally:
         stop_server(server)

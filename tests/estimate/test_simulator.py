@@ -186,3 +186,18 @@ def test_a_cost_per_call_is_paid_once_per_batch_and_one_per_row_by_every_row() -
     per_call, per_row = CONST.plus_per_call(0.002), CONST.plus_per_item(0.002)
     assert per_call.mean(1) == pytest.approx(0.012) and per_call.mean(4) == pytest.approx(0.018)
     assert per_row.mean(1) == pytest.approx(0.012) and per_row.mean(4) == pytest.approx(0.024)
+
+
+def test_a_front_end_holding_the_gil_stretches_each_call_by_its_busy_share() -> None:
+    """REST's event loop holds the GIL the call needs: each call is longer by the front-end work that
+    lands during it, on average the front end's busy share (its rate x its cost), and more in the tail."""
+    svc = ServiceModel({1: np.full(4, 2e-3)})
+    arrivals = poisson_arrivals(200, 100_000, seed=5)  # 200 req/s, front end 1 ms: busy share 0.2
+    plain = simulate(arrivals, svc, BatchingPolicy(frontend_s=1e-3))
+    held = simulate(arrivals, svc, BatchingPolicy(frontend_s=1e-3, frontend_slows_inference=True))
+    assert plain.service_s.mean() == pytest.approx(2e-3)
+    assert held.service_s.mean() == pytest.approx(2e-3 * 1.2, rel=0.02)
+    assert np.quantile(held.service_s, 0.99) >= 2e-3 + 2e-3  # two or more requests' front end in a call
+    assert held.percentile_ms(0.99) > plain.percentile_ms(0.99)
+    lone = simulate(np.array([0.0]), svc, BatchingPolicy(frontend_s=1e-3, frontend_slows_inference=True))
+    assert lone.service_s[0] == pytest.approx(2e-3)  # no rate, no stretch

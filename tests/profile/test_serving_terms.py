@@ -66,9 +66,9 @@ def test_the_fixed_terms_measured_spread_is_kept_and_drawn_per_request(monkeypat
 
 
 def test_on_a_shared_core_the_front_end_is_charged_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gRPC's front end (grpc's C core threads) is a station of its own when the server has a core to
-    spare, charged per row on a core shared with inference; REST's (the event loop's Python, holding
-    the GIL the batch needs) is charged per row either way."""
+    """The front end (gRPC's C core threads, REST's event loop) is a station of its own when the server
+    has a core to spare (the batcher's instances run on threads of their own), charged per row on a
+    core shared with inference."""
     import optiserve.serve.prediction as prediction
     from optiserve.serve.prediction import ServedConfig, server_model
 
@@ -82,8 +82,10 @@ def test_on_a_shared_core_the_front_end_is_charged_per_row(monkeypatch: pytest.M
     assert gained == pytest.approx(0.5e-3, rel=1e-3)  # the front end's 0.5 ms now on the inference station
     assert "front end on the inference core" in shared.basis
     rest = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=2), encoding="json")
-    assert rest.policy.frontend_s == 0.0 and "serial with inference" in rest.basis
-    assert rest.service.capacity(1, 1) == pytest.approx(shared.service.capacity(1, 1))
+    assert rest.policy.frontend_s == pytest.approx(FIG["frontend_ms"] * 1e-3)
+    rest_shared = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=1), encoding="json")
+    assert rest_shared.policy.frontend_s == 0.0 and "front end on the inference core" in rest_shared.basis
+    assert rest_shared.service.capacity(1, 1) < rest.service.capacity(1, 1)
 
 
 def test_grpc_has_its_own_terms_and_an_older_profile_falls_back_to_binary() -> None:

@@ -83,6 +83,9 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
     assert r["scheduled"] == 180 and r["completed"] == 180 and r["errors"] == {}
     assert len(r["latency_ms"]) == 180 and sorted(r["index"]) == list(range(180))
     assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
+    # the server's own time per request (its Server-Timing header), inside the latency from the send
+    own = r["server_ms"]
+    assert len(own) == 180 and all(0 < s < lat for s, lat in zip(own, r["latency_ms"], strict=True))
     # the client's own CPU is measured (this process's CPU over the run), so a tail it caused can be named
     assert r["client_cpu_ms"] > 0 and 0 < r["client_busy"] < 1.5 and "client CPU" in proc.stdout
     assert r["verdict"] == "inconclusive"  # 180 requests cannot show p99 < 500 ms at 95%: honest, not lucky
@@ -122,6 +125,8 @@ def test_the_same_schedule_over_grpc(server: str, tmp_path: Path) -> None:
     assert proc.returncode == (0 if r["valid"] else 1), proc.stdout + proc.stderr
     assert r["scheduled"] == 180 and r["completed"] == 180 and r["errors"] == {}, r["errors"]
     assert 0 < r["p50_ms"] <= r["p99_ms"]
+    own = r["server_ms"]  # the server's own time per call, from its server-timing trailer
+    assert len(own) == 180 and all(0 < s < lat for s, lat in zip(own, r["latency_ms"], strict=True))
     with urllib.request.urlopen(f"{server}/v2/models/mlp/stats", timeout=5) as m:
         assert json.loads(m.read())["model_stats"][0]["inference_stats"]["success"]["count"] >= 180
 
@@ -212,3 +217,17 @@ def test_loadtest_records_the_prediction_for_its_own_schedule(server: str, tmp_p
     plain.write_text(json.dumps({"latency_ms": [1.0], "index": [0]}))
     proc = run_cli("loadtest", server, *common, "--rate", "40", "--overhead-from", str(plain), cwd=tmp_path)
     assert proc.returncode == 2 and "made with --predict-from" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("header", "ms"),
+    [("infer;dur=1.25", 1.25), ("infer;desc=x;dur=0.5", 0.5), ("infer", None), ("infer;dur=abc", None), (None, None)],
+)
+def test_server_timing_is_read_or_nan_never_an_error(header: str | None, ms: float | None) -> None:
+    """Another server's header, or none, leaves the request's server time unknown (NaN), not the run failed."""
+    import math
+
+    from optiserve.serve.loadtest import server_timing_ms
+
+    got = server_timing_ms(header)
+    assert (math.isnan(got) and ms is None) or got == ms

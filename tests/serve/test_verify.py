@@ -22,6 +22,10 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     client = serving["client"]  # the load test's own client, measured at light load
     assert client["encoding"] == "json" and client["requests"] > 0 and client["fixed_ms"] >= 0, client
     assert client["client_ms"] >= client["server_ms"] > 0
+    # the spread is each request's latency less its own server time (Server-Timing), not less one mean:
+    # the server's queueing at the light load is the simulator's to add, not the fixed term's
+    for c in (client, serving["client_grpc"]):
+        assert c["outside_from"] == "server-timing" and c["overhead_quantiles_ms"][0] >= 0, c
     (tmp_path / "sla.yaml").write_text(
         "defaults:\n  regions: [EU]\nmodels:\n  mlp:\n    rate: 60\n    peak_factor: 1.5\n    p99_ms: 200\n"
         "    encoding: binary\n"  # the clients send binary tensors: the plan charges that encoding's cost
@@ -54,10 +58,14 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
         assert "block bootstrap" in r["measured"]["p99_ci_method"]  # stalls widen it: latencies are not iid
         want = r["predicted"]["p99_ms"]
         assert r["prediction_within_ci"] is (lo <= want and (hi is None or want <= hi))
+        # the server's own mean call and rows per call beside the simulator's: which side moved
+        own, pred = r["server"], r["predicted"]
+        assert own["mean_call_ms"] > 0 and own["mean_batch"] >= 1 and own["mean_frontend_ms"] > 0, own
+        assert pred["mean_call_ms"] > 0 and 1 <= pred["mean_batch"] <= chosen["max_batch"], pred
     raw = json.loads((out / "mlp-target.json").read_text())
     assert raw["predicted"]["serving_terms"] == "measured by profile --serving"
     assert "(binary;" in raw["predicted"]["serving_basis"]  # verify loads with the plan's encoding
-    assert "p99 measured" in proc.stdout and "predicted" in proc.stdout
+    assert "p99 measured" in proc.stdout and "predicted" in proc.stdout and "the server's mean call" in proc.stdout
 
     # clients that speak gRPC: the plan charges gRPC's measured front end, verify loads over gRPC
     (tmp_path / "sla.yaml").write_text((tmp_path / "sla.yaml").read_text().replace("binary", "grpc"))
