@@ -106,6 +106,13 @@ def _sla(name: str, profile: Path, model: Path, tmp: Path) -> Path:
     return sla
 
 
+def _calls(own: dict, pred: dict) -> str:  # type: ignore[type-arg]
+    """The server's mean call beside the simulator's: a machine slower than at profiling shows here."""
+    if own.get("mean_call_ms") is None or pred.get("mean_call_ms") is None:
+        return ""
+    return f"; server's mean call {own['mean_call_ms']:.2f} ms, predicted {pred['mean_call_ms']:.2f}"
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_plan_p99_against_verify(name: str, tmp_path: Path, record_ratio, record_rows) -> None:  # type: ignore[no-untyped-def]
     precision, shapes, batches = MODELS[name]
@@ -175,6 +182,8 @@ def test_plan_p99_against_verify(name: str, tmp_path: Path, record_ratio, record
                 "error_rate": r["error_rate"],
                 "late_fraction": meas["late_fraction"],
                 "valid": r["valid"],
+                "server_call_ms": (r.get("server") or {}).get("mean_call_ms"),
+                "predicted_call_ms": pred.get("mean_call_ms"),
                 "policy": f"batch<={chosen['max_batch']}, delay {chosen['max_delay_ms']} ms, "
                 f"{chosen['instances_per_pod']} instance(s)",
             }
@@ -189,6 +198,7 @@ def test_plan_p99_against_verify(name: str, tmp_path: Path, record_ratio, record
             f"{pred.get('p99_ms', float('nan')):.2f} ms"
             + {True: " (inside the interval)", False: " (outside the interval)"}.get(r.get("prediction_within_ci"), "")
             + f"; errors {r['error_rate']:.1%}"
+            + _calls(r.get("server") or {}, pred)
             + ("" if r["valid"] is not False else "; INVALID: the client fell behind"),
         )
     record_rows("verify", rows)
