@@ -329,8 +329,9 @@ class ServingTerms:
         Measured on a 2-vCPU Zen 5 guest, the int8 CNN over REST (binary), the server's own mean
         batch-1 call at 40 / 158 / 236 req/s: 2.56 / 2.87 / 3.15 ms, with its front end 0.82 /
         0.76 / 0.91 ms: the light run's call times (1 + rate x front end) gives 2.64 / 2.87 /
-        3.11 ms. Charging the whole front end per row (3.4 ms at every rate) put verify's p99 up
-        to 31% high; a station with no stretch, up to 29% low."""
+        3.11 ms. Verify's p99 against the mean of four runs at each REST rate (CNN and detector,
+        target and peak): -18 to -1% with the stretch, 0 to +21% with the whole front end charged
+        per row (3.4 ms at every rate), -17 to -27% with a plain station."""
         return self.encoding != "grpc"
 
     def describe(self) -> str:
