@@ -107,7 +107,8 @@ def test_grpc_has_its_own_terms_and_an_older_profile_falls_back_to_binary() -> N
 def test_the_servers_own_figures_under_the_light_open_loop_run_set_its_cost_per_call() -> None:
     """Between open-loop requests the session runs slower than back to back (cold caches, the client
     beside it): what the server's batch-1 call in the light run takes beyond the profiled one is paid once
-    per batch, its front end there is the front end, and the fixed term is what is left beyond both."""
+    per batch, the front end is the cheaper of back to back and the light run (its cost per request
+    falls with load), and the fixed term is what is left beyond the light run's own figures."""
     client = {
         "encoding": "binary",
         "client_ms": 9.0,
@@ -120,8 +121,11 @@ def test_the_servers_own_figures_under_the_light_open_loop_run_set_its_cost_per_
     }
     terms = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
     assert terms is not None and terms.per_call_s == pytest.approx(0.5e-3) and terms.per_row_s == 0.0
-    assert terms.frontend_s == pytest.approx(0.8e-3) and terms.fixed_s == pytest.approx(5.7e-3)
+    assert terms.frontend_s == pytest.approx(0.5e-3) and terms.fixed_s == pytest.approx(5.7e-3)  # 0.5 back to back
     assert "+ 0.5 ms per call" in terms.describe()
+    cheaper = {**client, "frontend_ms": 0.3}  # the light run's front end below the closed loop's: that one
+    low = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": cheaper}), "binary")
+    assert low is not None and low.frontend_s == pytest.approx(0.3e-3)
     stalled = {**client, "inference_ms": 40.0}  # a stall, not the session: capped
     capped = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": stalled}), "binary")
     assert capped is not None and capped.per_call_s == pytest.approx(6e-3)  # 3 profiled calls at most
