@@ -155,6 +155,9 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
             detail += f"; not offered (driver short, server core idle), left out: {', '.join(invalid)}"
         elif worst_idle > 0:
             detail += f"; with the driver short the server's core was up to {worst_idle:.0%} idle"
+        if reached == 0:  # no factor was offered: nothing measured, which is not a pass
+            worst, worst_503 = float("nan"), float("nan")
+            detail += "; NO FACTOR OFFERED: the driver fell short at every one"
         record_ratio(f"overload goodput / capacity, {model} {kind}", worst, ">= 0.90", worst >= 0.9, detail)
         record_ratio(
             f"overload refusal p99 ms, {model} {kind}",
@@ -234,6 +237,9 @@ def test_grpc_goodput_under_overload(zoo: Path, model: str, record_ratio) -> Non
         )
         if invalid:
             detail += f"; not offered, left out: {', '.join(invalid)}, server core up to {worst_idle:.0%} idle"
+        if reached == 0:  # no factor was offered: nothing measured, which is not a pass
+            worst, worst_refusal = float("nan"), float("nan")
+            detail += "; NO FACTOR OFFERED: the driver fell behind at every one"
         record_ratio(f"overload goodput / capacity, {model} grpc", worst, ">= 0.90", worst >= 0.9, detail)
         record_ratio(
             f"overload refusal p99 ms, {model} grpc", worst_refusal, "< 50", worst_refusal < 50, "from the send"
