@@ -25,9 +25,9 @@ def served_path(
     shared_core: bool = False,
 ) -> tuple[ServiceModel, BatchingPolicy]:
     """(service, policy) of one pod: the call's open-loop extra once per batch, the per-row cost,
-    the front end per row on a core shared with inference (else a station of its own, stretching
-    each call by its busy share where it holds the GIL), and the fixed term drawn from its measured
-    spread where there is one (else its mean)."""
+    the front end per row on a core shared with inference (else a station of its own, whose work
+    landing during a call stretches it where it holds the GIL), and the fixed term drawn from its
+    measured spread where there is one (else its mean)."""
     if terms is None:
         return service, BatchingPolicy(max_batch, max_delay_s, (), instances)
     serial = terms.on_inference_station(shared_core)

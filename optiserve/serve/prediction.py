@@ -78,9 +78,9 @@ def server_model(
     wanted = None if encoding == "auto" else encoding
     terms = serving_terms(prof, wanted) if per_request_ms is None and overhead_ms is None else None
     if terms is not None:  # the serving path profile --serving measured: what the planner uses
-        # Where the front end's time is time the batch waits for (REST's event loop and its GIL, or a core
-        # shared with inference), it is charged per row (measured on a Zen 3 guest, server on one CPU: a
-        # separate front-end station predicted the CNN's p99 at 50-80% of capacity 0.53-0.54x of the measured).
+        # On a core shared with inference the front end is charged per row (measured on a Zen 3 guest, server
+        # on one CPU: a separate front-end station predicted the CNN's p99 at 50-80% of capacity 0.53-0.54x of
+        # the measured); with a core to spare it is a station, REST's stretching each call (the GIL).
         served, policy = served_path(service, terms, config.max_batch, delay_s, config.instances, config.shared_core)
         spread = tuple(q * 1e3 for q in terms.fixed_quantiles_s)
         basis = terms.describe() + ("; front end on the inference core" if config.shared_core else "")
