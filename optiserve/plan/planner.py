@@ -243,6 +243,9 @@ def plan_model(
         doc["closest_miss"] = {
             "placement": placement(closest),
             "misses": {k: f"{v:+.1%}" if k != "accuracy" else f"{v:+.4f}" for k, v in c.items() if v > 0},
+            # re-simulated with the verification's requests it may meet what the search's shorter run missed
+            "meets_when_verified": closest.feasible,
+            "verify_requests": opts.verify_requests,
         }
     return doc, ev, chosen
 

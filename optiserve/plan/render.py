@@ -112,6 +112,11 @@ def closest_misses(result: Mapping[str, Any], output: Path) -> str:
             continue
         p = cm["placement"]
         what = ", ".join(f"{k} {v}" for k, v in cm["misses"].items())
+        if not what and cm.get("meets_when_verified"):  # the search's short simulation missed, the long one met
+            what = (
+                f"nothing when re-simulated with {cm.get('verify_requests')} requests, though the search's "
+                "shorter simulation missed: re-plan with more --requests"
+            )
         misses.append(
             f"{m['model']}: closest is {p['instance_type']} {p['precision']} x{p['replicas']} "
             f"(misses {what}; p99 at peak {p['at_peak']['p99_ms']:.1f} ms vs {m['sla']['p99_ms']:g} ms)"

@@ -101,6 +101,11 @@ def test_the_closest_miss_names_the_placement_and_what_it_misses() -> None:
     result = _result(feasible=False)
     result["models"][0]["closest_miss"] = None
     assert closest_misses(result, Path("p.json")).endswith("cnn: nothing was evaluated")
+    # the search's short simulation missed, the verification's long one met: say so, not "misses ;"
+    met = _result(feasible=False)
+    met["models"][0]["closest_miss"] |= {"misses": {}, "meets_when_verified": True, "verify_requests": 20000}
+    line = closest_misses(met, Path("p.json"))
+    assert "misses nothing when re-simulated with 20000 requests" in line and "more --requests" in line
 
 
 def test_render_puts_the_warning_on_stderr_and_the_rest_on_stdout() -> None:
