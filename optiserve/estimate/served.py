@@ -30,11 +30,10 @@ def served_path(
     measured spread where there is one (else its mean)."""
     if terms is None:
         return service, BatchingPolicy(max_batch, max_delay_s, (), instances)
-    serial = terms.on_inference_station(shared_core)
-    per_row = terms.per_row_s + (terms.frontend_s if serial else 0.0)
+    per_row = terms.per_row_s + (terms.frontend_s if shared_core else 0.0)
     served = service.plus_per_call(terms.per_call_s) if terms.per_call_s else service
     served = served.plus_per_item(per_row) if per_row else served
     spread = terms.fixed_quantiles_s
-    front, fixed = (0.0 if serial else terms.frontend_s), (0.0 if spread else terms.fixed_s)
-    slows = not serial and terms.front_end_slows_inference()
+    front, fixed = (0.0 if shared_core else terms.frontend_s), (0.0 if spread else terms.fixed_s)
+    slows = not shared_core and terms.front_end_slows_inference()
     return served, BatchingPolicy(max_batch, max_delay_s, (), instances, 1, front, fixed, spread, slows)

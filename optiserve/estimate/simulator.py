@@ -77,6 +77,12 @@ class SimResult:
     batch_sizes: np.ndarray = field(repr=False)  # one entry per dispatched batch
     utilisation: float
     duration_s: float
+    busy_s: float = 0.0  # every call's seconds, over all instances and replicas
+
+    @property
+    def mean_call_s(self) -> float:
+        """The mean call, per dispatched batch: what a server's batch-seconds histogram reports."""
+        return self.busy_s / self.batch_sizes.size if self.batch_sizes.size else 0.0
 
     def percentile_ms(self, q: float) -> float:
         return float(np.quantile(self.latency_s, q) * 1e3)
@@ -211,6 +217,7 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
         batch_sizes=np.concatenate(batch_parts),
         utilisation=busy_total / (span * policy.instances * policy.replicas),
         duration_s=span,
+        busy_s=busy_total,
     )
 
 

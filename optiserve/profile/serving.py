@@ -316,13 +316,9 @@ class ServingTerms:
     fixed_quantiles_s: tuple[float, ...] = ()  # the fixed term's spread (light load test), when measured
     per_call_s: float = 0.0  # the server's batch-1 call under open-loop load beyond the profiled one, per batch
 
-    def on_inference_station(self, shared_core: bool = False) -> bool:
-        """Whether the front end's time is charged per row on the inference station (a core shared
-        with inference: ``shared_core``) rather than queueing on a station of its own."""
-        return shared_core
-
     def front_end_slows_inference(self) -> bool:
-        """Whether the front end, on a station of its own, still stretches each call while it runs:
+        """Whether the front end, on a station of its own (a core to spare; on a core shared with
+        inference it is charged per row instead), still stretches each call while it runs:
         REST's front end is the event loop's Python, holding the GIL the call needs to hand back its
         outputs; gRPC's is mostly grpc's C core on its own threads.
 

@@ -154,13 +154,11 @@ def forecast(
     sim = simulate(np.asarray(schedule, dtype=np.float64), model.service, policy)  # the fixed spread drawn in it
     sim_ms = sim.latency_s * 1e3
     lat_ms = with_overheads(sim_ms, extra, seed)
-    batches = max(int(sim.batch_sizes.size), 1)
-    busy_s = sim.utilisation * sim.duration_s * policy.instances * policy.replicas  # every call's seconds
     record = {
         "p50_ms": float(np.quantile(lat_ms, 0.5)),
         "p99_ms": float(np.quantile(lat_ms, 0.99)),
         # what the server's own metrics say for the same run: its mean call and rows per call
-        "mean_call_ms": round(busy_s / batches * 1e3, 4),
+        "mean_call_ms": round(sim.mean_call_s * 1e3, 4),
         "mean_batch": round(float(sim.batch_sizes.mean()) if sim.batch_sizes.size else 0.0, 4),
         "source": f"queueing simulator on {profile} ({config.precision}, {config.threads} threads), same schedule",
         "policy": {"max_batch": config.max_batch, "max_delay_ms": config.max_delay_ms, "instances": config.instances},
