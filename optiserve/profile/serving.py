@@ -271,13 +271,23 @@ def _client_overhead(
     model_ms = front_ms + (infer_ms if infer_ms is not None else float(measured[enc]["inference_ms"]))
     latency = np.asarray(lat, dtype=np.float64)
     own = np.asarray([np.nan if x is None else x for x in data.get("server_ms") or []], dtype=np.float64)
+    queue = np.asarray([np.nan if x is None else x for x in data.get("server_queue_ms") or []], dtype=np.float64)
     timed = own.size == latency.size and bool(np.isfinite(own).all())
-    if timed:  # each request's own server time (Server-Timing): what is left is outside the server, and
-        # none of the server's queueing at this light load, which the simulator adds itself
+    queued = timed and queue.size == latency.size and bool(np.isfinite(queue).all())
+    if queued:  # each request's wait in the batcher queue (Server-Timing): the simulator adds the queueing
+        # itself, so only that comes off per request; the rest of the server's time comes off as its mean,
+        # and a request the server stalled on keeps its stall in the spread (the profiled calls, back to
+        # back, have a narrow spread of their own)
+        model_ms = float((own - queue).mean())
+        outside = latency - queue - model_ms
+        source = "server-timing queue wait + the server's mean time beyond it"
+    elif timed:  # each request's own server time: what is left is outside the server
         outside = latency - own
         model_ms = float(own.mean())
+        source = "server-timing"
     else:
         outside = latency - model_ms
+        source = "front end + batch-1 call"
     spread = np.quantile(np.maximum(outside, 0.0), np.linspace(0, 1, QUANTILES))
     return {
         "encoding": enc,
@@ -287,7 +297,7 @@ def _client_overhead(
         "frontend_ms": round(front_ms, 4),
         "inference_ms": None if infer_ms is None else round(infer_ms, 4),  # the server's batch-1 call here
         "model_ms": round(model_ms, 4),  # what the quantiles below are the latency beyond (on average)
-        "outside_from": "server-timing" if timed else "front end + batch-1 call",  # per request, or one mean for all
+        "outside_from": source,  # what came off each request's latency: per request, or one mean for all
         "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - the server's own time
         "requests": len(lat),
         "rate": round(rate, 3),

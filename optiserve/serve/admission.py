@@ -15,6 +15,7 @@ Single-threaded by design (the event loop; the gRPC server runs on the same one)
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -30,12 +31,13 @@ class Overloaded(Exception):
 class Ticket:
     """A request's place in flight: its body bytes and its slot, until released."""
 
-    __slots__ = ("_admission", "_done", "admitted", "nbytes", "since", "waiting")
+    __slots__ = ("_admission", "_done", "admitted", "nbytes", "since", "started_at", "waiting")
 
     def __init__(self, admission: Admission, nbytes: int, now: float) -> None:
         self._admission, self.nbytes, self._done = admission, nbytes, False
         self.admitted = now
         self.since = 0.0
+        self.started_at = math.nan  # when its batch began (perf_counter): the end of its queue wait
         self.waiting = False
 
     def grow(self, nbytes: int) -> None:
@@ -54,7 +56,8 @@ class Ticket:
             self._admission.waiting.append(self)
 
     def started(self) -> None:
-        """Its batch began: no longer waiting (the batcher calls this)."""
+        """Its batch began: no longer waiting (the batcher calls this, from its worker thread)."""
+        self.started_at = time.perf_counter()
         self.waiting = False
 
     def release(self) -> None:

@@ -27,6 +27,7 @@ from optiserve.serve.endpoint import InferenceFailed, Overloaded, ServedModel
 from optiserve.serve.grpc_codec import decode_request, encode_response
 from optiserve.serve.protocol import RequestError
 from optiserve.serve.security import AccessPolicy, RateLimiter, authorized
+from optiserve.serve.server_timing import header_value
 
 # HTTP status of a RequestError -> gRPC status name (grpc.StatusCode member)
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED",
@@ -234,7 +235,8 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None, admitt
                     raise _Abort(500, "INTERNAL", str(exc)) from None
                 end = time.perf_counter()
                 model.stats.request(True, end - arrived, parsed - arrived, end - done)
-                context.set_trailing_metadata((("server-timing", f"infer;dur={(end - arrived) * 1e3:.3f}"),))
+                timing = header_value(end - arrived, ticket.started_at - parsed)  # as REST's header
+                context.set_trailing_metadata((("server-timing", timing),))
                 return response
 
     return Servicer()

@@ -24,6 +24,7 @@ import numpy as np
 
 from optiserve._oip_client import grpc_request_for, payload_for, wait_until_ready
 from optiserve.errors import UsageError
+from optiserve.serve.server_timing import metric_ms
 
 __all__ = [
     "CLIENT_BUSY_WARN",
@@ -61,6 +62,8 @@ class LoadResult:
     client_cpu_s: float = 0.0  # this process's CPU over the run: the client's own share of the measured latency
     # the server's own time per latency (its Server-Timing header or gRPC trailer, ms; NaN where it sent none)
     server_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    # of which its wait in the batcher queue (the Server-Timing ``queue`` metric, ms; NaN where not sent)
+    queue_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     @property
     def client_cpu_ms(self) -> float:
@@ -145,7 +148,7 @@ def run_loadtest(
     from locust.exception import StopUser
 
     n = int(schedule_s.size)
-    results: list[tuple[float, float, float, int, float]] = []  # scheduled, sent, done, status, server ms
+    results: list[tuple[float, float, float, int, float, float]] = []  # sched., sent, done, status, server, queue ms
     cursor = [0]  # next request to send, shared by the users (gevent: no preemption here)
     clock = {"t0": 0.0}
     path = f"{parsed.path.rstrip('/')}/v2/models/{model}/infer"
@@ -179,7 +182,7 @@ def run_loadtest(
                 else:
                     resp.failure(f"status {status}")
                 timing = resp.headers.get("server-timing") if status == 200 else None
-            results.append((due, sent, time.perf_counter(), status, server_timing_ms(timing)))
+            results.append((due, sent, time.perf_counter(), status, metric_ms(timing), metric_ms(timing, "queue")))
 
     class GrpcOpenLoop(User):  # type: ignore[misc]
         """The same schedule over gRPC: gevent-cooperative calls (grpc's gevent mode) on a few channels."""
@@ -201,7 +204,7 @@ def run_loadtest(
             except grpc.RpcError as exc:
                 status = GRPC_STATUS.get(exc.code().name, 500)
                 codes[status] = exc.code().name
-            results.append((due, sent, time.perf_counter(), status, server_timing_ms(timing)))
+            results.append((due, sent, time.perf_counter(), status, metric_ms(timing), metric_ms(timing, "queue")))
 
     codes: dict[int, str] = {}
     spread = itertools.count()
@@ -235,7 +238,7 @@ def run_loadtest(
         c.close()
     gc.enable()
     gc.unfreeze()
-    arr = np.array(results, dtype=np.float64).reshape(-1, 5)
+    arr = np.array(results, dtype=np.float64).reshape(-1, 6)
     ok = arr[arr[:, 3] == 200]
     errors: dict[str, int] = {}
     for s in arr[arr[:, 3] != 200][:, 3].astype(int):
@@ -249,19 +252,10 @@ def run_loadtest(
     ok = ok[np.argsort(ok[:, 0], kind="stable")]  # in schedule order: scheduled times increase with the index
     index = np.searchsorted(clock["t0"] + schedule_s, ok[:, 0] - 1e-9)
     latency = (ok[:, 2] - ok[:, 0]) * 1e3
-    return LoadResult(url, n, len(ok), errors, latency, index, late, span, rate, client_cpu_s, ok[:, 4])
+    return LoadResult(url, n, len(ok), errors, latency, index, late, span, rate, client_cpu_s, ok[:, 4], ok[:, 5])
 
 
-def server_timing_ms(header: str | None) -> float:
-    """The ``dur`` of a W3C ``Server-Timing`` value (``infer;dur=1.234``) in ms; NaN when absent or
-    malformed (another server, or none sent): the load test never fails on it."""
-    if not header:
-        return math.nan
-    for part in header.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key == "dur":
-            try:
-                return float(value)
-            except ValueError:
-                return math.nan
-    return math.nan
+def server_timing_ms(header: str | None, metric: str = "infer") -> float:
+    """The ``dur`` of ``metric`` in a W3C ``Server-Timing`` value (``infer;dur=1.234, queue;dur=0.1``)
+    in ms; NaN when absent or malformed (another server, or none sent): the load test never fails on it."""
+    return metric_ms(header, metric)

@@ -31,6 +31,7 @@ from optiserve.serve.protocol import (
     parse_request,
     select_outputs,
 )
+from optiserve.serve.server_timing import header_value
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -146,9 +147,11 @@ class InferHandler:
             big = sum(a.nbytes for _, a, _ in selected) > BIG_BYTES
             accept = headers.get(b"accept-encoding")
             payload, extra = await self._gated(big, self._encode, req, selected, accept)
-            # W3C Server-Timing: the server's own time for this request (ms), so a client can tell its
-            # side of the latency from the server's one request at a time (profile --serving does)
-            extra.append((b"server-timing", b"infer;dur=%.3f" % ((time.perf_counter() - arrived) * 1e3)))
+            # W3C Server-Timing: the server's own time for this request and its wait in the batcher
+            # queue (ms), so a client can tell its side of the latency from the server's, and the
+            # server's queueing from the rest of its time, one request at a time (profile --serving does)
+            timing = header_value(time.perf_counter() - arrived, ticket.started_at - parsed)
+            extra.append((b"server-timing", timing.encode()))
             await send_json(send, 200, payload, extra)
         end = time.perf_counter()
         model.stats.request(True, end - arrived, parsed - arrived, end - done)

@@ -86,6 +86,8 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
     # the server's own time per request (its Server-Timing header), inside the latency from the send
     own = r["server_ms"]
     assert len(own) == 180 and all(0 < s < lat for s, lat in zip(own, r["latency_ms"], strict=True))
+    queue = r["server_queue_ms"]  # of which its wait in the batcher queue (Server-Timing's queue metric)
+    assert len(queue) == 180 and all(0 <= q <= s for q, s in zip(queue, own, strict=True))
     # the client's own CPU is measured (this process's CPU over the run), so a tail it caused can be named
     assert r["client_cpu_ms"] > 0 and 0 < r["client_busy"] < 1.5 and "client CPU" in proc.stdout
     assert r["verdict"] == "inconclusive"  # 180 requests cannot show p99 < 500 ms at 95%: honest, not lucky
@@ -127,6 +129,7 @@ def test_the_same_schedule_over_grpc(server: str, tmp_path: Path) -> None:
     assert 0 < r["p50_ms"] <= r["p99_ms"]
     own = r["server_ms"]  # the server's own time per call, from its server-timing trailer
     assert len(own) == 180 and all(0 < s < lat for s, lat in zip(own, r["latency_ms"], strict=True))
+    assert all(0 <= q <= s for q, s in zip(r["server_queue_ms"], own, strict=True))  # the trailer's queue wait
     with urllib.request.urlopen(f"{server}/v2/models/mlp/stats", timeout=5) as m:
         assert json.loads(m.read())["model_stats"][0]["inference_stats"]["success"]["count"] >= 180
 
@@ -220,14 +223,38 @@ def test_loadtest_records_the_prediction_for_its_own_schedule(server: str, tmp_p
 
 
 @pytest.mark.parametrize(
-    ("header", "ms"),
-    [("infer;dur=1.25", 1.25), ("infer;desc=x;dur=0.5", 0.5), ("infer", None), ("infer;dur=abc", None), (None, None)],
+    ("header", "metric", "ms"),
+    [
+        ("infer;dur=1.25", "infer", 1.25),
+        ("infer;desc=x;dur=0.5", "infer", 0.5),
+        ("infer", "infer", None),
+        ("infer;dur=abc", "infer", None),
+        (None, "infer", None),
+        ("app;dur=2.5", "infer", 2.5),  # another server's one metric is its time, whatever its name
+        ("app;dur=2.5", "queue", None),
+        ("infer;dur=1.25, queue;dur=0.25", "infer", 1.25),
+        ("infer;dur=1.25, queue;dur=0.25", "queue", 0.25),
+        ("infer;dur=1.25,queue;dur=x", "queue", None),
+        ("db;dur=3, cache;dur=1", "infer", None),  # several metrics, none ours: unknown, not a guess
+    ],
 )
-def test_server_timing_is_read_or_nan_never_an_error(header: str | None, ms: float | None) -> None:
+def test_server_timing_is_read_or_nan_never_an_error(header: str | None, metric: str, ms: float | None) -> None:
     """Another server's header, or none, leaves the request's server time unknown (NaN), not the run failed."""
     import math
 
     from optiserve.serve.loadtest import server_timing_ms
 
-    got = server_timing_ms(header)
+    got = server_timing_ms(header, metric)
     assert (math.isnan(got) and ms is None) or got == ms
+
+
+def test_server_timing_header_round_trips() -> None:
+    """What the server writes, the load test reads: its time and its queue wait (ms); an unknown wait is left out."""
+    import math
+
+    from optiserve.serve.server_timing import header_value, metric_ms
+
+    value = header_value(0.0125, 0.002)
+    assert metric_ms(value) == 12.5 and metric_ms(value, "queue") == 2.0
+    assert math.isnan(metric_ms(header_value(0.0125, math.nan), "queue"))
+    assert metric_ms(header_value(0.001, -1e-6), "queue") == 0.0  # clocks a hair apart never give a negative wait
