@@ -48,6 +48,7 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     (m,) = doc["models"]
     chosen = json.loads(plan.read_text())["models"][0]["chosen"]
     assert m["planned_on"].endswith(chosen["instance_type"]) and "--expect-sha256" in m["server_args"]
+    assert m["warm_up"].startswith("2 s at the first rate")  # a server in steady state is what the plan promises
     assert [r["load"] for r in m["rates"]] == ["target", "peak"]
     for r in m["rates"]:
         assert r["requests"] == round(r["rate"] * 2) or abs(r["requests"] - r["rate"] * 2) <= 1
