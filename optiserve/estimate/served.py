@@ -24,7 +24,8 @@ def served_path(
     instances: int,
     shared_core: bool = False,
 ) -> tuple[ServiceModel, BatchingPolicy]:
-    """(service, policy) of one pod: the call's open-loop extra once per batch, the per-row cost,
+    """(service, policy) of one pod: the call's open-loop extra once per batch, each call then
+    spread as the served calls were, the per-row cost,
     the front end per row on a core shared with inference (else a station of its own, whose work
     landing during a call stretches it where it holds the GIL), and the fixed term drawn from its
     measured spread where there is one (else its mean)."""
@@ -32,6 +33,7 @@ def served_path(
         return service, BatchingPolicy(max_batch, max_delay_s, (), instances)
     per_row = terms.per_row_s + (terms.frontend_s if shared_core else 0.0)
     served = service.plus_per_call(terms.per_call_s) if terms.per_call_s else service
+    served = served.jittered(terms.call_factors) if terms.call_factors else served
     served = served.plus_per_item(per_row) if per_row else served
     spread = terms.fixed_quantiles_s
     front, fixed = (0.0 if shared_core else terms.frontend_s), (0.0 if spread else terms.fixed_s)

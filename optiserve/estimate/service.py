@@ -60,6 +60,23 @@ class ServiceModel:
         beyond the profiled back-to-back run (caches cold between requests, the executor's hand-off)."""
         return ServiceModel({b: s + seconds for b, s in self.samples.items()})
 
+    def jittered(self, factors: tuple[float, ...], draws: int = 4096, seed: int = 0) -> ServiceModel:
+        """Each call also varies as the served calls did: every sample times a factor drawn from
+        ``factors`` (the server's own time per request over its mean, measured under light open-loop
+        load), normalised to mean 1 so the mean is kept. A slow call in the server delays the requests
+        queued behind it, which a fixed term added afterwards cannot (issue 14)."""
+        f = np.asarray(factors, dtype=np.float64)
+        if f.size == 0 or not np.isfinite(f).all() or f.mean() <= 0:
+            return self
+        f = f / f.mean()
+        rng = np.random.default_rng(seed)
+        out = {}
+        for b, s in self.samples.items():
+            n = max(draws, len(s))
+            drawn = rng.choice(s, n) * rng.choice(f, n)
+            out[b] = drawn * (float(np.mean(s)) / float(np.mean(drawn)))  # the mean exactly as measured
+        return ServiceModel(out)
+
     def scaled(self, factor: float) -> ServiceModel:
         """Every service time times ``factor``: an error band's edge."""
         return ServiceModel({b: s * factor for b, s in self.samples.items()})

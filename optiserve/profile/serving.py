@@ -57,9 +57,10 @@ from optiserve.types import InputLayout, Profile, Status
 
 REQUESTS = 200  # per encoding; the front end's time per request is steady well before this
 # The light Locust run: its spread (not only its mean) goes into every p99, so it runs long enough
-# for a tail: 750 requests at up to a fifth of the closed-loop rate, 3 to 20 s
+# for a tail: 750 requests at up to a fifth of the closed-loop rate, 3 to 30 s (the encoder, an 11 ms call
+# on a Sapphire Rapids guest: 17 req/s, 519 requests)
 CLIENT_REQUESTS = 750
-CLIENT_MAX_S = 20.0
+CLIENT_MAX_S = 30.0
 QUANTILES = 101  # of the light run's per-request overhead: its spread, which the p99 feels and a mean hides
 # A spread is drawn only from a light run this long (200 requests put 2 in the 1% tail: measured on a Zen 3
 # guest, their p99 came out 8.4 ms (MLP) and 46 ms (CNN)); below it the mean is added
@@ -274,13 +275,17 @@ def _client_overhead(
     queue = np.asarray([np.nan if x is None else x for x in data.get("server_queue_ms") or []], dtype=np.float64)
     timed = own.size == latency.size and bool(np.isfinite(own).all())
     queued = timed and queue.size == latency.size and bool(np.isfinite(queue).all())
-    if queued:  # each request's wait in the batcher queue (Server-Timing): the simulator adds the queueing
-        # itself, so only that comes off per request; the rest of the server's time comes off as its mean,
-        # and a request the server stalled on keeps its stall in the spread (the profiled calls, back to
-        # back, have a narrow spread of their own)
-        model_ms = float((own - queue).mean())
-        outside = latency - queue - model_ms
-        source = "server-timing queue wait + the server's mean time beyond it"
+    factors: list[float] = []
+    if queued:  # each request's wait in the batcher queue (Server-Timing) is the simulator's to add; the
+        # rest of the server's time varies more than the profiled calls back to back (a stall, a call
+        # slowed by the loop): that spread, over its mean, becomes the simulated calls' own, so a slow
+        # call delays the requests behind it; what is left outside the server is the fixed term's spread
+        served = own - queue
+        model_ms = float(served.mean())
+        if model_ms > 0:
+            factors = [round(float(x), 4) for x in np.quantile(served / model_ms, np.linspace(0, 1, QUANTILES))]
+        outside = latency - own
+        source = "server-timing (the server's time per request, less its queue wait, spreads the calls)"
     elif timed:  # each request's own server time: what is left is outside the server
         outside = latency - own
         model_ms = float(own.mean())
@@ -299,6 +304,8 @@ def _client_overhead(
         "model_ms": round(model_ms, 4),  # what the quantiles below are the latency beyond (on average)
         "outside_from": source,  # what came off each request's latency: per request, or one mean for all
         "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - the server's own time
+        "queue_ms": round(float(queue.mean()), 4) if queued else None,  # the batcher queue's mean wait here
+        "server_time_factors": factors,  # the server's time per request less its queue wait, over its mean
         "requests": len(lat),
         "rate": round(rate, 3),
         "late_fraction": data.get("late_fraction"),
@@ -325,6 +332,9 @@ class ServingTerms:
     fixed_from: str  # "load-test client" or "closed loop (http.client)"
     fixed_quantiles_s: tuple[float, ...] = ()  # the fixed term's spread (light load test), when measured
     per_call_s: float = 0.0  # the server's batch-1 call under open-loop load beyond the profiled one, per batch
+    # the server's time per request (less its queue wait) over its mean, light open-loop load: each
+    # simulated call is scaled by one drawn from these (empty: the profiled calls' own spread only)
+    call_factors: tuple[float, ...] = ()
 
     def front_end_slows_inference(self) -> bool:
         """Whether the front end, on a station of its own (a core to spare; on a core shared with
@@ -346,6 +356,9 @@ class ServingTerms:
             q = self.fixed_quantiles_s
             spread = f", p99 {q[round(0.99 * (len(q) - 1))] * 1e3:.3g} ms"
         slower = f" + {self.per_call_s * 1e3:.3g} ms per call" if self.per_call_s > 0 else ""
+        if self.call_factors:
+            f = self.call_factors
+            slower += f", calls spread as served (p99 x{f[round(0.99 * (len(f) - 1))]:.3g} of the mean)"
         return (
             f"server front end {self.frontend_s * 1e3:.3g} ms + {self.per_row_s * 1e3:.3g} ms per row{slower}, fixed "
             f"{self.fixed_s * 1e3:.3g} ms{spread} ({self.encoding}; fixed from the {self.fixed_from}"
@@ -359,6 +372,8 @@ class ServingTerms:
 
 def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms | None:
     """The serving terms of a profile (None when ``profile --serving`` did not measure them)."""
+    import numpy as np
+
     meta = profile.meta
     serving = meta.get("serving") or {}
     if not serving or "error" in serving:
@@ -375,6 +390,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
     client_name = "tritonclient.grpc" if enc == "grpc" else "http.client"
     fixed_s, fixed_from = float(fig["fixed_ms"]) / 1e3, f"closed loop ({client_name})"
     spread: tuple[float, ...] = ()
+    factors: tuple[float, ...] = ()
     frontend_s, infer_s = float(fig["frontend_ms"]) / 1e3, float(fig.get("inference_ms") or 0.0) / 1e3
     client = serving.get("client_grpc" if enc == "grpc" else "client") or {}
     open_loop = client.get("encoding") == enc and client.get("inference_ms") is not None and "model_ms" in client
@@ -392,9 +408,22 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         # slowdown (a core woken from idle, the client beside it: 22 ms against 19 ms closed-loop for
         # the CNN on a Zen 3 guest), which the server's self-reported latency would leave out.
         model_ms = float(client["model_ms"]) if open_loop else (frontend_s + infer_s) * 1e3
+        tail = int(client.get("requests") or 0) >= TAIL_REQUESTS
+        quantiles = [float(x) for x in client.get("overhead_quantiles_ms") or ()]
+        if open_loop and client.get("server_time_factors") and client.get("queue_ms") is not None:
+            # the light run's mean latency less its queue wait, less what the simulator charges a request
+            # that never queues: the fixed term's mean, whatever part of the server's work its own
+            # Server-Timing window leaves out (gRPC's C core reads and writes the message outside it,
+            # and that work is in the front end the simulator charges: counted once, not twice)
+            fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - (frontend_s + infer_s) * 1e3
+            if tail and quantiles:
+                shift = fixed_ms - float(np.mean(quantiles))
+                quantiles = [max(q + shift, 0.0) for q in quantiles]
+                factors = tuple(float(x) for x in client["server_time_factors"])
+            model_ms = float(client["client_ms"]) - fixed_ms
         fixed_s, fixed_from = max(float(client["client_ms"]) - model_ms, 0.0) / 1e3, "load-test client, open loop"
-        if int(client.get("requests") or 0) >= TAIL_REQUESTS:
-            spread = tuple(float(x) / 1e3 for x in client.get("overhead_quantiles_ms") or ())
+        if tail:
+            spread = tuple(q / 1e3 for q in quantiles)
     elif client.get("encoding") == enc and "fixed_ms" in client:
         fixed_s, fixed_from = float(client["fixed_ms"]) / 1e3, "load-test client"
     per_row, per_call = 0.0, 0.0
@@ -404,7 +433,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             per_call = min(max(infer_s - base, 0.0), MAX_PER_CALL_X * base)
         else:
             per_row = max(infer_s - base, 0.0)
-    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call)
+    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call, factors)
 
 
 def _profiled_batch1_s(profile: Profile, threads: int) -> float | None:

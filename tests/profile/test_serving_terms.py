@@ -142,3 +142,60 @@ def test_show_says_what_the_server_took_under_the_light_open_loop_run() -> None:
     assert line is not None and "light open-loop load (700 requests)" in line and "batch-1 call 2.5 ms" in line
     older = describe({"serving": {"json": FIG, "client": {"encoding": "json", "fixed_ms": 2.0}}})
     assert older is not None and "open-loop" not in older
+
+
+def test_the_served_calls_spread_scales_the_simulated_calls_and_the_fixed_term_keeps_the_rest() -> None:
+    """With each request's queue wait in its Server-Timing, the light run's server time per request (less
+    that wait) over its mean spreads the simulated calls (a slow call delays the requests behind it), and
+    the fixed term's spread is shifted so the light run's mean latency is what the simulator gives back:
+    its latency less the queue wait and the front end + call it charges (counted once, not twice)."""
+    import numpy as np
+
+    from optiserve.estimate.served import served_path
+    from optiserve.estimate.service import ServiceModel
+
+    factors = [0.8] * 90 + [1.0] * 6 + [3.0] * 5  # 101 quantiles: 5% of requests took 3x the mean
+    outside = [1.0] * 101
+    client = {
+        "encoding": "binary",
+        "client_ms": 9.0,
+        "server_ms": 4.0,
+        "fixed_ms": 5.0,
+        "frontend_ms": 0.5,
+        "inference_ms": 2.5,
+        "model_ms": 3.3,
+        "queue_ms": 0.2,
+        "overhead_quantiles_ms": outside,
+        "server_time_factors": factors,
+        "requests": 1000,
+    }
+    terms = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
+    assert terms is not None and terms.call_factors == tuple(factors)
+    charged = 0.5 + 2.5  # front end (the cheaper of back to back and the light run) + the light run's call
+    want = 9.0 - 0.2 - charged
+    assert terms.fixed_s == pytest.approx(want * 1e-3)
+    assert np.mean(terms.fixed_quantiles_s) == pytest.approx(want * 1e-3)  # the spread's mean is the fixed term
+    assert "calls spread as served (p99 x3" in terms.describe()
+    service = ServiceModel({1: np.full(50, 2e-3), 4: np.full(50, 5e-3)})
+    served, _ = served_path(service, terms, 4, 0.0, 1)
+    for b in (1, 4):
+        s = served.samples[b]
+        base = service.samples[b][0] + terms.per_call_s
+        assert float(np.mean(s)) == pytest.approx(base)  # the mean as measured
+        assert float(np.quantile(s, 0.99)) > 2.0 * base  # the served tail is the calls' own now
+    older = {k: v for k, v in client.items() if k not in ("server_time_factors", "queue_ms")}
+    kept = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": older}), "binary")
+    assert kept is not None and kept.call_factors == () and kept.fixed_quantiles_s[0] == 1e-3  # as recorded
+
+
+def test_jitter_keeps_the_mean_and_no_factors_keep_the_model() -> None:
+    import numpy as np
+
+    from optiserve.estimate.service import ServiceModel
+
+    service = ServiceModel({1: np.linspace(1e-3, 2e-3, 30)})
+    assert service.jittered(()) is service and service.jittered((float("nan"),)) is service
+    wide = service.jittered((0.5, 1.0, 1.5))
+    assert float(np.mean(wide.samples[1])) == pytest.approx(float(np.mean(service.samples[1])))
+    assert float(np.std(wide.samples[1])) > float(np.std(service.samples[1]))
+    assert np.array_equal(wide.samples[1], service.jittered((0.5, 1.0, 1.5)).samples[1])  # seeded: one plan, one answer
