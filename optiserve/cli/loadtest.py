@@ -169,6 +169,8 @@ def loadtest(
             s["server_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.server_ms]
         if result.queue_ms.size and not np.isnan(result.queue_ms).all():  # of which its batcher queue wait
             s["server_queue_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.queue_ms]
+        if result.call_ms.size and not np.isnan(result.call_ms).all():  # and its batch's runtime call
+            s["server_call_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.call_ms]
         if forecast is not None:  # per scheduled request, without any overhead: what --overhead-from subtracts
             s["predicted_service_ms"] = [round(float(x), 4) for x in forecast.service_ms]
         json_out.write_text(_json.dumps(s))

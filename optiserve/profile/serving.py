@@ -274,18 +274,22 @@ def _client_overhead(
     own = np.asarray([np.nan if x is None else x for x in data.get("server_ms") or []], dtype=np.float64)
     queue = np.asarray([np.nan if x is None else x for x in data.get("server_queue_ms") or []], dtype=np.float64)
     timed = own.size == latency.size and bool(np.isfinite(own).all())
+    call = np.asarray([np.nan if x is None else x for x in data.get("server_call_ms") or []], dtype=np.float64)
     queued = timed and queue.size == latency.size and bool(np.isfinite(queue).all())
+    called = queued and call.size == latency.size and bool(np.isfinite(call).all()) and float(call.mean()) > 0
     factors: list[float] = []
-    if queued:  # each request's wait in the batcher queue (Server-Timing) is the simulator's to add; the
-        # rest of the server's time varies more than the profiled calls back to back (a stall, a call
-        # slowed by the loop): that spread, over its mean, becomes the simulated calls' own, so a slow
-        # call delays the requests behind it; what is left outside the server is the fixed term's spread
-        served = own - queue
-        model_ms = float(served.mean())
-        if model_ms > 0:
-            factors = [round(float(x), 4) for x in np.quantile(served / model_ms, np.linspace(0, 1, QUANTILES))]
-        outside = latency - own
-        source = "server-timing (the server's time per request, less its queue wait, spreads the calls)"
+    if called:  # each request's queue wait and its batch's call (Server-Timing): the wait is the simulator's
+        # to add; the served calls vary more than the profiled ones back to back (a stall, cold caches), and
+        # that spread, over its mean, becomes the simulated calls' own, so a slow call delays the requests
+        # behind it; the rest (front end, the loop, the client) is the fixed term's spread
+        model_ms = float((own - queue).mean())
+        factors = [round(float(x), 4) for x in np.quantile(call / call.mean(), np.linspace(0, 1, QUANTILES))]
+        outside = latency - queue - call
+        source = "server-timing (less each request's queue wait and call; the calls' spread is their own)"
+    elif queued:  # the wait alone: the server's time beyond it comes off as its mean, stalls stay in the spread
+        model_ms = float((own - queue).mean())
+        outside = latency - queue - model_ms
+        source = "server-timing queue wait + the server's mean time beyond it"
     elif timed:  # each request's own server time: what is left is outside the server
         outside = latency - own
         model_ms = float(own.mean())
@@ -305,7 +309,7 @@ def _client_overhead(
         "outside_from": source,  # what came off each request's latency: per request, or one mean for all
         "overhead_quantiles_ms": [round(float(x), 4) for x in spread],  # latency - the server's own time
         "queue_ms": round(float(queue.mean()), 4) if queued else None,  # the batcher queue's mean wait here
-        "server_time_factors": factors,  # the server's time per request less its queue wait, over its mean
+        "call_factors": factors,  # each request's batch call over their mean: the served calls' spread
         "requests": len(lat),
         "rate": round(rate, 3),
         "late_fraction": data.get("late_fraction"),
@@ -410,7 +414,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         model_ms = float(client["model_ms"]) if open_loop else (frontend_s + infer_s) * 1e3
         tail = int(client.get("requests") or 0) >= TAIL_REQUESTS
         quantiles = [float(x) for x in client.get("overhead_quantiles_ms") or ()]
-        if open_loop and client.get("server_time_factors") and client.get("queue_ms") is not None:
+        if open_loop and client.get("call_factors") and client.get("queue_ms") is not None:
             # the light run's mean latency less its queue wait, less what the simulator charges a request
             # that never queues: the fixed term's mean, whatever part of the server's work its own
             # Server-Timing window leaves out (gRPC's C core reads and writes the message outside it,
@@ -419,7 +423,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             if tail and quantiles:
                 shift = fixed_ms - float(np.mean(quantiles))
                 quantiles = [max(q + shift, 0.0) for q in quantiles]
-                factors = tuple(float(x) for x in client["server_time_factors"])
+                factors = tuple(float(x) for x in client["call_factors"])
             model_ms = float(client["client_ms"]) - fixed_ms
         fixed_s, fixed_from = max(float(client["client_ms"]) - model_ms, 0.0) / 1e3, "load-test client, open loop"
         if tail:

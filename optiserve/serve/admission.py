@@ -31,13 +31,14 @@ class Overloaded(Exception):
 class Ticket:
     """A request's place in flight: its body bytes and its slot, until released."""
 
-    __slots__ = ("_admission", "_done", "admitted", "nbytes", "since", "started_at", "waiting")
+    __slots__ = ("_admission", "_done", "admitted", "call_s", "nbytes", "since", "started_at", "waiting")
 
     def __init__(self, admission: Admission, nbytes: int, now: float) -> None:
         self._admission, self.nbytes, self._done = admission, nbytes, False
         self.admitted = now
         self.since = 0.0
         self.started_at = math.nan  # when its batch began (perf_counter): the end of its queue wait
+        self.call_s = math.nan  # its batch's runtime call (seconds)
         self.waiting = False
 
     def grow(self, nbytes: int) -> None:
@@ -59,6 +60,10 @@ class Ticket:
         """Its batch began: no longer waiting (the batcher calls this, from its worker thread)."""
         self.started_at = time.perf_counter()
         self.waiting = False
+
+    def ran(self, seconds: float) -> None:
+        """Its batch's runtime call took ``seconds`` (the batcher calls this, on the event loop)."""
+        self.call_s = seconds
 
     def release(self) -> None:
         if not self._done:

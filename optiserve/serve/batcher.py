@@ -47,6 +47,7 @@ class Pending:
     future: asyncio.Future[list[np.ndarray]] = field(repr=False)
     group: bytes = b""  # requests batch together only within one group
     on_start: Callable[[], None] | None = field(default=None, repr=False)  # its batch began (admission's clock)
+    on_ran: Callable[[float], None] | None = field(default=None, repr=False)  # its batch's runtime call, seconds
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,16 @@ class DynamicBatcher:
             await loop.run_in_executor(None, t.join, 5.0)
 
     async def submit(
-        self, feeds: dict[str, np.ndarray], rows: int, on_start: Callable[[], None] | None = None
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        on_start: Callable[[], None] | None = None,
+        on_ran: Callable[[float], None] | None = None,
     ) -> list[np.ndarray]:
         if self.depth >= self.max_queue:
             raise QueueFull(f"queue full ({self.max_queue} requests waiting)")
         fut: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        item = Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds), on_start)
+        item = Pending(feeds, rows, time.perf_counter(), fut, self.group_of(feeds), on_start, on_ran)
         with self._arrived:
             self._waiting.append(item)
             self._arrived.notify()
@@ -232,6 +237,8 @@ class DynamicBatcher:
         if self._observer:
             self._observer(rec)
         for p, part in zip(batch, parts, strict=True):
+            if p.on_ran is not None:
+                p.on_ran(rec.compute_s)
             if not p.future.done():
                 p.future.set_result(part)
 

@@ -177,8 +177,8 @@ class ServedModel:
         assert self.batcher is not None and self.ready, "infer() before start()"
         t0 = arrived if arrived is not None else time.perf_counter()
         try:
-            on_start = ticket.started if ticket is not None else None
-            outs = await self.batcher.submit({t.name: t.array for t in tensors}, rows, on_start)
+            on_start, on_ran = (ticket.started, ticket.ran) if ticket is not None else (None, None)
+            outs = await self.batcher.submit({t.name: t.array for t in tensors}, rows, on_start, on_ran)
         except QueueFull as exc:
             raise Overloaded(str(exc)) from None
         except Exception as exc:

@@ -235,7 +235,7 @@ def make_servicer(model: ServedModel, access: AccessPolicy | None = None, admitt
                     raise _Abort(500, "INTERNAL", str(exc)) from None
                 end = time.perf_counter()
                 model.stats.request(True, end - arrived, parsed - arrived, end - done)
-                timing = header_value(end - arrived, ticket.started_at - parsed)  # as REST's header
+                timing = header_value(end - arrived, ticket.started_at - parsed, ticket.call_s)  # as REST's
                 context.set_trailing_metadata((("server-timing", timing),))
                 return response
 

@@ -64,6 +64,8 @@ class LoadResult:
     server_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     # of which its wait in the batcher queue (the Server-Timing ``queue`` metric, ms; NaN where not sent)
     queue_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    # and its batch's runtime call (the ``call`` metric, ms)
+    call_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     @property
     def client_cpu_ms(self) -> float:
@@ -148,7 +150,7 @@ def run_loadtest(
     from locust.exception import StopUser
 
     n = int(schedule_s.size)
-    results: list[tuple[float, float, float, int, float, float]] = []  # sched., sent, done, status, server, queue ms
+    results: list[tuple[float, float, float, int, float, float, float]] = []  # + server, queue, call ms
     cursor = [0]  # next request to send, shared by the users (gevent: no preemption here)
     clock = {"t0": 0.0}
     path = f"{parsed.path.rstrip('/')}/v2/models/{model}/infer"
@@ -182,7 +184,7 @@ def run_loadtest(
                 else:
                     resp.failure(f"status {status}")
                 timing = resp.headers.get("server-timing") if status == 200 else None
-            results.append((due, sent, time.perf_counter(), status, metric_ms(timing), metric_ms(timing, "queue")))
+            results.append((due, sent, time.perf_counter(), status, *_timings(timing)))
 
     class GrpcOpenLoop(User):  # type: ignore[misc]
         """The same schedule over gRPC: gevent-cooperative calls (grpc's gevent mode) on a few channels."""
@@ -204,7 +206,7 @@ def run_loadtest(
             except grpc.RpcError as exc:
                 status = GRPC_STATUS.get(exc.code().name, 500)
                 codes[status] = exc.code().name
-            results.append((due, sent, time.perf_counter(), status, metric_ms(timing), metric_ms(timing, "queue")))
+            results.append((due, sent, time.perf_counter(), status, *_timings(timing)))
 
     codes: dict[int, str] = {}
     spread = itertools.count()
@@ -238,7 +240,7 @@ def run_loadtest(
         c.close()
     gc.enable()
     gc.unfreeze()
-    arr = np.array(results, dtype=np.float64).reshape(-1, 6)
+    arr = np.array(results, dtype=np.float64).reshape(-1, 7)
     ok = arr[arr[:, 3] == 200]
     errors: dict[str, int] = {}
     for s in arr[arr[:, 3] != 200][:, 3].astype(int):
@@ -252,7 +254,14 @@ def run_loadtest(
     ok = ok[np.argsort(ok[:, 0], kind="stable")]  # in schedule order: scheduled times increase with the index
     index = np.searchsorted(clock["t0"] + schedule_s, ok[:, 0] - 1e-9)
     latency = (ok[:, 2] - ok[:, 0]) * 1e3
-    return LoadResult(url, n, len(ok), errors, latency, index, late, span, rate, client_cpu_s, ok[:, 4], ok[:, 5])
+    return LoadResult(
+        url, n, len(ok), errors, latency, index, late, span, rate, client_cpu_s, ok[:, 4], ok[:, 5], ok[:, 6]
+    )
+
+
+def _timings(header: str | None) -> tuple[float, float, float]:
+    """(server, queue wait, call) ms of one response's Server-Timing; NaN for each one not sent."""
+    return metric_ms(header), metric_ms(header, "queue"), metric_ms(header, "call")
 
 
 def server_timing_ms(header: str | None, metric: str = "infer") -> float:

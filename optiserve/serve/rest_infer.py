@@ -150,7 +150,7 @@ class InferHandler:
             # W3C Server-Timing: the server's own time for this request and its wait in the batcher
             # queue (ms), so a client can tell its side of the latency from the server's, and the
             # server's queueing from the rest of its time, one request at a time (profile --serving does)
-            timing = header_value(time.perf_counter() - arrived, ticket.started_at - parsed)
+            timing = header_value(time.perf_counter() - arrived, ticket.started_at - parsed, ticket.call_s)
             extra.append((b"server-timing", timing.encode()))
             await send_json(send, 200, payload, extra)
         end = time.perf_counter()

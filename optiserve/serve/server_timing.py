@@ -1,9 +1,10 @@
 """The server's own time per request, as a W3C ``Server-Timing`` value (REST header, gRPC trailer).
 
-Two metrics: ``infer`` (arrival to the response, ms) and ``queue`` (the request's wait in
-the batcher queue: from its submission to the start of its batch). A client subtracts the
-wait, which the queueing simulator adds itself, and keeps the rest of the server's time
-per request, stalls included, in the latency spread ``profile --serving`` measures.
+Three metrics: ``infer`` (arrival to the response, ms), ``queue`` (the request's wait in
+the batcher queue: from its submission to the start of its batch) and ``call`` (its batch's
+runtime call). ``profile --serving`` takes the wait off (the queueing simulator adds its
+own), spreads the simulated calls as the served calls spread (a stall in a call delays the
+requests behind it), and keeps the rest per request in the fixed term's spread.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import math
 
 
-def header_value(total_s: float, queue_s: float) -> str:
-    """``infer;dur=T, queue;dur=W`` in ms (the queue metric left out when the wait is unknown)."""
+def header_value(total_s: float, queue_s: float, call_s: float = math.nan) -> str:
+    """``infer;dur=T, queue;dur=W, call;dur=C`` in ms (a metric left out when it is unknown)."""
     value = f"infer;dur={total_s * 1e3:.3f}"
-    if math.isfinite(queue_s):
-        value += f", queue;dur={max(queue_s, 0.0) * 1e3:.3f}"
+    for name, seconds in (("queue", queue_s), ("call", call_s)):
+        if math.isfinite(seconds):
+            value += f", {name};dur={max(seconds, 0.0) * 1e3:.3f}"
     return value
 
 

@@ -145,8 +145,8 @@ def test_show_says_what_the_server_took_under_the_light_open_loop_run() -> None:
 
 
 def test_the_served_calls_spread_scales_the_simulated_calls_and_the_fixed_term_keeps_the_rest() -> None:
-    """With each request's queue wait in its Server-Timing, the light run's server time per request (less
-    that wait) over its mean spreads the simulated calls (a slow call delays the requests behind it), and
+    """With each request's queue wait and call in its Server-Timing, the light run's calls over their mean
+    spread the simulated calls (a slow call delays the requests behind it), and
     the fixed term's spread is shifted so the light run's mean latency is what the simulator gives back:
     its latency less the queue wait and the front end + call it charges (counted once, not twice)."""
     import numpy as np
@@ -166,7 +166,7 @@ def test_the_served_calls_spread_scales_the_simulated_calls_and_the_fixed_term_k
         "model_ms": 3.3,
         "queue_ms": 0.2,
         "overhead_quantiles_ms": outside,
-        "server_time_factors": factors,
+        "call_factors": factors,
         "requests": 1000,
     }
     terms = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
@@ -183,7 +183,7 @@ def test_the_served_calls_spread_scales_the_simulated_calls_and_the_fixed_term_k
         base = service.samples[b][0] + terms.per_call_s
         assert float(np.mean(s)) == pytest.approx(base)  # the mean as measured
         assert float(np.quantile(s, 0.99)) > 2.0 * base  # the served tail is the calls' own now
-    older = {k: v for k, v in client.items() if k not in ("server_time_factors", "queue_ms")}
+    older = {k: v for k, v in client.items() if k not in ("call_factors", "queue_ms")}
     kept = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": older}), "binary")
     assert kept is not None and kept.call_factors == () and kept.fixed_quantiles_s[0] == 1e-3  # as recorded
 

@@ -88,6 +88,8 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
     assert len(own) == 180 and all(0 < s < lat for s, lat in zip(own, r["latency_ms"], strict=True))
     queue = r["server_queue_ms"]  # of which its wait in the batcher queue (Server-Timing's queue metric)
     assert len(queue) == 180 and all(0 <= q <= s for q, s in zip(queue, own, strict=True))
+    call = r["server_call_ms"]  # and its batch's runtime call
+    assert len(call) == 180 and all(0 < c <= s - q for c, q, s in zip(call, queue, own, strict=True))
     # the client's own CPU is measured (this process's CPU over the run), so a tail it caused can be named
     assert r["client_cpu_ms"] > 0 and 0 < r["client_busy"] < 1.5 and "client CPU" in proc.stdout
     assert r["verdict"] == "inconclusive"  # 180 requests cannot show p99 < 500 ms at 95%: honest, not lucky
@@ -130,6 +132,7 @@ def test_the_same_schedule_over_grpc(server: str, tmp_path: Path) -> None:
     own = r["server_ms"]  # the server's own time per call, from its server-timing trailer
     assert len(own) == 180 and all(0 < s < lat for s, lat in zip(own, r["latency_ms"], strict=True))
     assert all(0 <= q <= s for q, s in zip(r["server_queue_ms"], own, strict=True))  # the trailer's queue wait
+    assert all(0 < c < s for c, s in zip(r["server_call_ms"], own, strict=True))  # and its batch's call
     with urllib.request.urlopen(f"{server}/v2/models/mlp/stats", timeout=5) as m:
         assert json.loads(m.read())["model_stats"][0]["inference_stats"]["success"]["count"] >= 180
 
@@ -254,7 +257,7 @@ def test_server_timing_header_round_trips() -> None:
 
     from optiserve.serve.server_timing import header_value, metric_ms
 
-    value = header_value(0.0125, 0.002)
-    assert metric_ms(value) == 12.5 and metric_ms(value, "queue") == 2.0
+    value = header_value(0.0125, 0.002, 0.004)
+    assert metric_ms(value) == 12.5 and metric_ms(value, "queue") == 2.0 and metric_ms(value, "call") == 4.0
     assert math.isnan(metric_ms(header_value(0.0125, math.nan), "queue"))
     assert metric_ms(header_value(0.001, -1e-6), "queue") == 0.0  # clocks a hair apart never give a negative wait
