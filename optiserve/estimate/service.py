@@ -62,18 +62,20 @@ class ServiceModel:
 
     def jittered(self, factors: tuple[float, ...], draws: int = 4096, seed: int = 0) -> ServiceModel:
         """Each call also varies as the served calls did: every sample times a factor drawn from
-        ``factors`` (the server's own time per request over its mean, measured under light open-loop
-        load), normalised to mean 1 so the mean is kept. A slow call in the server delays the requests
+        ``factors`` (quantiles of the served calls over their mean, measured under light open-loop
+        load), the mean kept as profiled. A slow call in the server delays the requests
         queued behind it, which a fixed term added afterwards cannot (issue 14)."""
         f = np.asarray(factors, dtype=np.float64)
-        if f.size == 0 or not np.isfinite(f).all() or f.mean() <= 0:
+        if f.size < 2 or not np.isfinite(f).all() or f.mean() <= 0:
             return self
-        f = f / f.mean()
         rng = np.random.default_rng(seed)
         out = {}
         for b, s in self.samples.items():
             n = max(draws, len(s))
-            drawn = rng.choice(s, n) * rng.choice(f, n)
+            # factors are quantiles at evenly spaced levels: drawn through their inverse CDF, as the
+            # simulator draws the fixed term (picking one of the 101 would give the top one, a single
+            # request's, 1% of the draws)
+            drawn = rng.choice(s, n) * np.interp(rng.random(n), np.linspace(0.0, 1.0, f.size), f)
             out[b] = drawn * (float(np.mean(s)) / float(np.mean(drawn)))  # the mean exactly as measured
         return ServiceModel(out)
 

@@ -194,8 +194,11 @@ def test_jitter_keeps_the_mean_and_no_factors_keep_the_model() -> None:
     from optiserve.estimate.service import ServiceModel
 
     service = ServiceModel({1: np.linspace(1e-3, 2e-3, 30)})
-    assert service.jittered(()) is service and service.jittered((float("nan"),)) is service
+    assert service.jittered(()) is service and service.jittered((float("nan"), 1.0)) is service
     wide = service.jittered((0.5, 1.0, 1.5))
     assert float(np.mean(wide.samples[1])) == pytest.approx(float(np.mean(service.samples[1])))
     assert float(np.std(wide.samples[1])) > float(np.std(service.samples[1]))
     assert np.array_equal(wide.samples[1], service.jittered((0.5, 1.0, 1.5)).samples[1])  # seeded: one plan, one answer
+    # quantiles are drawn through their inverse CDF: the top one (a single request's) is not 1 draw in 101
+    flat = ServiceModel({1: np.full(10, 1e-3)}).jittered((1.0,) * 100 + (50.0,))
+    assert float(np.mean(flat.samples[1] > 40 * np.median(flat.samples[1]))) < 0.005  # 1 in 101 would be 0.0099
