@@ -165,12 +165,11 @@ def loadtest(
     if json_out:
         s["latency_ms"] = [round(float(x), 4) for x in result.latency_ms]
         s["index"] = [int(i) for i in result.index]
-        if result.server_ms.size and not np.isnan(result.server_ms).all():  # the server's side of each latency
-            s["server_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.server_ms]
-        if result.queue_ms.size and not np.isnan(result.queue_ms).all():  # of which its batcher queue wait
-            s["server_queue_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.queue_ms]
-        if result.call_ms.size and not np.isnan(result.call_ms).all():  # and its batch's runtime call
-            s["server_call_ms"] = [None if np.isnan(x) else round(float(x), 4) for x in result.call_ms]
+        # the server's side of each latency (Server-Timing), of which its batcher queue wait and its batch's call
+        for key, ms in (("server_ms", result.server_ms), ("server_queue_ms", result.queue_ms),
+                        ("server_call_ms", result.call_ms)):  # fmt: skip
+            if ms.size and not np.isnan(ms).all():
+                s[key] = [None if np.isnan(x) else round(float(x), 4) for x in ms]
         if forecast is not None:  # per scheduled request, without any overhead: what --overhead-from subtracts
             s["predicted_service_ms"] = [round(float(x), 4) for x in forecast.service_ms]
         json_out.write_text(_json.dumps(s))

@@ -271,12 +271,16 @@ def _client_overhead(
         front_ms = histogram_mean(before, after, "optiserve_frontend_seconds") * 1e3
     model_ms = front_ms + (infer_ms if infer_ms is not None else float(measured[enc]["inference_ms"]))
     latency = np.asarray(lat, dtype=np.float64)
-    own = np.asarray([np.nan if x is None else x for x in data.get("server_ms") or []], dtype=np.float64)
-    queue = np.asarray([np.nan if x is None else x for x in data.get("server_queue_ms") or []], dtype=np.float64)
-    timed = own.size == latency.size and bool(np.isfinite(own).all())
-    call = np.asarray([np.nan if x is None else x for x in data.get("server_call_ms") or []], dtype=np.float64)
-    queued = timed and queue.size == latency.size and bool(np.isfinite(queue).all())
-    called = queued and call.size == latency.size and bool(np.isfinite(call).all()) and float(call.mean()) > 0
+
+    def per_request(key: str) -> np.ndarray:  # a Server-Timing metric of every request; None -> NaN
+        return np.asarray([np.nan if x is None else x for x in data.get(key) or []], dtype=np.float64)
+
+    def complete(a: np.ndarray) -> bool:
+        return a.size == latency.size and bool(np.isfinite(a).all())
+
+    own, queue, call = per_request("server_ms"), per_request("server_queue_ms"), per_request("server_call_ms")
+    timed, queued = complete(own), complete(own) and complete(queue)
+    called = queued and complete(call) and float(call.mean()) > 0
     factors: list[float] = []
     if called:  # each request's queue wait and its batch's call (Server-Timing): the wait is the simulator's
         # to add; the served calls vary more than the profiled ones back to back (a stall, cold caches), and
@@ -286,10 +290,6 @@ def _client_overhead(
         factors = [round(float(x), 4) for x in np.quantile(call / call.mean(), np.linspace(0, 1, QUANTILES))]
         outside = latency - queue - call
         source = "server-timing (less each request's queue wait and call; the calls' spread is their own)"
-    elif queued:  # the wait alone: the server's time beyond it comes off as its mean, stalls stay in the spread
-        model_ms = float((own - queue).mean())
-        outside = latency - queue - model_ms
-        source = "server-timing queue wait + the server's mean time beyond it"
     elif timed:  # each request's own server time: what is left is outside the server
         outside = latency - own
         model_ms = float(own.mean())
@@ -336,8 +336,8 @@ class ServingTerms:
     fixed_from: str  # "load-test client" or "closed loop (http.client)"
     fixed_quantiles_s: tuple[float, ...] = ()  # the fixed term's spread (light load test), when measured
     per_call_s: float = 0.0  # the server's batch-1 call under open-loop load beyond the profiled one, per batch
-    # the server's time per request (less its queue wait) over its mean, light open-loop load: each
-    # simulated call is scaled by one drawn from these (empty: the profiled calls' own spread only)
+    # quantiles of the served batch calls over their mean, light open-loop load: each simulated call
+    # is scaled by one drawn from these (empty: the profiled calls' own spread only)
     call_factors: tuple[float, ...] = ()
 
     def front_end_slows_inference(self) -> bool:
@@ -412,6 +412,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         # slowdown (a core woken from idle, the client beside it: 22 ms against 19 ms closed-loop for
         # the CNN on a Zen 3 guest), which the server's self-reported latency would leave out.
         model_ms = float(client["model_ms"]) if open_loop else (frontend_s + infer_s) * 1e3
+        fixed_ms = float(client["client_ms"]) - model_ms
         tail = int(client.get("requests") or 0) >= TAIL_REQUESTS
         quantiles = [float(x) for x in client.get("overhead_quantiles_ms") or ()]
         if open_loop and client.get("call_factors") and client.get("queue_ms") is not None:
@@ -424,8 +425,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
                 shift = fixed_ms - float(np.mean(quantiles))
                 quantiles = [max(q + shift, 0.0) for q in quantiles]
                 factors = tuple(float(x) for x in client["call_factors"])
-            model_ms = float(client["client_ms"]) - fixed_ms
-        fixed_s, fixed_from = max(float(client["client_ms"]) - model_ms, 0.0) / 1e3, "load-test client, open loop"
+        fixed_s, fixed_from = max(fixed_ms, 0.0) / 1e3, "load-test client, open loop"
         if tail:
             spread = tuple(q / 1e3 for q in quantiles)
     elif client.get("encoding") == enc and "fixed_ms" in client:
