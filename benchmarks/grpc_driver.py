@@ -3,7 +3,7 @@
 Open loop (Poisson arrivals, each latency from its *scheduled* send) or closed
 loop (``users`` callers back to back), over a few channels as a fleet of
 clients would open. Python's gRPC client costs more per call than
-``load_driver``'s raw HTTP/1.1 protocol, so what it really sent and its own lag
+``socket_driver``'s raw HTTP/1.1 protocol, so what it really sent and its own lag
 are returned: a factor it could not offer says so. Every refusal counts, from
 the server's admission (UNAVAILABLE), its Python-side call limit
 (RESOURCE_EXHAUSTED) or the C core's pending limit (CANCELLED); anything else
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.load_driver import TIMEOUT_S, Run
+from optiserve._socket_driver import TIMEOUT_S, Run
 
 REFUSALS = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,15 @@ from optiserve.profile.serving import measure_serving
 from optiserve.profile.store import ParquetStore, load_profile
 from optiserve.profile.sweep import build_spec
 from optiserve.serve.loadtest import wait_until_ready
-from optiserve.serve.prediction import measured_overheads, per_item_cost_for_capacity, simulated_ms, with_overheads
+from optiserve.serve.prediction import (
+    ServedConfig,
+    measured_overheads,
+    per_item_cost_for_capacity,
+    server_model,
+    simulated_ms,
+    with_overheads,
+)
+from optiserve._socket_driver import drive, run
 from optiserve.types import InputLayout
 
 
@@ -159,12 +167,13 @@ class Calibration:
     rate: float
 
 
-def calibrate(server: Server, name: str, service: ServiceModel, policy: BatchingPolicy, work: Path) -> Calibration:
-    """Two measured runs: a saturating one for the capacity, a light one for the
-    server's CPU per request and for the overhead the simulator does not model."""
+def calibrate(
+    server: Server, name: str, service: ServiceModel, policy: BatchingPolicy, work: Path, measured: float
+) -> Calibration:
+    """The hand-fitted path (reported beside the profile's): the CPU per row that brings the model's
+    capacity down to the ``measured`` one, and the overhead a light Locust run has beyond it."""
     model_cap = service.capacity(policy.max_batch, policy.instances)
-    sat = load(server.url, name, min(2 * model_cap, 4000.0), 3, 98, work / "saturation.json")
-    capacity = min(model_cap, sat["achieved_rate"])
+    capacity = min(model_cap, measured)
     per_request = per_item_cost_for_capacity(service, policy, capacity)
     shared = service.plus_per_item(per_request)
     rate = 0.05 * capacity
@@ -173,3 +182,76 @@ def calibrate(server: Server, name: str, service: ServiceModel, policy: Batching
     sim = simulated_ms(poisson_arrivals(rate, int(np.ceil(rate * duration)), 99), shared, policy, 99)
     overhead = measured_overheads(light["latency_ms"], light["index"], sim)
     return Calibration(per_request, shared, float(capacity), overhead, rate)
+
+
+def closed_loop_capacity(server: Server, name: str, binary: bool, connections: int = 32) -> float:
+    """200s per second under a saturating closed loop from the raw-socket driver (on the client's
+    CPU): the server's capacity, which Locust (one Python process) cannot reach for a small model."""
+    from optiserve._oip_client import payload_for
+
+    body, headers = payload_for(server.url, name, binary=binary)
+    head = f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
+    raw = head.encode() + b"\r\n" + body
+    mine = os.sched_getaffinity(0)
+    if CLIENT_CPUS:
+        os.sched_setaffinity(0, CLIENT_CPUS)
+    try:
+        run(drive(server.port, raw, None, 1.0, 10.0, users=connections))  # warm
+        return run(drive(server.port, raw, None, 4.0, 10.0, users=connections)).ok
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+PERF_ANALYZER = Path(__file__).resolve().parents[1] / ".venv" / "perf_analyzer" / "perf_analyzer"
+
+
+@dataclass(frozen=True)
+class PaRun:
+    """Triton's perf_analyzer on a given schedule (``--request-intervals``), each request as it went."""
+
+    sent_s: np.ndarray  # each request's send time, from the first
+    latency_ms: np.ndarray
+    client_overhead: str  # perf_analyzer's own "Avg client overhead" line: its CPU share
+
+    def p99_ms(self) -> float:
+        return float(np.quantile(self.latency_ms, 0.99))
+
+
+def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> PaRun:
+    """Binary tensors over HTTP (perf_analyzer's only REST form), async, its default random data; the
+    gaps of ``schedule_s`` as its request intervals, three count windows of a third each."""
+    gaps = np.diff(np.concatenate([[0.0], schedule_s])) * 1e6
+    intervals, export = work / "intervals.txt", work / "pa-export.json"
+    intervals.write_text("".join(f"{max(1, round(g))}\n" for g in gaps))
+    export.unlink(missing_ok=True)
+    cmd = [str(PERF_ANALYZER), "-m", model, "-i", "http", "-u", url.removeprefix("http://"), "-a"]
+    cmd += ["--request-intervals", str(intervals), "--measurement-mode", "count_windows"]
+    cmd += ["--measurement-request-count", str(max(50, len(schedule_s) // 3)), "--max-trials", "3"]
+    cmd += ["--stability-percentage", "999", "--profile-export-file", str(export)]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None,
+    )
+    if not export.is_file():
+        raise RuntimeError(f"perf_analyzer wrote no export: {(proc.stdout + proc.stderr)[-800:]}")
+    requests = [r for e in json.loads(export.read_text())["experiments"] for r in e["requests"]]
+    done = [r for r in requests if r.get("response_timestamps")]
+    t = np.asarray([r["timestamp"] for r in done], dtype=np.float64)
+    lat = np.asarray([r["response_timestamps"][-1] - r["timestamp"] for r in done], dtype=np.float64) / 1e6
+    order = np.argsort(t)
+    overhead = next((ln.strip() for ln in proc.stdout.splitlines() if "client overhead" in ln), "?")
+    if len(done) < len(requests):
+        raise RuntimeError(f"perf_analyzer: {len(requests) - len(done)} of {len(requests)} requests unanswered")
+    return PaRun((t[order] - t[order][0]) / 1e9, lat[order], overhead)
+
+
+def server_only_ms(profile: Path, served: ServedConfig, sent_s: np.ndarray, encoding: str) -> np.ndarray:
+    """The profile's served model on these send times, without the fixed term (the load-test
+    client's latency outside the server, which another client does not pay)."""
+    model = server_model(profile, served, encoding=encoding)
+    policy = replace(model.policy, fixed_s=0.0, fixed_spread_s=())
+    return simulated_ms(sent_s, model.service, policy, 1)

@@ -13,7 +13,7 @@ send and from the attempt. The asserted refusal latency is the latter: at 5x
 the MLP's rate the driver's own core runs late (its lag is printed and
 recorded), and that is not the server's. The server's RSS is recorded too.
 
-The driver (``load_driver.py``: raw protocol on uvloop) prints what it really
+The driver (``optiserve/_socket_driver.py``: raw protocol on uvloop) prints what it really
 sent; a factor it could not offer is marked ``DRIVER SHORT`` and the highest
 factor reached is in the record, so a result is judged against real load. A
 factor the driver fell short of while the server's core had room (under 90%
@@ -44,9 +44,9 @@ import psutil
 import pytest
 
 from benchmarks.grpc_driver import drive_grpc, infer_request
-from benchmarks.load_driver import MAX_CONNECTIONS, drive, run
 from optiserve._oip_client import payload_for
 from optiserve.models.zoo import build_zoo
+from optiserve._socket_driver import MAX_CONNECTIONS, drive, run
 
 BOUND_S = 0.5  # goodput: 200s answered within this of their scheduled send
 CAPACITY_CALLERS = 12  # gRPC closed loop: within the shedding limits of max batch 8 (16 calls in Python, 8 pending)

@@ -25,6 +25,7 @@ BASE = {
     "_reasons",
     "_validated_yaml",
     "_oip_client",
+    "_socket_driver",
     "_audit",
     "_signing",
     "_mlflow",

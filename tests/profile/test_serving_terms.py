@@ -202,3 +202,42 @@ def test_jitter_keeps_the_mean_and_no_factors_keep_the_model() -> None:
     # quantiles are drawn through their inverse CDF: the top one (a single request's) is not 1 draw in 101
     flat = ServiceModel({1: np.full(10, 1e-3)}).jittered((1.0,) * 100 + (50.0,))
     assert float(np.mean(flat.samples[1] > 40 * np.median(flat.samples[1]))) < 0.005  # 1 in 101 would be 0.0099
+
+
+def test_the_front_end_costs_what_the_loop_spends_per_request_under_load() -> None:
+    """A lone request costs the event loop far more than one among many (the MLP's JSON front end on a
+    Sapphire Rapids guest: 0.35 ms of the loop's CPU at 380 req/s, 0.14 ms at 6,750 req/s, where the
+    light figure capped the simulated server at 4,246 req/s). The saturating run's figure is the front
+    end; the lone request's extra moves into the fixed term, so a light load is predicted as before."""
+    client = {
+        "encoding": "binary",
+        "client_ms": 9.0,
+        "server_ms": 4.0,
+        "fixed_ms": 5.0,
+        "frontend_ms": 0.8,
+        "inference_ms": 2.5,
+        "model_ms": 3.3,
+        "requests": 200,
+    }
+    loaded = {**FIG, "saturated": {"rate": 900.0, "loop_cpu_ms": 0.2}}
+    light = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
+    heavy = serving_terms(_profile({"threads": 1, "json": FIG, "binary": loaded, "client": client}), "binary")
+    assert light is not None and heavy is not None
+    assert light.frontend_s == pytest.approx(0.5e-3) and heavy.frontend_s == pytest.approx(0.2e-3)
+    assert heavy.fixed_s + heavy.frontend_s == pytest.approx(light.fixed_s + light.frontend_s)
+    failed = {**FIG, "saturated": {"error": "the saturating run failed: x"}}  # the light figure stands
+    kept = serving_terms(_profile({"threads": 1, "json": FIG, "binary": failed, "client": client}), "binary")
+    assert kept is not None and kept.frontend_s == pytest.approx(0.5e-3)
+
+
+def test_the_other_rest_encodings_light_run_is_its_own() -> None:
+    """A model whose clients send JSON also gets binary's light run (``client_binary``): a binary load
+    (perf_analyzer's) is then predicted from its own open-loop figures, not the closed loop's."""
+    json_run = {"encoding": "json", "client_ms": 5.0, "fixed_ms": 1.0, "requests": 200}
+    binary_run = {"encoding": "binary", "client_ms": 4.0, "fixed_ms": 0.5, "requests": 200}
+    prof = _profile({"threads": 1, "json": FIG, "binary": FIG, "client": json_run, "client_binary": binary_run})
+    binary = serving_terms(prof, "binary")
+    assert binary is not None and "open loop" in binary.fixed_from
+    assert binary.fixed_s == pytest.approx((4.0 - 0.5 - 2.6) * 1e-3)
+    js = serving_terms(prof, "json")
+    assert js is not None and js.fixed_s == pytest.approx((5.0 - 0.5 - 2.6) * 1e-3)

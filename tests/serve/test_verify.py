@@ -25,7 +25,13 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     # the spread is each request's latency less its own wait in the batcher queue and its batch's call
     # (Server-Timing): the queueing is the simulator's to add, and the calls' spread becomes the simulated
     # calls' own (a slow call delays the requests behind it)
-    for c in (client, serving["client_grpc"]):
+    # the other REST encoding's light run too (perf_analyzer sends binary), and each REST encoding's
+    # saturating closed loop: the event loop's CPU per request under load, far below a lone request's
+    assert serving["client_binary"]["encoding"] == "binary" and serving["client_binary"]["requests"] > 0
+    for enc in ("json", "binary"):
+        sat = serving[enc]["saturated"]
+        assert sat["rate"] > 0 and 0 < sat["loop_cpu_ms"] < serving[enc]["server_cpu_ms"], sat
+    for c in (client, serving["client_binary"], serving["client_grpc"]):
         assert c["outside_from"].startswith("server-timing (less each request's queue wait and call"), c
         assert c["overhead_quantiles_ms"][0] >= 0 and c["model_ms"] > 0 and c["queue_ms"] >= 0, c
         f = c["call_factors"]
