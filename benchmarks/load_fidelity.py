@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from optiserve._oip_client import free_port
+from optiserve._socket_driver import drive, run
 from optiserve.estimate import BatchingPolicy, ServiceModel, poisson_arrivals, simulate
 from optiserve.profile.profiler import run_sweep
 from optiserve.profile.serving import measure_serving
@@ -28,7 +29,6 @@ from optiserve.serve.prediction import (
     simulated_ms,
     with_overheads,
 )
-from optiserve._socket_driver import drive, run
 from optiserve.types import InputLayout
 
 

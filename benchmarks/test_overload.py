@@ -45,8 +45,8 @@ import pytest
 
 from benchmarks.grpc_driver import drive_grpc, infer_request
 from optiserve._oip_client import payload_for
-from optiserve.models.zoo import build_zoo
 from optiserve._socket_driver import MAX_CONNECTIONS, drive, run
+from optiserve.models.zoo import build_zoo
 
 BOUND_S = 0.5  # goodput: 200s answered within this of their scheduled send
 CAPACITY_CALLERS = 12  # gRPC closed loop: within the shedding limits of max batch 8 (16 calls in Python, 8 pending)
