@@ -212,7 +212,7 @@ class PaRun:
 
     sent_s: np.ndarray  # each request's send time, from the first
     latency_ms: np.ndarray
-    client_overhead: str  # perf_analyzer's own "Avg client overhead" line: its CPU share
+    client_overhead: str  # how perf_analyzer exited (one window is never "stable" by its rule)
 
     def p99_ms(self) -> float:
         return float(np.quantile(self.latency_ms, 0.99))
@@ -220,15 +220,18 @@ class PaRun:
 
 def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> PaRun:
     """Binary tensors over HTTP (perf_analyzer's only REST form), async, its default random data; the
-    gaps of ``schedule_s`` as its request intervals, three count windows of a third each."""
+    gaps of ``schedule_s`` as its request intervals, one count window of them all. (Three windows put
+    stalls of up to 230 ms into the MLP's latencies near their boundaries, where perf_analyzer reads
+    the server's statistics: p99 19 ms at 3,000 req/s, 5.3 ms from one window. One window is never
+    "stable" by its rule, so it exits non-zero; the export is what is read.)"""
     gaps = np.diff(np.concatenate([[0.0], schedule_s])) * 1e6
     intervals, export = work / "intervals.txt", work / "pa-export.json"
     intervals.write_text("".join(f"{max(1, round(g))}\n" for g in gaps))
     export.unlink(missing_ok=True)
     cmd = [str(PERF_ANALYZER), "-m", model, "-i", "http", "-u", url.removeprefix("http://"), "-a"]
     cmd += ["--request-intervals", str(intervals), "--measurement-mode", "count_windows"]
-    cmd += ["--measurement-request-count", str(max(50, len(schedule_s) // 3)), "--max-trials", "3"]
-    cmd += ["--stability-percentage", "999", "--profile-export-file", str(export)]
+    cmd += ["--measurement-request-count", str(len(schedule_s)), "--max-trials", "1"]
+    cmd += ["--profile-export-file", str(export)]
     proc = subprocess.run(
         cmd,
         capture_output=True,
@@ -243,7 +246,7 @@ def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> P
     t = np.asarray([r["timestamp"] for r in done], dtype=np.float64)
     lat = np.asarray([r["response_timestamps"][-1] - r["timestamp"] for r in done], dtype=np.float64) / 1e6
     order = np.argsort(t)
-    overhead = next((ln.strip() for ln in proc.stdout.splitlines() if "client overhead" in ln), "?")
+    overhead = f"perf_analyzer exit {proc.returncode}"
     if len(done) < len(requests):
         raise RuntimeError(f"perf_analyzer: {len(requests) - len(done)} of {len(requests)} requests unanswered")
     return PaRun((t[order] - t[order][0]) / 1e9, lat[order], overhead)

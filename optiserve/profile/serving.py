@@ -78,6 +78,9 @@ MAX_PER_CALL_X = 3.0
 # The saturating run: enough connections to keep the loop busy, short (its figure is steady in a second)
 SATURATE_CONNECTIONS = 32
 SATURATE_S = 2.0
+# what the server's overload gate lets a queue hold (serve/admission.py's MIN_WAIT_S and BATCHES)
+GATE_WAIT_S = 0.02
+GATE_CALLS = 3
 
 
 def _closed_loop(url: str, path: str, body: bytes, headers: dict[str, str], n: int) -> list[float]:
@@ -210,7 +213,10 @@ def measure_serving(
             front = histogram_mean(before, after, "optiserve_frontend_seconds")
             batch = histogram_mean(before, after, "optiserve_batch_seconds")
             rtt = sum(rtts) / len(rtts)
-            saturated = _saturated(port, path, body, headers, proc)
+            per_request = histogram_mean(before, after, "optiserve_frontend_seconds") + histogram_mean(
+                before, after, "optiserve_batch_seconds"
+            )
+            saturated = _saturated(port, path, body, headers, proc, per_request)
             out[enc] = {
                 "saturated": saturated,
                 "frontend_ms": round(front * 1e3, 4),
@@ -235,10 +241,17 @@ def measure_serving(
         stop_server(server)
 
 
-def _saturated(port: int, path: str, body: bytes, headers: dict[str, str], proc: psutil.Process) -> dict[str, Any]:
+def _saturated(
+    port: int, path: str, body: bytes, headers: dict[str, str], proc: psutil.Process, per_request_s: float
+) -> dict[str, Any]:
     """The loop thread's CPU per request under a saturating closed loop (never raises: an error
-    is recorded and the light figures stand)."""
+    is recorded and the light figures stand). No more connections than the server's overload gate
+    lets wait (``GATE_WAIT_S`` or ``GATE_CALLS`` calls of queue): a slow model's queue would close its listener."""
+    from optiserve._oip_client import wait_until_ready
     from optiserve._socket_driver import drive, run
+
+    per_request_s = max(per_request_s, 1e-6)
+    users = max(2, min(SATURATE_CONNECTIONS, int(max(GATE_WAIT_S, GATE_CALLS * per_request_s) / per_request_s)))
 
     head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
@@ -248,12 +261,14 @@ def _saturated(port: int, path: str, body: bytes, headers: dict[str, str], proc:
         return next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), float("nan"))
 
     try:
-        run(drive(port, raw, None, 0.5, 10.0, users=SATURATE_CONNECTIONS))  # warm the loop and the sockets
+        run(drive(port, raw, None, 0.5, 10.0, users=users))  # warm the loop and the sockets
         cpu0, wall0 = loop_cpu(), time.perf_counter()
-        r = run(drive(port, raw, None, SATURATE_S, 10.0, users=SATURATE_CONNECTIONS))
+        r = run(drive(port, raw, None, SATURATE_S, 10.0, users=users))
         cpu1, wall = loop_cpu(), time.perf_counter() - wall0
     except (OSError, psutil.Error, RuntimeError) as exc:
         return {"error": f"the saturating run failed: {one_line(exc)}"}
+    finally:
+        wait_until_ready(f"http://127.0.0.1:{port}", 30)  # a gate that closed the listener opens again
     n = r.ok * SATURATE_S
     if n <= 0 or not cpu1 >= cpu0:
         return {"error": f"the saturating run completed no request ({r.failures()})"}
@@ -261,7 +276,7 @@ def _saturated(port: int, path: str, body: bytes, headers: dict[str, str], proc:
         "rate": round(r.ok, 1),
         "loop_cpu_ms": round((cpu1 - cpu0) / n * 1e3, 4),
         "loop_busy": round((cpu1 - cpu0) / wall, 3),
-        "connections": SATURATE_CONNECTIONS,
+        "connections": users,
         "seconds": SATURATE_S,
         "refused": r.refused,  # 503s (the ones still in flight when the loop stops are not failures)
         "measured_with": "raw-socket closed loop (optiserve/_socket_driver.py)",
