@@ -138,6 +138,11 @@ def loadtest(
         f"(from scheduled send); late sends {s['late_fraction']:.1%}; errors {s['errors'] or 'none'}; "
         f"client CPU {s['client_cpu_ms']:.2f} ms per request, busy {s['client_busy']:.0%}"
     )
+    if "tail_server_ms" in s:
+        out.print(
+            f"slowest 1%: {s['tail_server_ms']:.2f} ms in the server (its Server-Timing), "
+            f"{s['tail_outside_ms']:.2f} ms outside it (the client, the network)"
+        )
     if result.client_busy > CLIENT_BUSY_WARN:
         out.print(
             f"[yellow]warning[/yellow]: the client was on a CPU {result.client_busy:.0%} of the run: its own "

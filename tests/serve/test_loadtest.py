@@ -90,6 +90,11 @@ def test_short_open_loop_load_test(server: str, tmp_path: Path) -> None:
     assert len(queue) == 180 and all(0 <= q <= s for q, s in zip(queue, own, strict=True))
     call = r["server_call_ms"]  # and its batch's runtime call
     assert len(call) == 180 and all(0 < c <= s - q for c, q, s in zip(call, queue, own, strict=True))
+    # the slowest 1% split into the server's part and the rest (180 requests: the slowest one's figures)
+    slow = sorted(range(180), key=lambda i: r["latency_ms"][i])[-1:]
+    assert r["tail_server_ms"] == pytest.approx(sum(own[i] for i in slow) / len(slow), abs=1e-3)
+    assert r["tail_outside_ms"] == pytest.approx(sum(r["latency_ms"][i] - own[i] for i in slow), abs=1e-3)
+    assert "slowest 1%:" in proc.stdout
     # the client's own CPU is measured (this process's CPU over the run), so a tail it caused can be named
     assert r["client_cpu_ms"] > 0 and 0 < r["client_busy"] < 1.5 and "client CPU" in proc.stdout
     assert r["verdict"] == "inconclusive"  # 180 requests cannot show p99 < 500 ms at 95%: honest, not lucky
