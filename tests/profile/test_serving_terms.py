@@ -17,6 +17,17 @@ def _profile(serving: dict[str, object], b1_ms: float = 2.0) -> Profile:
     return Profile({"serving": serving}, (row,))
 
 
+# a light open-loop run's figures (binary): the profiled batch-1 call is 2.0 ms, the served one 2.5 ms
+OPEN_LOOP = {
+    "encoding": "binary",
+    "client_ms": 9.0,
+    "server_ms": 4.0,
+    "fixed_ms": 5.0,
+    "frontend_ms": 0.8,
+    "inference_ms": 2.5,
+    "model_ms": 3.3,
+    "requests": 200,
+}
 FIG = {"frontend_ms": 0.5, "fixed_ms": 0.3, "round_trip_ms": 3.5, "inference_ms": 2.6, "request_bytes": 10}
 
 
@@ -109,16 +120,7 @@ def test_the_servers_own_figures_under_the_light_open_loop_run_set_its_cost_per_
     beside it): what the server's batch-1 call in the light run takes beyond the profiled one is paid once
     per batch, the front end is the cheaper of back to back and the light run (its cost per request
     falls with load), and the fixed term is what is left beyond the light run's own figures."""
-    client = {
-        "encoding": "binary",
-        "client_ms": 9.0,
-        "server_ms": 4.0,
-        "fixed_ms": 5.0,
-        "frontend_ms": 0.8,
-        "inference_ms": 2.5,  # the profiled batch-1 call is 2.0 ms
-        "model_ms": 3.3,
-        "requests": 200,
-    }
+    client = dict(OPEN_LOOP)
     terms = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
     assert terms is not None and terms.per_call_s == pytest.approx(0.5e-3) and terms.per_row_s == 0.0
     assert terms.frontend_s == pytest.approx(0.5e-3) and terms.fixed_s == pytest.approx(5.7e-3)  # 0.5 back to back
@@ -209,16 +211,7 @@ def test_the_front_end_costs_what_the_loop_spends_per_request_under_load() -> No
     Sapphire Rapids guest: 0.35 ms of the loop's CPU at 380 req/s, 0.14 ms at 6,750 req/s, where the
     light figure capped the simulated server at 4,246 req/s). The saturating run's figure is the front
     end; the lone request's extra moves into the fixed term, so a light load is predicted as before."""
-    client = {
-        "encoding": "binary",
-        "client_ms": 9.0,
-        "server_ms": 4.0,
-        "fixed_ms": 5.0,
-        "frontend_ms": 0.8,
-        "inference_ms": 2.5,
-        "model_ms": 3.3,
-        "requests": 200,
-    }
+    client = dict(OPEN_LOOP)
     loaded = {**FIG, "saturated": {"rate": 900.0, "loop_cpu_ms": 0.2}}
     light = serving_terms(_profile({"threads": 1, "json": FIG, "binary": FIG, "client": client}), "binary")
     heavy = serving_terms(_profile({"threads": 1, "json": FIG, "binary": loaded, "client": client}), "binary")
