@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optiserve._oip_client import free_port
-from optiserve._socket_driver import drive, run
+from optiserve._socket_driver import drive, request_bytes, run
 from optiserve.estimate import BatchingPolicy, ServiceModel, poisson_arrivals, simulate
 from optiserve.profile.profiler import run_sweep
 from optiserve.profile.serving import measure_serving
@@ -189,10 +189,7 @@ def closed_loop_capacity(server: Server, name: str, binary: bool, connections: i
     CPU): the server's capacity, which Locust (one Python process) cannot reach for a small model."""
     from optiserve._oip_client import payload_for
 
-    body, headers = payload_for(server.url, name, binary=binary)
-    head = f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
-    raw = head.encode() + b"\r\n" + body
+    raw = request_bytes(f"/v2/models/{name}/infer", *payload_for(server.url, name, binary=binary))
     mine = os.sched_getaffinity(0)
     if CLIENT_CPUS:
         os.sched_setaffinity(0, CLIENT_CPUS)
@@ -212,7 +209,7 @@ class PaRun:
 
     sent_s: np.ndarray  # each request's send time, from the first
     latency_ms: np.ndarray
-    client_overhead: str  # how perf_analyzer exited (one window is never "stable" by its rule)
+    exit_status: str  # how perf_analyzer exited (one window is never "stable" by its rule)
 
     def p99_ms(self) -> float:
         return float(np.quantile(self.latency_ms, 0.99))
@@ -223,7 +220,7 @@ def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> P
     gaps of ``schedule_s`` as its request intervals, one count window of them all. (Three windows put
     stalls of up to 230 ms into the MLP's latencies near their boundaries, where perf_analyzer reads
     the server's statistics: p99 19 ms at 3,000 req/s, 5.3 ms from one window. One window is never
-    "stable" by its rule, so it exits non-zero; the export is what is read.)"""
+    "stable" by its rule, so its exit status says little; the export is what is read.)"""
     gaps = np.diff(np.concatenate([[0.0], schedule_s])) * 1e6
     intervals, export = work / "intervals.txt", work / "pa-export.json"
     intervals.write_text("".join(f"{max(1, round(g))}\n" for g in gaps))
@@ -246,10 +243,9 @@ def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> P
     t = np.asarray([r["timestamp"] for r in done], dtype=np.float64)
     lat = np.asarray([r["response_timestamps"][-1] - r["timestamp"] for r in done], dtype=np.float64) / 1e6
     order = np.argsort(t)
-    overhead = f"perf_analyzer exit {proc.returncode}"
     if len(done) < len(requests):
         raise RuntimeError(f"perf_analyzer: {len(requests) - len(done)} of {len(requests)} requests unanswered")
-    return PaRun((t[order] - t[order][0]) / 1e9, lat[order], overhead)
+    return PaRun((t[order] - t[order][0]) / 1e9, lat[order], f"perf_analyzer exit {proc.returncode}")
 
 
 def server_only_ms(profile: Path, served: ServedConfig, sent_s: np.ndarray, encoding: str) -> np.ndarray:

@@ -154,7 +154,7 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
                     "0.85-1.15",
                     abs(perr) <= 0.15,
                     f"p50 pred {np.median(pred):.1f} meas {np.median(pa_lat):.1f}; p99 pred {p99:.1f} meas "
-                    f"{pa.p99_ms():.1f} (95% CI {plo:.1f}-{phi:.1f}, n={pa_lat.size}); {pa.client_overhead}; "
+                    f"{pa.p99_ms():.1f} (95% CI {plo:.1f}-{phi:.1f}, n={pa_lat.size}); {pa.exit_status}; "
                     f"sent at {pa_lat.size / max(pa.sent_s[-1], 1e-9):.0f}/s; its light-run overhead p50 "
                     f"{np.median(pa_overhead):.2f} ms",
                 )
@@ -174,7 +174,7 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
                         "p99_fitted_error": None,
                         "late_fraction": 0.0,
                         "client_busy": None,
-                        "client_overhead": pa.client_overhead,
+                        "exit_status": pa.exit_status,
                     }
                 )
             record_rows("rates", rows)

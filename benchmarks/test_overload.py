@@ -45,7 +45,7 @@ import pytest
 
 from benchmarks.grpc_driver import drive_grpc, infer_request
 from optiserve._oip_client import payload_for
-from optiserve._socket_driver import MAX_CONNECTIONS, drive, run
+from optiserve._socket_driver import MAX_CONNECTIONS, drive, request_bytes, run
 from optiserve.models.zoo import build_zoo
 
 BOUND_S = 0.5  # goodput: 200s answered within this of their scheduled send
@@ -91,12 +91,6 @@ def _server(model: Path, port: int, grpc_port: int | None = None) -> Generator[s
         proc.wait(20)
 
 
-def _request(model: str, body: bytes, headers: dict[str, str]) -> bytes:
-    head = f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
-    return head.encode() + b"\r\n" + body
-
-
 CASES = [("mlp", False), ("cnn", True), ("cnn", False)]
 
 
@@ -112,7 +106,7 @@ def test_goodput_under_overload(zoo: Path, model: str, binary: bool, record_rati
     try:
         os.sched_setaffinity(0, {cpus[1]})
         body, headers = payload_for(f"http://127.0.0.1:{port}", model, binary=binary)
-        raw = _request(model, body, headers)
+        raw = request_bytes(f"/v2/models/{model}/infer", body, headers)
         rss = psutil.Process(proc.pid)
         run(drive(port, raw, None, 1.0, BOUND_S))  # warm
         cap = run(drive(port, raw, None, 4.0, BOUND_S))

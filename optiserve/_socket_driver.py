@@ -32,6 +32,13 @@ MAX_CONNECTIONS = 1000
 TIMEOUT_S = 10.0
 
 
+def request_bytes(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """One pre-encoded HTTP/1.1 POST (keep-alive), as the driver sends it again and again."""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
+    return head.encode() + b"\r\n" + body
+
+
 @dataclass(frozen=True)
 class Run:
     offered: float  # req/s asked for (0: closed loop)

@@ -213,10 +213,7 @@ def measure_serving(
             front = histogram_mean(before, after, "optiserve_frontend_seconds")
             batch = histogram_mean(before, after, "optiserve_batch_seconds")
             rtt = sum(rtts) / len(rtts)
-            per_request = histogram_mean(before, after, "optiserve_frontend_seconds") + histogram_mean(
-                before, after, "optiserve_batch_seconds"
-            )
-            saturated = _saturated(port, path, body, headers, proc, per_request)
+            saturated = _saturated(port, path, body, headers, proc, front + batch)
             out[enc] = {
                 "saturated": saturated,
                 "frontend_ms": round(front * 1e3, 4),
@@ -248,14 +245,11 @@ def _saturated(
     is recorded and the light figures stand). No more connections than the server's overload gate
     lets wait (``GATE_WAIT_S`` or ``GATE_CALLS`` calls of queue): a slow model's queue would close its listener."""
     from optiserve._oip_client import wait_until_ready
-    from optiserve._socket_driver import drive, run
+    from optiserve._socket_driver import drive, request_bytes, run
 
     per_request_s = max(per_request_s, 1e-6)
     users = max(2, min(SATURATE_CONNECTIONS, int(max(GATE_WAIT_S, GATE_CALLS * per_request_s) / per_request_s)))
-
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
-    raw = head.encode() + b"\r\n" + body
+    raw = request_bytes(path, body, headers)
 
     def loop_cpu() -> float:  # the main thread's: uvicorn's event loop (HTTP, parsing, encoding)
         return next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), float("nan"))
@@ -522,7 +516,7 @@ def _client_figures(serving: dict[str, Any], enc: str) -> dict[str, Any]:
     for key in ("client", f"client_{enc}"):
         fig = serving.get(key) or {}
         if fig.get("encoding") == enc:
-            return dict(fig)
+            return fig
     return {}
 
 
