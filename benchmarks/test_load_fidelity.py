@@ -7,9 +7,11 @@ they otherwise fight for the CPU); the profile is measured on CPU 0 with the
 server's thread count, and its serving stage (``profile --serving``: the real
 server's front end under a light load and saturated, per-call and fixed costs,
 the server on CPU 0 and the light Locust run on CPU 1) is added to it. The
-capacity that sets the rates is the server's under a saturating closed loop from
-the raw-socket driver (``optiserve/_socket_driver.py``); Locust cannot reach it for the
-MLP from one core.
+capacity that sets the rates is the highest Poisson rate the server holds (no 503,
+everything sent served), bisected below its capacity under a saturating closed loop,
+both from the raw-socket driver (``optiserve/_socket_driver.py``); Locust cannot reach
+it for the MLP from one core. The server's front end is charged what it measured
+under open-loop load at the rate simulated (``profile --serving``'s curve).
 
 Each rate is load-tested by ``optiserve loadtest`` (Locust). Where that run is
 not usable (invalid, or the client past ``LOCUST_BUSY_MAX`` busy: its own queueing
@@ -75,7 +77,8 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
     server = lf.Server(model, 1, 8, 2.0, cpus=server_cpu)
     pa_overhead: np.ndarray | None = None
     try:
-        capacity = lf.closed_loop_capacity(server, name, binary=encoding == "binary")
+        closed = lf.closed_loop_capacity(server, name, binary=encoding == "binary")
+        capacity = lf.open_loop_capacity(server, name, encoding == "binary", closed)
         cal = lf.calibrate(server, name, service, policy, tmp_path, capacity)
         for frac in (0.1, 0.5, 0.8):
             rate = cal.capacity * frac
@@ -106,7 +109,8 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
                 fitted["p99_ms"] / run["p99_ms"],
                 REPORT,
                 True,
-                f"capacity {cal.capacity:.0f}/s, fitted {cal.cpu_per_request_s * 1e3:.2f} ms/row, "
+                f"capacity {cal.capacity:.0f}/s open loop ({closed:.0f} closed), "
+                f"fitted {cal.cpu_per_request_s * 1e3:.2f} ms/row, "
                 f"overhead p50 {np.median(cal.overhead_ms):.1f} ms",
             )
             rows = [
@@ -128,6 +132,7 @@ def test_predicted_vs_measured_under_load(name: str, tmp_path: Path, record_rati
                     "late_fraction": run["late_fraction"],
                     "client_busy": run.get("client_busy"),
                     "capacity": cal.capacity,
+                    "closed_loop_capacity": closed,
                 }
             ]
             if not usable and os.access(lf.PERF_ANALYZER, os.X_OK):

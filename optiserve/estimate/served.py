@@ -31,11 +31,18 @@ def served_path(
     measured spread where there is one (else its mean)."""
     if terms is None:
         return service, BatchingPolicy(max_batch, max_delay_s, (), instances)
-    per_row = terms.per_row_s + (terms.frontend_s if shared_core else 0.0)
+    # the front end's cost as the load brings it (measured open loop): the cheapest in the model, the rest
+    # on the curve the simulator reads at each replica's rate
+    curve = terms.shared_curve if shared_core else terms.frontend_curve
+    floor = min(c for _, c in curve) if curve else terms.frontend_s
+    extra = tuple((r, c - floor) for r, c in curve)
+    per_row = terms.per_row_s + (floor if shared_core else 0.0)
     served = service.plus_per_call(terms.per_call_s) if terms.per_call_s else service
     served = served.jittered(terms.call_factors) if terms.call_factors else served
     served = served.plus_per_item(per_row) if per_row else served
     spread = terms.fixed_quantiles_s
-    front, fixed = (0.0 if shared_core else terms.frontend_s), (0.0 if spread else terms.fixed_s)
+    front, fixed = (0.0 if shared_core else floor), (0.0 if spread else terms.fixed_s)
     slows = not shared_core and terms.front_end_slows_inference()
-    return served, BatchingPolicy(max_batch, max_delay_s, (), instances, 1, front, fixed, spread, slows)
+    return served, BatchingPolicy(
+        max_batch, max_delay_s, (), instances, 1, front, fixed, spread, slows, extra, frontend_per_row=shared_core
+    )

@@ -17,6 +17,12 @@ measured, draws the fixed term per request from its measured quantiles. Where
 the front end holds what inference needs (``frontend_slows_inference``: the
 GIL), each call is stretched by the front-end work that lands during it.
 
+The front end's cost per request falls with load (caches stay warm, one wake-up serves
+several requests): ``frontend_extra`` holds what it costs beyond ``frontend_s`` at the
+per-replica rates ``profile --serving`` measured it at, interpolated at each replica's
+simulated rate (flat beyond the ends). Where the front end shares the inference core
+(``frontend_per_row``), that extra is added to each call per row instead.
+
 The event loop is compiled with Numba: 1e6 requests take well under a second.
 """
 
@@ -52,6 +58,10 @@ class BatchingPolicy:
     # call is stretched by the front-end work that lands during it (``frontend_s`` for each of a
     # Poisson number of requests at the offered rate: on average the front end's busy share)
     frontend_slows_inference: bool = False
+    # (per-replica req/s, seconds) measured points: the front end's cost per request beyond ``frontend_s``
+    # (or beyond the per-row cost already in the service model, with ``frontend_per_row``) at that rate
+    frontend_extra: tuple[tuple[float, float], ...] = ()
+    frontend_per_row: bool = False  # the extra is charged on each call per row (a core shared with inference)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.instances < 1 or self.replicas < 1 or self.max_delay_s < 0:
@@ -61,12 +71,22 @@ class BatchingPolicy:
         q = self.fixed_spread_s
         if q and (len(q) < 2 or q[0] < 0 or any(b < a for a, b in itertools.pairwise(q))):
             raise UsageError("a fixed-term spread is >= 2 non-negative, non-decreasing quantiles")
+        x = self.frontend_extra
+        if x and (any(r <= 0 or c < 0 for r, c in x) or any(b[0] <= a[0] for a, b in itertools.pairwise(x))):
+            raise UsageError("a front-end curve is (rate > 0, cost >= 0) points at increasing rates")
         if any(p < 1 or p > self.max_batch for p in self.preferred):
             raise UsageError(f"preferred batch sizes must lie in 1..{self.max_batch}")
 
     @property
     def target(self) -> int:
         return max(self.preferred) if self.preferred else self.max_batch
+
+    def frontend_extra_at(self, rate: float) -> float:
+        """The front end's extra cost per request at ``rate`` req/s per replica (0 without a curve)."""
+        if not self.frontend_extra:
+            return 0.0
+        rates, costs = zip(*self.frontend_extra, strict=True)
+        return float(np.interp(rate, rates, costs))
 
 
 @dataclass(frozen=True)
@@ -127,7 +147,7 @@ def _core() -> Any:
     _CORE["frontend"] = frontend
 
     @njit(cache=True)
-    def sim(arrivals, instances, max_batch, max_delay, target, flat, offset, count, scale, seed, rate, cost):  # type: ignore[no-untyped-def]
+    def sim(arrivals, instances, max_batch, max_delay, target, flat, offset, count, scale, seed, rate, cost, per_item):  # type: ignore[no-untyped-def]
         np.random.seed(seed)
         n = arrivals.shape[0]
         free = np.zeros(instances)
@@ -150,7 +170,7 @@ def _core() -> Any:
                 reach = arrivals[head + target - 1] if head + target - 1 < n else np.inf
                 s = max(t, min(deadline, reach))
             k = min(np.searchsorted(arrivals, s, side="right") - head, max_batch)
-            svc = flat[offset[k] + np.random.randint(0, count[k])] * scale[k]
+            svc = flat[offset[k] + np.random.randint(0, count[k])] * scale[k] + k * per_item
             if rate > 0.0:  # the front-end work landing during the call, each piece ``cost`` long
                 svc += cost * np.random.poisson(rate * svc)
             end = s + svc
@@ -181,10 +201,14 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
         arr = arrivals[r :: policy.replicas]
         if arr.size == 0:
             continue
-        queued = _CORE["frontend"](arr, policy.frontend_s) if policy.frontend_s > 0 else arr
+        offered = (arr.size - 1) / float(arr[-1] - arr[0]) if arr.size > 1 and arr[-1] > arr[0] else 0.0
+        extra = policy.frontend_extra_at(offered) if offered > 0 else 0.0  # the curve's cost at this load
+        per_item = extra if policy.frontend_per_row else 0.0
+        front = policy.frontend_s + (0.0 if policy.frontend_per_row else extra)
+        queued = _CORE["frontend"](arr, front) if front > 0 else arr
         rate = 0.0
-        if policy.frontend_slows_inference and policy.frontend_s > 0 and arr.size > 1 and arr[-1] > arr[0]:
-            rate = min((arr.size - 1) / float(arr[-1] - arr[0]), 1.0 / policy.frontend_s)  # the front end's rate
+        if policy.frontend_slows_inference and front > 0 and offered > 0:
+            rate = min(offered, 1.0 / front)  # the front end's rate
         start, finish, batches, busy = sim(
             queued,
             policy.instances,
@@ -197,7 +221,8 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
             scale,
             seed + r,
             rate,
-            policy.frontend_s,
+            front,
+            per_item,
         )
         outside = policy.fixed_s
         if policy.fixed_spread_s:  # drawn per request, its own stream: the same draws at every rate

@@ -221,12 +221,7 @@ class CurveBuilder:
             return None, "server cost not measured (profile --serving): left out"
         scale = self.source.instance.cpu.ghz / target.instance.cpu.ghz
         where = "measured" if target.key == self.source.key else f"measured, scaled by clock x{scale:.2f}"
-        moved = replace(
-            terms,
-            frontend_s=terms.frontend_s * scale,
-            per_row_s=terms.per_row_s * scale,
-            per_call_s=terms.per_call_s * scale,
-        )
+        moved = terms.scaled(scale)
         return moved, f"{moved.describe()} ({where})"
 
     # what was measured

@@ -52,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -78,6 +78,11 @@ MAX_PER_CALL_X = 3.0
 # The saturating run: enough connections to keep the loop busy, short (its figure is steady in a second)
 SATURATE_CONNECTIONS = 32
 SATURATE_S = 2.0
+# The open-loop runs (the raw-socket driver at Poisson arrivals): the light run's rate and these shares of
+# the saturated rate, each long enough for ``OPEN_REQUESTS`` requests (``OPEN_MIN_S`` to ``OPEN_MAX_S``)
+OPEN_FRACTIONS = (0.3, 0.55, 0.8)
+OPEN_REQUESTS = 300
+OPEN_MIN_S, OPEN_MAX_S = 1.0, 4.0
 # what the server's overload gate lets a queue hold (serve/admission.py's MIN_WAIT_S and BATCHES)
 GATE_WAIT_S = 0.02
 GATE_CALLS = 3
@@ -214,8 +219,10 @@ def measure_serving(
             batch = histogram_mean(before, after, "optiserve_batch_seconds")
             rtt = sum(rtts) / len(rtts)
             saturated = _saturated(port, path, body, headers, proc, front + batch)
+            rates = [_light_rate(rtt * 1e3)] + [f * float(saturated.get("rate") or 0.0) for f in OPEN_FRACTIONS]
             out[enc] = {
                 "saturated": saturated,
+                "open_loop": _open_loop(url, port, path, body, headers, proc, rates),
                 "frontend_ms": round(front * 1e3, 4),
                 "fixed_ms": round(max(rtt - front - batch, 0.0) * 1e3, 4),
                 "round_trip_ms": round(rtt * 1e3, 4),
@@ -251,14 +258,12 @@ def _saturated(
     users = max(2, min(SATURATE_CONNECTIONS, int(max(GATE_WAIT_S, GATE_CALLS * per_request_s) / per_request_s)))
     raw = request_bytes(path, body, headers)
 
-    def loop_cpu() -> float:  # the main thread's: uvicorn's event loop (HTTP, parsing, encoding)
-        return next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), float("nan"))
-
+    url = f"http://127.0.0.1:{port}"
     try:
         run(drive(port, raw, None, 0.5, 10.0, users=users))  # warm the loop and the sockets
-        cpu0, wall0 = loop_cpu(), time.perf_counter()
+        before, cpu0, all0, wall0 = server_sums(url), _loop_cpu_s(proc), _cpu_s(proc), time.perf_counter()
         r = run(drive(port, raw, None, SATURATE_S, 10.0, users=users))
-        cpu1, wall = loop_cpu(), time.perf_counter() - wall0
+        cpu1, all1, wall, after = _loop_cpu_s(proc), _cpu_s(proc), time.perf_counter() - wall0, server_sums(url)
     except (OSError, psutil.Error, RuntimeError) as exc:
         return {"error": f"the saturating run failed: {one_line(exc)}"}
     finally:
@@ -270,11 +275,78 @@ def _saturated(
         "rate": round(r.ok, 1),
         "loop_cpu_ms": round((cpu1 - cpu0) / n * 1e3, 4),
         "loop_busy": round((cpu1 - cpu0) / wall, 3),
+        **_beyond_calls(before, after, all1 - all0, n),
         "connections": users,
         "seconds": SATURATE_S,
         "refused": r.refused,  # 503s (the ones still in flight when the loop stops are not failures)
         "measured_with": "raw-socket closed loop (optiserve/_socket_driver.py)",
     }
+
+
+def _loop_cpu_s(proc: psutil.Process) -> float:
+    """The main thread's CPU seconds: uvicorn's event loop (HTTP, parsing, encoding)."""
+    return next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), float("nan"))
+
+
+def _beyond_calls(before: dict[str, float], after: dict[str, float], cpu_s: float, n: float) -> dict[str, float]:
+    """The process's CPU per request beyond the time in its inference calls: the front end and the
+    batcher's hand-offs, everything that shares the core with the calls ({} without the server's sums)."""
+    key = "optiserve_batch_seconds_sum"
+    if key not in before or key not in after or n <= 0:
+        return {}
+    calls = after[key] - before[key]
+    return {"cpu_ms": round(cpu_s / n * 1e3, 4), "beyond_calls_ms": round(max(cpu_s - calls, 0.0) / n * 1e3, 4)}
+
+
+def _open_loop(
+    url: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    proc: psutil.Process,
+    rates: list[float],
+) -> list[dict[str, Any]]:
+    """The server's CPU per request under open-loop Poisson arrivals at each of ``rates``: what the
+    front end costs falls with load (the MLP's JSON front end on a Sapphire Rapids guest, max batch 1:
+    the loop's CPU per request 0.47 ms at 340 req/s, 0.31 at 1,750, 0.25 at 3,040), which neither a
+    lone request nor a back-to-back loop shows. A point that failed is left out (never raises)."""
+    from optiserve._oip_client import wait_until_ready
+    from optiserve._socket_driver import drive, request_bytes, run
+
+    raw = request_bytes(path, body, headers)
+    points: list[dict[str, Any]] = []
+    for rate in sorted(r for r in rates if r > 0):
+        seconds = min(max(OPEN_REQUESTS / rate, OPEN_MIN_S), OPEN_MAX_S)
+        try:
+            before, loop0, cpu0 = server_sums(url), _loop_cpu_s(proc), _cpu_s(proc)
+            r = run(drive(port, raw, rate, seconds, 10.0, users=4, seed=len(points)))
+            loop1, cpu1, after = _loop_cpu_s(proc), _cpu_s(proc), server_sums(url)
+        except (OSError, psutil.Error, RuntimeError):
+            wait_until_ready(url, 30)
+            continue
+        n = r.ok * seconds
+        beyond = _beyond_calls(before, after, cpu1 - cpu0, n)
+        if n < 0.5 * rate * seconds or not beyond or not loop1 >= loop0:  # the server did not keep up
+            wait_until_ready(url, 30)
+            continue
+        points.append(
+            {
+                "rate": round(rate, 2),
+                "served": round(r.ok, 2),
+                "requests": round(n),
+                "loop_cpu_ms": round((loop1 - loop0) / n * 1e3, 4),
+                **beyond,
+                "p99_ms": round(r.ok_p99_ms, 3),
+                "refused": r.refused,
+            }
+        )
+    return points
+
+
+def _light_rate(rtt_ms: float) -> float:
+    """The light run's rate: a fifth of the closed loop's, at most 100 req/s (requests seldom queue)."""
+    return min(100.0, 200.0 / max(rtt_ms, 1e-3))
 
 
 def _client_overhead(
@@ -290,7 +362,7 @@ def _client_overhead(
     With ``grpc_port``: the same over gRPC; else in ``encoding`` (None: the one loadtest picks)."""
     enc = "grpc" if grpc_port is not None else encoding or client_encoding(layout)
     rtt_ms = float(measured[enc]["round_trip_ms"])
-    rate = min(100.0, 200.0 / max(rtt_ms, 1e-3))  # a fifth of the closed loop's rate: requests seldom queue
+    rate = _light_rate(rtt_ms)
     duration = min(max(3.0, CLIENT_REQUESTS / rate), CLIENT_MAX_S)
     try:
         with tempfile.TemporaryDirectory(prefix="optiserve-serving-") as tmp:
@@ -401,6 +473,26 @@ class ServingTerms:
     # quantiles of the served batch calls over their mean, light open-loop load: each simulated call
     # is scaled by one drawn from these (empty: the profiled calls' own spread only)
     call_factors: tuple[float, ...] = ()
+    # (req/s, seconds per request) measured under open-loop load: the event loop's CPU (the front end
+    # on a core of its own; ``frontend_s`` is its cheapest) and the whole process's beyond its calls
+    # (on a core shared with inference: the loop and the batcher's hand-offs); empty: not measured
+    frontend_curve: tuple[tuple[float, float], ...] = ()
+    shared_curve: tuple[tuple[float, float], ...] = ()
+
+    def scaled(self, factor: float) -> ServingTerms:
+        """The server's own work (Python on the host CPU) ``factor`` times as long; the fixed part stays."""
+
+        def curve(c: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+            return tuple((r, s * factor) for r, s in c)
+
+        return replace(
+            self,
+            frontend_s=self.frontend_s * factor,
+            per_row_s=self.per_row_s * factor,
+            per_call_s=self.per_call_s * factor,
+            frontend_curve=curve(self.frontend_curve),
+            shared_curve=curve(self.shared_curve),
+        )
 
     def front_end_slows_inference(self) -> bool:
         """Whether the front end, on a station of its own (a core to spare; on a core shared with
@@ -422,6 +514,9 @@ class ServingTerms:
             q = self.fixed_quantiles_s
             spread = f", p99 {q[round(0.99 * (len(q) - 1))] * 1e3:.3g} ms"
         slower = f" + {self.per_call_s * 1e3:.3g} ms per call" if self.per_call_s > 0 else ""
+        if self.frontend_curve:
+            (r0, c0), (r1, c1) = self.frontend_curve[0], self.frontend_curve[-1]
+            slower += f", front end {c0 * 1e3:.3g} ms at {r0:.0f} req/s to {c1 * 1e3:.3g} ms at {r1:.0f} (open loop)"
         if self.call_factors:
             f = self.call_factors
             slower += f", calls spread as served (p99 x{f[round(0.99 * (len(f) - 1))]:.3g} of the mean)"
@@ -469,19 +564,22 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         frontend_s = min(frontend_s, float(client["frontend_ms"]) / 1e3)
     lone_s = frontend_s  # a lone request's front end: what the light run's own latency holds
     loaded = (fig.get("saturated") or {}).get("loop_cpu_ms")
-    if enc != "grpc" and isinstance(loaded, int | float) and loaded > 0:
+    curve, shared = (_curve(fig, "loop_cpu_ms"), _curve(fig, "beyond_calls_ms")) if enc != "grpc" else ((), ())
+    if curve:  # measured at the rates a load brings: the front end the simulator charges at each
+        frontend_s = min(c for _, c in curve)
+    elif enc != "grpc" and isinstance(loaded, int | float) and loaded > 0:
         # the loop's CPU per request back to back: what the front end costs the core under load (a lone
         # request's extra is in the fixed term below, which is its latency less what is charged here)
         frontend_s = min(frontend_s, float(loaded) / 1e3)
+    # what the simulator charges the light run's requests for the front end: the curve at its rate
+    at_light = _at(curve, float(client.get("rate") or 0.0)) if curve and client.get("rate") else frontend_s
     if client.get("encoding") == enc and "client_ms" in client and "inference_ms" in fig:
         # Everything the light open-loop run's latency holds beyond what the simulator charges a
         # request that never queues (front end + the server's batch-1 call): the client and the
         # loopback, and (in a profile from before the open-loop figures) the server's own open-loop
         # slowdown (a core woken from idle, the client beside it: 22 ms against 19 ms closed-loop for
         # the CNN on a Zen 3 guest), which the server's self-reported latency would leave out.
-        model_ms = (
-            float(client["model_ms"]) - (lone_s - frontend_s) * 1e3 if open_loop else (frontend_s + infer_s) * 1e3
-        )
+        model_ms = float(client["model_ms"]) - (lone_s - at_light) * 1e3 if open_loop else (at_light + infer_s) * 1e3
         fixed_ms = float(client["client_ms"]) - model_ms
         tail = int(client.get("requests") or 0) >= TAIL_REQUESTS
         quantiles = [float(x) for x in client.get("overhead_quantiles_ms") or ()]
@@ -490,7 +588,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             # that never queues: the fixed term's mean, whatever part of the server's work its own
             # Server-Timing window leaves out (gRPC's C core reads and writes the message outside it,
             # and that work is in the front end the simulator charges: counted once, not twice)
-            fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - (frontend_s + infer_s) * 1e3
+            fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - (at_light + infer_s) * 1e3
             if tail and quantiles:
                 shift = fixed_ms - float(np.mean(quantiles))
                 quantiles = [max(q + shift, 0.0) for q in quantiles]
@@ -507,7 +605,28 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             per_call = min(max(infer_s - base, 0.0), MAX_PER_CALL_X * base)
         else:
             per_row = max(infer_s - base, 0.0)
-    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call, factors)
+    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call, factors, curve, shared)
+
+
+def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:
+    """(req/s, seconds) of ``key`` per request: the open-loop points, then the saturated closed loop
+    where it ran faster (the cheapest the server gets); () from fewer than two open-loop points."""
+    points = [(float(p["rate"]), float(p[key]) / 1e3) for p in fig.get("open_loop") or () if p.get(key) is not None]
+    if len(points) < 2:
+        return ()
+    sat = fig.get("saturated") or {}
+    if sat.get(key) is not None and float(sat.get("rate") or 0.0) > max(r for r, _ in points):
+        points.append((float(sat["rate"]), float(sat[key]) / 1e3))
+    points.sort()
+    return tuple(p for i, p in enumerate(points) if i == 0 or p[0] > points[i - 1][0])
+
+
+def _at(curve: tuple[tuple[float, float], ...], rate: float) -> float:
+    """The curve's cost at ``rate`` (linear between its points, flat beyond its ends)."""
+    import numpy as np
+
+    rates, costs = zip(*curve, strict=True)
+    return float(np.interp(rate, rates, costs))
 
 
 def _client_figures(serving: dict[str, Any], enc: str) -> dict[str, Any]:
@@ -542,7 +661,14 @@ def describe(meta: dict[str, Any]) -> str | None:
 
     def loaded(fig: dict[str, Any]) -> str:
         sat = fig.get("saturated") or {}
-        return f" ({sat['loop_cpu_ms']:.3g} ms saturated)" if "loop_cpu_ms" in sat else ""
+        said = f"{sat['loop_cpu_ms']:.3g} ms saturated" if "loop_cpu_ms" in sat else ""
+        pts = fig.get("open_loop") or []
+        if len(pts) >= 2:
+            lo, hi = pts[0], pts[-1]
+            curve = f"{lo['loop_cpu_ms']:.3g} ms at {lo['rate']:.0f} req/s"
+            curve += f" to {hi['loop_cpu_ms']:.3g} at {hi['rate']:.0f}"
+            said += (", " if said else "") + curve + " open loop"
+        return f" ({said})" if said else ""
 
     parts = [
         f"{enc} {s[enc]['frontend_ms']:.3g} ms front end{loaded(s[enc])} + {s[enc]['fixed_ms']:.3g} ms fixed"

@@ -201,3 +201,27 @@ def test_a_front_end_holding_the_gil_stretches_each_call_by_its_busy_share() -> 
     assert held.percentile_ms(0.99) > plain.percentile_ms(0.99)
     lone = simulate(np.array([0.0]), svc, BatchingPolicy(frontend_s=1e-3, frontend_slows_inference=True))
     assert lone.service_s[0] == pytest.approx(2e-3)  # no rate, no stretch
+
+
+def test_the_front_ends_cost_follows_each_replicas_rate_on_its_measured_curve() -> None:
+    svc = ServiceModel({1: np.full(4, 1e-3)})
+    curve = ((100.0, 1e-3), (1000.0, 0.0))  # 1 ms more per request at 100 req/s, none at 1,000
+    slow = np.arange(200) / 100.0  # 100 req/s
+    at_100 = simulate(slow, svc, BatchingPolicy(frontend_s=2e-4, frontend_extra=curve))
+    same = simulate(slow, svc, BatchingPolicy(frontend_s=1.2e-3))
+    np.testing.assert_allclose(at_100.latency_s, same.latency_s)
+    mid = simulate(np.arange(200) / 550.0, svc, BatchingPolicy(frontend_s=2e-4, frontend_extra=curve))
+    np.testing.assert_allclose(mid.latency_s.min(), 2e-4 + 5e-4 + 1e-3, rtol=1e-9)
+    # two replicas each see half the rate: 100 req/s in all is 50 per replica, flat below the curve
+    two = simulate(slow, svc, BatchingPolicy(replicas=2, frontend_extra=curve))
+    assert two.latency_s.min() == pytest.approx(2e-3)
+    # on a core shared with inference the extra lands on each call, per row
+    shared = simulate(slow, svc, BatchingPolicy(frontend_extra=curve, frontend_per_row=True))
+    np.testing.assert_allclose(shared.service_s, 2e-3)
+    assert shared.wait_s.max() == 0.0
+
+
+def test_a_front_end_curve_is_points_at_increasing_rates() -> None:
+    for bad in (((100.0, 1e-3), (50.0, 0.0)), ((0.0, 1e-3),), ((10.0, -1e-3),)):
+        with pytest.raises(UsageError, match="front-end curve"):
+            BatchingPolicy(frontend_extra=bad)

@@ -234,3 +234,43 @@ def test_the_other_rest_encodings_light_run_is_its_own() -> None:
     assert binary.fixed_s == pytest.approx((4.0 - 0.5 - 2.6) * 1e-3)
     js = serving_terms(prof, "json")
     assert js is not None and js.fixed_s == pytest.approx((5.0 - 0.5 - 2.6) * 1e-3)
+
+
+def test_the_front_end_follows_the_load_on_its_open_loop_curve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured open loop, the loop's CPU per request falls with the rate (the MLP's JSON front end on a
+    Sapphire Rapids guest, max batch 1: 0.47 ms at 340 req/s, 0.25 ms at 3,040). The simulator reads
+    the curve at each replica's rate; the saturated closed loop is its top. The light run's requests
+    are charged the curve at its rate, so its latency is predicted as measured."""
+    import optiserve.serve.prediction as prediction
+    from optiserve.serve.prediction import ServedConfig, server_model
+
+    points = [
+        {"rate": 100.0, "loop_cpu_ms": 0.9, "beyond_calls_ms": 1.0},
+        {"rate": 300.0, "loop_cpu_ms": 0.6, "beyond_calls_ms": 0.7},
+    ]
+    fig = {**FIG, "open_loop": points, "saturated": {"rate": 500.0, "loop_cpu_ms": 0.4, "beyond_calls_ms": 0.45}}
+    client = {**OPEN_LOOP, "rate": 100.0}
+    prof = _profile({"threads": 1, "json": FIG, "binary": fig, "client": client})
+    terms = serving_terms(prof, "binary")
+    assert terms is not None
+    assert terms.frontend_curve == ((100.0, 0.9e-3), (300.0, 0.6e-3), (500.0, 0.4e-3))
+    assert terms.shared_curve == ((100.0, 1e-3), (300.0, 0.7e-3), (500.0, 0.45e-3))
+    assert terms.frontend_s == pytest.approx(0.4e-3)  # the cheapest: what bounds the station's capacity
+    # the light run's model time holds a lone request's front end (0.5 ms, the cheaper of the light run's
+    # and the closed loop's); the simulator charges the curve's 0.9 ms there: the fixed term gives it back
+    assert terms.fixed_s == pytest.approx((9.0 - (3.3 - 0.5 + 0.9)) * 1e-3)
+    assert "0.9 ms at 100 req/s to 0.4 ms at 500" in terms.describe()
+    monkeypatch.setattr(prediction, "load_profile", lambda path: prof)
+    apart = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=2), encoding="binary").policy
+    assert apart.frontend_s == pytest.approx(0.4e-3) and not apart.frontend_per_row
+    assert apart.frontend_s + apart.frontend_extra_at(200.0) == pytest.approx(0.75e-3)
+    shared = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=1), encoding="binary")
+    assert shared.policy.frontend_per_row and shared.policy.frontend_s == 0.0
+    assert shared.policy.frontend_extra_at(100.0) == pytest.approx(0.55e-3)  # 1.0 less the 0.45 per row
+    # one open-loop point is no curve: the saturated figure stands, as before
+    one = _profile({"threads": 1, "binary": {**fig, "open_loop": points[:1]}, "client": client})
+    lone = serving_terms(one, "binary")
+    assert lone is not None and lone.frontend_curve == () and lone.frontend_s == pytest.approx(0.4e-3)
+    # moved to a slower clock, the curve's costs scale with the rest of the server's own work
+    slow = terms.scaled(2.0)
+    assert slow.frontend_curve[0] == (100.0, pytest.approx(1.8e-3)) and slow.fixed_s == terms.fixed_s
