@@ -35,7 +35,7 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
         # open loop at the light run's rate and shares of the saturated one: the front end's cost per load
         points = serving[enc]["open_loop"]
         assert len(points) >= 2 and [p["rate"] for p in points] == sorted(p["rate"] for p in points), points
-        assert all(p["requests"] > 0 and 0 < p["loop_cpu_ms"] and 0 < p["beyond_calls_ms"] for p in points), points
+        assert all(p["requests"] > 0 and p["loop_cpu_ms"] > 0 and p["beyond_calls_ms"] > 0 for p in points), points
     for c in (client, serving["client_binary"], serving["client_grpc"]):
         assert c["outside_from"].startswith("server-timing (less each request's queue wait and call"), c
         assert c["overhead_quantiles_ms"][0] >= 0 and c["model_ms"] > 0 and c["queue_ms"] >= 0, c
