@@ -243,6 +243,7 @@ def open_loop_capacity(server: Server, name: str, binary: bool, closed: float, s
         os.sched_setaffinity(0, mine)
 
 
+LATE_S = 0.005  # a send this far behind its schedule is late (``optiserve loadtest``'s late_ms)
 PERF_ANALYZER = Path(__file__).resolve().parents[1] / ".venv" / "perf_analyzer" / "perf_analyzer"
 
 
@@ -253,6 +254,13 @@ class PaRun:
     sent_s: np.ndarray  # each request's send time, from the first
     latency_ms: np.ndarray
     exit_status: str  # how perf_analyzer exited (one window is never "stable" by its rule)
+    # sends more than ``loadtest``'s 5 ms after their schedule (from the first send): past 1% the client
+    # fell behind and its latencies hold its own queueing, as a Locust run's would (not judged)
+    late_fraction: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return self.late_fraction <= 0.01
 
     def p99_ms(self) -> float:
         return float(np.quantile(self.latency_ms, 0.99))
@@ -288,7 +296,10 @@ def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> P
     order = np.argsort(t)
     if len(done) < len(requests):
         raise RuntimeError(f"perf_analyzer: {len(requests) - len(done)} of {len(requests)} requests unanswered")
-    return PaRun((t[order] - t[order][0]) / 1e9, lat[order], f"perf_analyzer exit {proc.returncode}")
+    sent = (t[order] - t[order][0]) / 1e9
+    planned = np.asarray(schedule_s, dtype=np.float64)[: sent.size]
+    late = float(((sent - (planned - planned[0])) > LATE_S).mean()) if sent.size else 1.0
+    return PaRun(sent, lat[order], f"perf_analyzer exit {proc.returncode}", late)
 
 
 def server_only_ms(profile: Path, served: ServedConfig, sent_s: np.ndarray, encoding: str) -> np.ndarray:

@@ -94,6 +94,7 @@ SATURATE_S = 2.0
 OPEN_FRACTIONS = (0.3, 0.55, 0.8, 0.9)
 OPEN_REQUESTS = 300
 OPEN_MIN_S, OPEN_MAX_S = 1.0, 4.0
+MAX_REFUSED = 0.01  # of an open-loop point's requests: more refused and its CPU per request is the overload's
 # what the server's overload gate lets a queue hold (serve/admission.py's MIN_WAIT_S and BATCHES)
 GATE_WAIT_S = 0.02
 GATE_CALLS = 3
@@ -327,20 +328,35 @@ def _open_loop(
 
     raw = request_bytes(path, body, headers)
     points: list[dict[str, Any]] = []
-    for rate in sorted(r for r in rates if r > 0):
+    for i, rate in enumerate(sorted(r for r in rates if r > 0)):
         seconds = min(max(OPEN_REQUESTS / rate, OPEN_MIN_S), OPEN_MAX_S)
         try:
             before, loop0, cpu0 = server_sums(url), _loop_cpu_s(proc), _cpu_s(proc)
-            r = run(drive(port, raw, rate, seconds, 10.0, users=4, seed=len(points)))
+            r = run(drive(port, raw, rate, seconds, 10.0, users=4, seed=i))
             loop1, cpu1, after = _loop_cpu_s(proc), _cpu_s(proc), server_sums(url)
-        except (OSError, psutil.Error, RuntimeError):
+        except (OSError, psutil.Error, RuntimeError) as exc:
+            points.append({"rate": round(rate, 2), "left_out": f"the run failed: {one_line(exc)}"})
             wait_until_ready(url, 30)
             continue
         n = r.ok * seconds
         beyond = _beyond_calls(before, after, cpu1 - cpu0, n)
-        # a point where the server did not keep up (its overload gate answered 503, or less was served
-        # than sent) is left out: its CPU per request is the overload's, not the load's
-        if r.refused or r.conn_refused or r.ok < 0.95 * r.sent or not beyond or not loop1 >= loop0:
+        # a point where the server did not keep up (its overload gate refused more than the odd request
+        # of a Poisson burst, or less was served than sent) is left out, said why: its CPU per request is
+        # the overload's, not the load's. One refusal in a hundred is kept: the int8 CNN's binary curve on
+        # a Zen 5 guest lost every point past 51 req/s in one run and kept them to 146 in the next, and
+        # flat from 51 its 1.28 ms front end put the p99 at 98 req/s 21% over the measured
+        refusals = r.refused + r.conn_refused
+        why = (
+            f"{refusals} of {r.sent * seconds:.0f} refused (503 or connection)"
+            if refusals > MAX_REFUSED * r.sent * seconds
+            else f"served {r.ok:.0f} of {r.sent:.0f} req/s sent"
+            if r.ok < 0.95 * r.sent
+            else "the server's sums did not answer"
+            if not beyond or not loop1 >= loop0
+            else ""
+        )
+        if why:
+            points.append({"rate": round(rate, 2), "left_out": why})
             wait_until_ready(url, 30)
             continue
         points.append(
@@ -351,7 +367,7 @@ def _open_loop(
                 "loop_cpu_ms": round((loop1 - loop0) / n * 1e3, 4),
                 **beyond,
                 "p99_ms": round(r.ok_p99_ms, 3),
-                "refused": r.refused,
+                "refused": refusals,
             }
         )
     return points
@@ -627,6 +643,7 @@ def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:
     binary, on a Sapphire Rapids guest: 0.19 ms beyond its calls at 4,700 req/s closed loop, 0.22 ms
     at 3,760 open loop, and about 0.22 under perf_analyzer's Poisson load at 4,000)."""
     points = [(float(p["rate"]), float(p[key]) / 1e3) for p in fig.get("open_loop") or () if p.get(key) is not None]
+    # (a point left out carries its rate and why, no figures)
     if len(points) < 2:
         return ()
     points.sort()
@@ -674,7 +691,7 @@ def describe(meta: dict[str, Any]) -> str | None:
     def loaded(fig: dict[str, Any]) -> str:
         sat = fig.get("saturated") or {}
         said = f"{sat['loop_cpu_ms']:.3g} ms saturated" if "loop_cpu_ms" in sat else ""
-        pts = fig.get("open_loop") or []
+        pts = [p for p in fig.get("open_loop") or [] if "loop_cpu_ms" in p]  # not the points left out
         if len(pts) >= 2:
             lo, hi = pts[0], pts[-1]
             curve = f"{lo['loop_cpu_ms']:.3g} ms at {lo['rate']:.0f} req/s"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from optiserve.profile.serving import serving_terms
+from optiserve.profile.serving import describe, serving_terms
 from optiserve.types import BenchConfig, Measurement, Precision, Profile, Status
 
 
@@ -250,7 +250,10 @@ def test_the_front_end_follows_the_load_on_its_open_loop_curve(monkeypatch: pyte
         {"rate": 300.0, "loop_cpu_ms": 0.6, "beyond_calls_ms": 0.7},
         {"rate": 500.0, "loop_cpu_ms": 0.4, "beyond_calls_ms": 0.45},
     ]
-    fig = {**FIG, "open_loop": points, "saturated": {"rate": 900.0, "loop_cpu_ms": 0.2, "beyond_calls_ms": 0.25}}
+    # a point the server did not keep up with says why and is on no curve
+    gone = {"rate": 700.0, "left_out": "12 of 1400 refused (503 or connection)"}
+    sat = {"rate": 900.0, "loop_cpu_ms": 0.2, "beyond_calls_ms": 0.25}
+    fig = {**FIG, "open_loop": [*points, gone], "saturated": sat}
     client = {**OPEN_LOOP, "rate": 100.0}
     prof = _profile({"threads": 1, "json": FIG, "binary": fig, "client": client})
     terms = serving_terms(prof, "binary")
@@ -262,6 +265,7 @@ def test_the_front_end_follows_the_load_on_its_open_loop_curve(monkeypatch: pyte
     # and the closed loop's); the simulator charges the curve's 0.9 ms there: the fixed term gives it back
     assert terms.fixed_s == pytest.approx((9.0 - (3.3 - 0.5 + 0.9)) * 1e-3)
     assert "0.9 ms at 100 req/s to 0.4 ms at 500" in terms.describe()
+    assert "0.9 ms at 100 req/s to 0.4 at 500 open loop" in describe({"serving": {"threads": 1, "binary": fig}})
     monkeypatch.setattr(prediction, "load_profile", lambda path: prof)
     apart = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=2), encoding="binary").policy
     assert apart.frontend_s == pytest.approx(0.4e-3) and not apart.frontend_per_row
