@@ -297,8 +297,11 @@ def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> P
     if len(done) < len(requests):
         raise RuntimeError(f"perf_analyzer: {len(requests) - len(done)} of {len(requests)} requests unanswered")
     sent = (t[order] - t[order][0]) / 1e9
-    planned = np.asarray(schedule_s, dtype=np.float64)[: sent.size]
-    late = float(((sent - (planned - planned[0])) > LATE_S).mean()) if sent.size else 1.0
+    # perf_analyzer cycles the intervals file until its count is reached, so it may send more than the
+    # schedule: the sends the schedule covers are the ones checked
+    planned = np.asarray(schedule_s, dtype=np.float64)
+    k = min(sent.size, planned.size)
+    late = float(((sent[:k] - (planned[:k] - planned[0])) > LATE_S).mean()) if k else 1.0
     return PaRun(sent, lat[order], f"perf_analyzer exit {proc.returncode}", late)
 
 

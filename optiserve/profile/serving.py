@@ -42,7 +42,7 @@ capacity is the server's; what a lone request pays beyond it is in the fixed ter
 
 Between the two, what the front end costs per request falls with load (caches stay warm, one
 wake-up serves several requests), so open-loop Poisson runs from the same driver at the light
-run's rate and at 30/55/80/90% of the saturated rate (``open_loop``) measure, per rate, the loop
+run's rate and at 10/30/55/80/90% of the saturated rate (``open_loop``) measure, per rate, the loop
 thread's CPU and the whole process's beyond its inference calls (the loop and the batcher's
 hand-offs: what shares a core with inference). The MLP's JSON front end on a Sapphire Rapids
 guest, max batch 1: the loop's CPU 0.47 ms per request at 340 req/s, 0.31 at 1,750, 0.25 at
@@ -91,7 +91,7 @@ SATURATE_CONNECTIONS = 32
 SATURATE_S = 2.0
 # The open-loop runs (the raw-socket driver at Poisson arrivals): the light run's rate and these shares of
 # the saturated rate, each long enough for ``OPEN_REQUESTS`` requests (``OPEN_MIN_S`` to ``OPEN_MAX_S``)
-OPEN_FRACTIONS = (0.3, 0.55, 0.8, 0.9)
+OPEN_FRACTIONS = (0.1, 0.3, 0.55, 0.8, 0.9)
 OPEN_REQUESTS = 300
 OPEN_MIN_S, OPEN_MAX_S = 1.0, 4.0
 MAX_REFUSED = 0.01  # of an open-loop point's requests: more refused and its CPU per request is the overload's
@@ -651,11 +651,10 @@ def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:
 
 
 def _at(curve: tuple[tuple[float, float], ...], rate: float) -> float:
-    """The curve's cost at ``rate`` (linear between its points, flat beyond its ends)."""
-    import numpy as np
+    """The curve's cost at ``rate`` as the simulator reads it (linear in log rate, flat beyond its ends)."""
+    from optiserve.estimate.simulator import curve_at
 
-    rates, costs = zip(*curve, strict=True)
-    return float(np.interp(rate, rates, costs))
+    return curve_at(curve, rate)
 
 
 def _client_figures(serving: dict[str, Any], enc: str) -> dict[str, Any]:

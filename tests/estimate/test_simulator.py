@@ -210,8 +210,12 @@ def test_the_front_ends_cost_follows_each_replicas_rate_on_its_measured_curve() 
     at_100 = simulate(slow, svc, BatchingPolicy(frontend_s=2e-4, frontend_extra=curve))
     same = simulate(slow, svc, BatchingPolicy(frontend_s=1.2e-3))
     np.testing.assert_allclose(at_100.latency_s, same.latency_s)
-    mid = simulate(np.arange(200) / 550.0, svc, BatchingPolicy(frontend_s=2e-4, frontend_extra=curve))
+    # halfway in log rate (316 req/s), half the extra: the cost falls per factor of load, not per req/s
+    halfway = float(np.sqrt(100.0 * 1000.0))
+    mid = simulate(np.arange(200) / halfway, svc, BatchingPolicy(frontend_s=2e-4, frontend_extra=curve))
     np.testing.assert_allclose(mid.latency_s.min(), 2e-4 + 5e-4 + 1e-3, rtol=1e-9)
+    linear = simulate(np.arange(200) / 550.0, svc, BatchingPolicy(frontend_s=2e-4, frontend_extra=curve))
+    assert linear.latency_s.min() < 2e-4 + 5e-4 + 1e-3  # past halfway in log rate: less than half
     # two replicas each see half the rate: 100 req/s in all is 50 per replica, flat below the curve
     two = simulate(slow, svc, BatchingPolicy(replicas=2, frontend_extra=curve))
     assert two.latency_s.min() == pytest.approx(2e-3)

@@ -269,7 +269,8 @@ def test_the_front_end_follows_the_load_on_its_open_loop_curve(monkeypatch: pyte
     monkeypatch.setattr(prediction, "load_profile", lambda path: prof)
     apart = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=2), encoding="binary").policy
     assert apart.frontend_s == pytest.approx(0.4e-3) and not apart.frontend_per_row
-    assert apart.frontend_s + apart.frontend_extra_at(200.0) == pytest.approx(0.75e-3)
+    halfway = (100.0 * 300.0) ** 0.5  # in log rate, between the first two points
+    assert apart.frontend_s + apart.frontend_extra_at(halfway) == pytest.approx(0.75e-3)
     shared = server_model(Path("p"), ServedConfig(max_batch=1, server_cpus=1), encoding="binary")
     assert shared.policy.frontend_per_row and shared.policy.frontend_s == 0.0
     assert shared.policy.frontend_extra_at(100.0) == pytest.approx(0.55e-3)  # 1.0 less the 0.45 per row
