@@ -309,5 +309,5 @@ def server_only_ms(profile: Path, served: ServedConfig, sent_s: np.ndarray, enco
     """The profile's served model on these send times, without the fixed term (the load-test
     client's latency outside the server, which another client does not pay)."""
     model = server_model(profile, served, encoding=encoding)
-    policy = replace(model.policy, fixed_s=0.0, fixed_spread_s=())
+    policy = replace(model.policy, fixed_s=0.0, fixed_spread_s=(), fixed_spread_curve=())
     return simulated_ms(sent_s, model.service, policy, 1)

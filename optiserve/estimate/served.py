@@ -44,5 +44,16 @@ def served_path(
     front, fixed = (0.0 if shared_core else floor), (0.0 if spread else terms.fixed_s)
     slows = not shared_core and terms.front_end_slows_inference()
     return served, BatchingPolicy(
-        max_batch, max_delay_s, (), instances, 1, front, fixed, spread, slows, extra, frontend_per_row=shared_core
+        max_batch,
+        max_delay_s,
+        (),
+        instances,
+        1,
+        front,
+        fixed,
+        spread,
+        slows,
+        extra,
+        frontend_per_row=shared_core,
+        fixed_spread_curve=terms.fixed_curve,
     )

@@ -13,7 +13,8 @@ A server's own front end (the event loop that reads, decodes and answers each
 request) is a FIFO station with ``frontend_s`` per request in front of the
 batcher, and ``fixed_s`` is what every request pays outside the server; both
 are measured by ``profile --serving``, not guessed; ``fixed_spread_s``, when
-measured, draws the fixed term per request from its measured quantiles. Where
+measured, draws the fixed term per request from its measured quantiles (at each
+replica's rate with ``fixed_spread_curve``). Where
 the front end holds what inference needs (``frontend_slows_inference``: the
 GIL), each call is stretched by the front-end work that lands during it.
 
@@ -62,6 +63,11 @@ class BatchingPolicy:
     # (or beyond the per-row cost already in the service model, with ``frontend_per_row``) at that rate
     frontend_extra: tuple[tuple[float, float], ...] = ()
     frontend_per_row: bool = False  # the extra is charged on each call per row (a core shared with inference)
+    # (per-replica req/s, quantiles) of the fixed term's spread measured at several loads: what a request
+    # pays outside the server falls with load as the front end's cost does (the MLP on a Zen 5 guest, JSON,
+    # Locust: 1.99 ms mean at 100 req/s, 1.24 at 603); read quantile by quantile in log rate, flat beyond
+    # its ends, in place of ``fixed_spread_s`` (empty: that one spread at every rate)
+    fixed_spread_curve: tuple[tuple[float, tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.instances < 1 or self.replicas < 1 or self.max_delay_s < 0:
@@ -71,6 +77,13 @@ class BatchingPolicy:
         q = self.fixed_spread_s
         if q and (len(q) < 2 or q[0] < 0 or any(b < a for a, b in itertools.pairwise(q))):
             raise UsageError("a fixed-term spread is >= 2 non-negative, non-decreasing quantiles")
+        c = self.fixed_spread_curve
+        if c and (
+            any(r <= 0 or len(qs) != len(c[0][1]) or len(qs) < 2 or qs[0] < 0 for r, qs in c)
+            or any(b[0] <= a[0] for a, b in itertools.pairwise(c))
+            or any(y < x for _, qs in c for x, y in itertools.pairwise(qs))
+        ):
+            raise UsageError("a fixed-term spread curve is (rate > 0, spread) points at increasing rates")
         x = self.frontend_extra
         if x and (any(r <= 0 or c < 0 for r, c in x) or any(b[0] <= a[0] for a, b in itertools.pairwise(x))):
             raise UsageError("a front-end curve is (rate > 0, cost >= 0) points at increasing rates")
@@ -80,6 +93,16 @@ class BatchingPolicy:
     @property
     def target(self) -> int:
         return max(self.preferred) if self.preferred else self.max_batch
+
+    def fixed_spread_at(self, rate: float) -> tuple[float, ...]:
+        """The fixed term's quantiles at ``rate`` req/s per replica (``fixed_spread_s`` without a curve)."""
+        c = self.fixed_spread_curve
+        if not c or rate <= 0:
+            return c[0][1] if c else self.fixed_spread_s
+        rates = np.log([r for r, _ in c])
+        table = np.asarray([qs for _, qs in c])
+        x = float(np.log(rate))
+        return tuple(float(np.interp(x, rates, table[:, j])) for j in range(table.shape[1]))
 
     def frontend_extra_at(self, rate: float) -> float:
         """The front end's extra cost per request at ``rate`` req/s per replica (0 without a curve)."""
@@ -232,8 +255,9 @@ def simulate(arrivals: np.ndarray, service: ServiceModel, policy: BatchingPolicy
             per_item,
         )
         outside = policy.fixed_s
-        if policy.fixed_spread_s:  # drawn per request, its own stream: the same draws at every rate
-            q = np.asarray(policy.fixed_spread_s)
+        spread = policy.fixed_spread_at(offered)
+        if spread:  # drawn per request, its own stream: the same draws at every rate
+            q = np.asarray(spread)
             u = np.random.default_rng((seed, r, 0x5EED)).random(arr.size)
             outside = outside + np.interp(u, np.linspace(0.0, 1.0, q.size), q)
         lat.append(finish - arr + outside)

@@ -94,6 +94,8 @@ SATURATE_S = 2.0
 OPEN_FRACTIONS = (0.1, 0.3, 0.55, 0.8, 0.9)
 OPEN_REQUESTS = 300
 OPEN_MIN_S, OPEN_MAX_S = 1.0, 4.0
+# the loaded client run (``client_loaded``): this share of the saturated rate, at most this many light rates
+LOADED_FRACTION, LOADED_X = 0.1, 10.0
 MAX_REFUSED = 0.01  # of an open-loop point's requests: more refused and its CPU per request is the overload's
 # what the server's overload gate lets a queue hold (serve/admission.py's MIN_WAIT_S and BATCHES)
 GATE_WAIT_S = 0.02
@@ -248,6 +250,11 @@ def measure_serving(
         # the other REST encoding too: a load test (or perf_analyzer, binary only) may send it
         other = "json" if auto == "binary" else "binary"
         out[f"client_{other}"] = _client_overhead(url, layout, out, client_cpus, encoding=other)
+        # and the same client under load: what a request pays outside the server falls with load as the
+        # front end's cost does, so one light run's spread over-charges every loaded rate
+        loaded = _loaded_rate(out[auto], float(out["client"].get("rate") or 0.0))
+        if loaded:
+            out["client_loaded"] = _client_overhead(url, layout, out, client_cpus, encoding=auto, rate=loaded)
         if "frontend_ms" in out["grpc"]:  # the load test's gRPC client (gevent) has its own latency
             out["client_grpc"] = _client_overhead(url, layout, out, client_cpus, grpc_port)
         return out
@@ -373,6 +380,15 @@ def _open_loop(
     return points
 
 
+def _loaded_rate(fig: dict[str, Any], light: float) -> float | None:
+    """The loaded client run's rate: ``LOADED_FRACTION`` of the saturated one, at most ``LOADED_X`` times
+    the light run's (Locust, one process, queues past about a third of a core: the MLP's JSON at 603 req/s
+    on a Zen 5 guest kept it 21% busy); None where that is not well above the light run's."""
+    sat = float((fig.get("saturated") or {}).get("rate") or 0.0)
+    rate = min(LOADED_FRACTION * sat, LOADED_X * light)
+    return rate if light > 0 and rate >= 2 * light else None
+
+
 def _light_rate(rtt_ms: float) -> float:
     """The light run's rate: a fifth of the closed loop's, at most 100 req/s (requests seldom queue)."""
     return min(100.0, 200.0 / max(rtt_ms, 1e-3))
@@ -385,13 +401,15 @@ def _client_overhead(
     client_cpus: set[int] | None = None,
     grpc_port: int | None = None,
     encoding: str | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """A light open-loop ``optiserve loadtest`` (Locust): its mean latency minus the server's own.
     At about a fifth of the closed-loop rate requests seldom queue, so what is left is the client.
-    With ``grpc_port``: the same over gRPC; else in ``encoding`` (None: the one loadtest picks)."""
+    With ``grpc_port``: the same over gRPC; else in ``encoding`` (None: the one loadtest picks);
+    at ``rate`` (None: the light rate)."""
     enc = "grpc" if grpc_port is not None else encoding or client_encoding(layout)
     rtt_ms = float(measured[enc]["round_trip_ms"])
-    rate = _light_rate(rtt_ms)
+    rate = rate or _light_rate(rtt_ms)
     duration = min(max(3.0, CLIENT_REQUESTS / rate), CLIENT_MAX_S)
     try:
         with tempfile.TemporaryDirectory(prefix="optiserve-serving-") as tmp:
@@ -507,6 +525,9 @@ class ServingTerms:
     # (on a core shared with inference: the loop and the batcher's hand-offs); empty: not measured
     frontend_curve: tuple[tuple[float, float], ...] = ()
     shared_curve: tuple[tuple[float, float], ...] = ()
+    # (req/s, quantiles) of the fixed term's spread: the light run's and the loaded run's (``client_loaded``),
+    # read in log rate at each replica's rate; empty: ``fixed_quantiles_s`` at every rate
+    fixed_curve: tuple[tuple[float, tuple[float, ...]], ...] = ()
 
     def scaled(self, factor: float) -> ServingTerms:
         """The server's own work (Python on the host CPU) ``factor`` times as long; the fixed part stays."""
@@ -542,6 +563,10 @@ class ServingTerms:
         if self.fixed_quantiles_s:
             q = self.fixed_quantiles_s
             spread = f", p99 {q[round(0.99 * (len(q) - 1))] * 1e3:.3g} ms"
+        if len(self.fixed_curve) > 1:
+            (r0, q0), (r1, q1) = self.fixed_curve[0], self.fixed_curve[-1]
+            mean0, mean1 = sum(q0) / len(q0), sum(q1) / len(q1)
+            spread += f" (mean {mean0 * 1e3:.3g} ms at {r0:.0f} req/s, {mean1 * 1e3:.3g} at {r1:.0f})"
         slower = f" + {self.per_call_s * 1e3:.3g} ms per call" if self.per_call_s > 0 else ""
         if self.frontend_curve:
             (r0, c0), (r1, c1) = self.frontend_curve[0], self.frontend_curve[-1]
@@ -578,6 +603,7 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
     if not fig:
         return None
     client_name = "tritonclient.grpc" if enc == "grpc" else "http.client"
+    fixed_curve: tuple[tuple[float, tuple[float, ...]], ...] = ()
     fixed_s, fixed_from = float(fig["fixed_ms"]) / 1e3, f"closed loop ({client_name})"
     spread: tuple[float, ...] = ()
     factors: tuple[float, ...] = ()
@@ -625,6 +651,9 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
         fixed_s, fixed_from = max(fixed_ms, 0.0) / 1e3, "load-test client, open loop"
         if tail:
             spread = tuple(q / 1e3 for q in quantiles)
+            loaded = _loaded_spread(serving.get("client_loaded") or {}, enc, curve, infer_s) if factors else None
+            if loaded is not None and loaded[0] > float(client.get("rate") or 0.0) > 0:
+                fixed_curve = ((float(client["rate"]), spread), loaded)
     elif client.get("encoding") == enc and "fixed_ms" in client:
         fixed_s, fixed_from = float(client["fixed_ms"]) / 1e3, "load-test client"
     per_row, per_call = 0.0, 0.0
@@ -634,7 +663,31 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             per_call = min(max(infer_s - base, 0.0), MAX_PER_CALL_X * base)
         else:
             per_row = max(infer_s - base, 0.0)
-    return ServingTerms(frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call, factors, curve, shared)
+    return ServingTerms(
+        frontend_s, fixed_s, per_row, enc, fixed_from, spread, per_call, factors, curve, shared, fixed_curve
+    )
+
+
+def _loaded_spread(
+    client: dict[str, Any], enc: str, curve: tuple[tuple[float, float], ...], infer_s: float
+) -> tuple[float, tuple[float, ...]] | None:
+    """(req/s, quantiles in s) of the loaded client run's fixed term, made as the light run's is: its
+    latency less its queue wait and what the simulator charges a request there (the front-end curve
+    at its rate and the light run's batch-1 call, which the simulator charges at every rate); None
+    where it did not run in ``enc``, or too short for a tail."""
+    import numpy as np
+
+    needed = ("client_ms", "queue_ms", "rate", "overhead_quantiles_ms")
+    if client.get("encoding") != enc or any(client.get(k) is None for k in needed):
+        return None
+    if int(client.get("requests") or 0) < TAIL_REQUESTS or not client["overhead_quantiles_ms"]:
+        return None
+    rate = float(client["rate"])
+    front = _at(curve, rate) if curve else float(client.get("frontend_ms") or 0.0) / 1e3
+    fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - (front + infer_s) * 1e3
+    quantiles = [float(x) for x in client["overhead_quantiles_ms"]]
+    shift = fixed_ms - float(np.mean(quantiles))
+    return rate, tuple(max(q + shift, 0.0) / 1e3 for q in quantiles)
 
 
 def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:

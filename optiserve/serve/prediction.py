@@ -150,7 +150,9 @@ def forecast(
     """What ``loadtest --predict-from`` records: p50/p99 for this very schedule and how they were made."""
     model = server_model(profile, config, per_request_ms, overhead_ms, encoding)
     extra = overheads_from(overhead_from) if overhead_from is not None else None
-    policy = model.policy if extra is None else replace(model.policy, fixed_spread_s=())  # measured overheads win
+    policy = (
+        model.policy if extra is None else replace(model.policy, fixed_spread_s=(), fixed_spread_curve=())
+    )  # measured overheads win
     sim = simulate(np.asarray(schedule, dtype=np.float64), model.service, policy)  # the fixed spread drawn in it
     sim_ms = sim.latency_s * 1e3
     lat_ms = with_overheads(sim_ms, extra, seed)

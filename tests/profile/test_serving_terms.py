@@ -190,6 +190,42 @@ def test_the_served_calls_spread_scales_the_simulated_calls_and_the_fixed_term_k
     assert kept is not None and kept.call_factors == () and kept.fixed_quantiles_s[0] == 1e-3  # as recorded
 
 
+def test_a_loaded_client_run_gives_the_fixed_terms_spread_a_second_load() -> None:
+    """``client_loaded`` (the same client at 10% of saturation) is made as the light run's spread is (its
+    latency less its queue wait and what the simulator charges it), and the two form the spread's curve."""
+    import numpy as np
+
+    light = {
+        "encoding": "binary",
+        "client_ms": 9.0,
+        "frontend_ms": 0.5,
+        "inference_ms": 2.5,
+        "model_ms": 3.3,
+        "queue_ms": 0.2,
+        "overhead_quantiles_ms": [1.0] * 101,
+        "call_factors": [1.0] * 101,
+        "requests": 1000,
+        "rate": 100.0,
+    }
+    loaded = {**light, "client_ms": 7.0, "queue_ms": 0.5, "rate": 800.0, "requests": 2400}
+    serving = {"threads": 1, "json": FIG, "binary": FIG, "client": light, "client_loaded": loaded}
+    terms = serving_terms(_profile(serving), "binary")
+    assert terms is not None and [r for r, _ in terms.fixed_curve] == [100.0, 800.0]
+    charged = 0.5 + 2.5  # the front end and the light run's call, charged at every rate
+    assert np.mean(terms.fixed_curve[0][1]) == pytest.approx((9.0 - 0.2 - charged) * 1e-3)
+    assert np.mean(terms.fixed_curve[1][1]) == pytest.approx((7.0 - 0.5 - charged) * 1e-3)
+    assert terms.fixed_curve[0][1] == terms.fixed_quantiles_s and "at 800" in terms.describe()
+    from optiserve.estimate import ServiceModel
+    from optiserve.estimate.served import served_path
+
+    _, policy = served_path(ServiceModel({1: np.full(10, 2e-3)}), terms, 1, 0.0, 1)
+    assert policy.fixed_spread_curve == terms.fixed_curve  # what the planner and verify simulate
+    # too short for a tail, or in another encoding: the light run's spread at every rate
+    for other in ({**loaded, "requests": 100}, {**loaded, "encoding": "json"}):
+        one = serving_terms(_profile({**serving, "client_loaded": other}), "binary")
+        assert one is not None and one.fixed_curve == () and one.fixed_quantiles_s == terms.fixed_quantiles_s
+
+
 def test_jitter_keeps_the_mean_and_no_factors_keep_the_model() -> None:
     import numpy as np
 
