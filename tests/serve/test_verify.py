@@ -23,7 +23,7 @@ def test_verify_runs_the_plans_server_at_its_rates(mlp_path: Path, tmp_path: Pat
     # and again under load (10% of saturation, at most 10 light rates): the fixed term's second point
     loaded = serving["client_loaded"]
     assert loaded["encoding"] == client["encoding"] and loaded["rate"] >= 2 * client["rate"], loaded
-    assert loaded["requests"] > client["requests"] and len(loaded["overhead_quantiles_ms"]) == 101, loaded
+    assert loaded["requests"] >= client["requests"] and len(loaded["overhead_quantiles_ms"]) == 101, loaded
     assert client["encoding"] == "json" and client["requests"] > 0 and client["fixed_ms"] >= 0, client
     assert client["client_ms"] >= client["server_ms"] > 0
     # the spread is each request's latency less its own wait in the batcher queue and its batch's call
