@@ -206,9 +206,15 @@ def load_fidelity(b: Benchmark) -> list[str]:
             f"| {r['model']}, {r['load']:.0%} ({r['rate']:.0f}/s) | {r.get('client', 'Locust')} "
             f"| {r['p50_predicted_ms']:.1f} / "
             f"{r['p50_measured_ms']:.1f} | {r['p99_predicted_ms']:.1f} / {r['p99_measured_ms']:.1f} | "
-            f"{_num(lo, '.1f')}-{_num(hi, '.1f')} (n={r['requests']}){late} | {err} | {verdict} | {_fitted(r)} |"
+            f"{_num(lo, '.1f')}-{_upper(hi)} (n={r['requests']}){late} | {err} | {verdict} | {_fitted(r)} |"
         )
     return lines
+
+
+def _upper(hi: Any) -> str:
+    """A confidence interval's upper end: too few requests above the p99 leave it unbounded (infinite,
+    which a JSON record keeps as null)."""
+    return "unbounded" if hi is None or (isinstance(hi, int | float) and not math.isfinite(hi)) else _num(hi, ".1f")
 
 
 def _span(values: Sequence[float]) -> str:
