@@ -26,6 +26,7 @@ BASE = {
     "_validated_yaml",
     "_oip_client",
     "_socket_driver",
+    "_curves",
     "_audit",
     "_signing",
     "_mlflow",

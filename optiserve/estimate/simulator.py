@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from optiserve._curves import curve_at
 from optiserve.errors import UsageError
 from optiserve.estimate.arrivals import poisson_arrivals
 from optiserve.estimate.service import ServiceModel
@@ -107,16 +108,6 @@ class BatchingPolicy:
     def frontend_extra_at(self, rate: float) -> float:
         """The front end's extra cost per request at ``rate`` req/s per replica (0 without a curve)."""
         return curve_at(self.frontend_extra, rate) if self.frontend_extra else 0.0
-
-
-def curve_at(curve: tuple[tuple[float, float], ...], rate: float) -> float:
-    """A measured (req/s, cost) curve's cost at ``rate``: linear in the rate's logarithm between its
-    points, flat beyond its ends. What the front end costs per request falls about evenly per factor of
-    load (wake-ups and cold caches shared by more requests), not per request per second: the MLP's JSON
-    front end on a Zen 5 guest, 0.74 ms of the process's CPU at 100 req/s and 0.18 ms at 2,711; read
-    linearly, 0.68 ms at 603 req/s put its p99 there 39% over the measured, 17% read in log rate."""
-    rates, costs = zip(*curve, strict=True)
-    return float(np.interp(np.log(max(rate, 1e-9)), np.log(rates), costs))
 
 
 @dataclass(frozen=True)

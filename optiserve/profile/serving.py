@@ -705,7 +705,7 @@ def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:
 
 def _at(curve: tuple[tuple[float, float], ...], rate: float) -> float:
     """The curve's cost at ``rate`` as the simulator reads it (linear in log rate, flat beyond its ends)."""
-    from optiserve.estimate.simulator import curve_at
+    from optiserve._curves import curve_at
 
     return curve_at(curve, rate)
 
