@@ -20,7 +20,7 @@ from optiserve.profile.profiler import run_sweep
 from optiserve.profile.serving import measure_serving
 from optiserve.profile.store import ParquetStore, load_profile
 from optiserve.profile.sweep import build_spec
-from optiserve.serve.loadtest import wait_until_ready
+from optiserve.serve.loadtest import LATE_MS, MAX_LATE, wait_until_ready
 from optiserve.serve.prediction import (
     ServedConfig,
     measured_overheads,
@@ -243,7 +243,6 @@ def open_loop_capacity(server: Server, name: str, binary: bool, closed: float, s
         os.sched_setaffinity(0, mine)
 
 
-LATE_S = 0.005  # a send this far behind its schedule is late (``optiserve loadtest``'s late_ms)
 PERF_ANALYZER = Path(__file__).resolve().parents[1] / ".venv" / "perf_analyzer" / "perf_analyzer"
 
 
@@ -254,13 +253,13 @@ class PaRun:
     sent_s: np.ndarray  # each request's send time, from the first
     latency_ms: np.ndarray
     exit_status: str  # how perf_analyzer exited (one window is never "stable" by its rule)
-    # sends more than ``loadtest``'s 5 ms after their schedule (from the first send): past 1% the client
-    # fell behind and its latencies hold its own queueing, as a Locust run's would (not judged)
+    # sends more than ``loadtest``'s LATE_MS after their schedule (from the first send): past its MAX_LATE
+    # the client fell behind and its latencies hold its own queueing, as a Locust run's would (not judged)
     late_fraction: float = 0.0
 
     @property
     def valid(self) -> bool:
-        return self.late_fraction <= 0.01
+        return self.late_fraction <= MAX_LATE
 
     def p99_ms(self) -> float:
         return float(np.quantile(self.latency_ms, 0.99))
@@ -301,7 +300,7 @@ def perf_analyzer(url: str, model: str, schedule_s: np.ndarray, work: Path) -> P
     # schedule: the sends the schedule covers are the ones checked
     planned = np.asarray(schedule_s, dtype=np.float64)
     k = min(sent.size, planned.size)
-    late = float(((sent[:k] - (planned[:k] - planned[0])) > LATE_S).mean()) if k else 1.0
+    late = float(((sent[:k] - (planned[:k] - planned[0])) > LATE_MS / 1e3).mean()) if k else 1.0
     return PaRun(sent, lat[order], f"perf_analyzer exit {proc.returncode}", late)
 
 

@@ -353,15 +353,7 @@ def _open_loop(
         # a Zen 5 guest lost every point past 51 req/s in one run and kept them to 146 in the next, and
         # flat from 51 its 1.28 ms front end put the p99 at 98 req/s 21% over the measured
         refusals = r.refused + r.conn_refused
-        why = (
-            f"{refusals} of {r.sent * seconds:.0f} refused (503 or connection)"
-            if refusals > MAX_REFUSED * r.sent * seconds
-            else f"served {r.ok:.0f} of {r.sent:.0f} req/s sent"
-            if r.ok < 0.95 * r.sent
-            else "the server's sums did not answer"
-            if not beyond or not loop1 >= loop0
-            else ""
-        )
+        why = _left_out(r, seconds, bool(beyond) and loop1 >= loop0)
         if why:
             points.append({"rate": round(rate, 2), "left_out": why})
             wait_until_ready(url, 30)
@@ -378,6 +370,17 @@ def _open_loop(
             }
         )
     return points
+
+
+def _left_out(r: Any, seconds: float, summed: bool) -> str:
+    """Why an open-loop point is not on the curve ("" when it is): ``r`` the driver's run, ``summed``
+    whether the server's sums answered around it."""
+    refusals, sent = r.refused + r.conn_refused, r.sent * seconds
+    if refusals > MAX_REFUSED * sent:
+        return f"{refusals} of {sent:.0f} refused (503 or connection)"
+    if r.ok < 0.95 * r.sent:
+        return f"served {r.ok:.0f} of {r.sent:.0f} req/s sent"
+    return "" if summed else "the server's sums did not answer"
 
 
 def _loaded_rate(fig: dict[str, Any], light: float) -> float | None:
@@ -587,7 +590,6 @@ class ServingTerms:
 
 def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms | None:
     """The serving terms of a profile (None when ``profile --serving`` did not measure them)."""
-    import numpy as np
 
     meta = profile.meta
     serving = meta.get("serving") or {}
@@ -645,14 +647,14 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
             # and that work is in the front end the simulator charges: counted once, not twice)
             fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - (at_light + infer_s) * 1e3
             if tail and quantiles:
-                shift = fixed_ms - float(np.mean(quantiles))
-                quantiles = [max(q + shift, 0.0) for q in quantiles]
+                quantiles = _shifted(quantiles, fixed_ms)
                 factors = tuple(float(x) for x in client["call_factors"])
         fixed_s, fixed_from = max(fixed_ms, 0.0) / 1e3, "load-test client, open loop"
         if tail:
             spread = tuple(q / 1e3 for q in quantiles)
-            loaded = _loaded_spread(serving.get("client_loaded") or {}, enc, curve, infer_s) if factors else None
-            if loaded is not None and loaded[0] > float(client.get("rate") or 0.0) > 0:
+            # the loaded run, made the same way, is the spread's second point
+            loaded = _loaded_spread(serving.get("client_loaded") or {}, enc, curve, frontend_s, infer_s)
+            if factors and loaded is not None and loaded[0] > float(client.get("rate") or 0.0) > 0:
                 fixed_curve = ((float(client["rate"]), spread), loaded)
     elif client.get("encoding") == enc and "fixed_ms" in client:
         fixed_s, fixed_from = float(client["fixed_ms"]) / 1e3, "load-test client"
@@ -668,26 +670,31 @@ def serving_terms(profile: Profile, encoding: str | None = None) -> ServingTerms
     )
 
 
-def _loaded_spread(
-    client: dict[str, Any], enc: str, curve: tuple[tuple[float, float], ...], infer_s: float
-) -> tuple[float, tuple[float, ...]] | None:
-    """(req/s, quantiles in s) of the loaded client run's fixed term, made as the light run's is: its
-    latency less its queue wait and what the simulator charges a request there (the front-end curve
-    at its rate and the light run's batch-1 call, which the simulator charges at every rate); None
-    where it did not run in ``enc``, or too short for a tail."""
+def _shifted(quantiles: list[float], mean_ms: float) -> list[float]:
+    """A client run's outside-the-server quantiles moved to ``mean_ms`` on average (none below 0)."""
     import numpy as np
 
+    shift = mean_ms - float(np.mean(quantiles))
+    return [max(q + shift, 0.0) for q in quantiles]
+
+
+def _loaded_spread(
+    client: dict[str, Any], enc: str, curve: tuple[tuple[float, float], ...], front_s: float, infer_s: float
+) -> tuple[float, tuple[float, ...]] | None:
+    """(req/s, quantiles in s) of the loaded client run's fixed term, made as the light run's is: its
+    latency less its queue wait and what the simulator charges a request at its rate (the front-end
+    ``curve`` there, ``front_s`` without one, and the light run's batch-1 call, which the simulator
+    charges at every rate); None where it did not run in ``enc``, or too short for a tail."""
     needed = ("client_ms", "queue_ms", "rate", "overhead_quantiles_ms")
     if client.get("encoding") != enc or any(client.get(k) is None for k in needed):
         return None
     if int(client.get("requests") or 0) < TAIL_REQUESTS or not client["overhead_quantiles_ms"]:
         return None
     rate = float(client["rate"])
-    front = _at(curve, rate) if curve else float(client.get("frontend_ms") or 0.0) / 1e3
-    fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - (front + infer_s) * 1e3
-    quantiles = [float(x) for x in client["overhead_quantiles_ms"]]
-    shift = fixed_ms - float(np.mean(quantiles))
-    return rate, tuple(max(q + shift, 0.0) / 1e3 for q in quantiles)
+    charged_s = (_at(curve, rate) if curve else front_s) + infer_s
+    fixed_ms = float(client["client_ms"]) - float(client["queue_ms"]) - charged_s * 1e3
+    quantiles = _shifted([float(x) for x in client["overhead_quantiles_ms"]], fixed_ms)
+    return rate, tuple(q / 1e3 for q in quantiles)
 
 
 def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:
@@ -695,8 +702,8 @@ def _curve(fig: dict[str, Any], key: str) -> tuple[tuple[float, float], ...]:
     saturated closed loop is not one: back to back costs less than the same rate open loop (the MLP,
     binary, on a Sapphire Rapids guest: 0.19 ms beyond its calls at 4,700 req/s closed loop, 0.22 ms
     at 3,760 open loop, and about 0.22 under perf_analyzer's Poisson load at 4,000)."""
-    points = [(float(p["rate"]), float(p[key]) / 1e3) for p in fig.get("open_loop") or () if p.get(key) is not None]
     # (a point left out carries its rate and why, no figures)
+    points = [(float(p["rate"]), float(p[key]) / 1e3) for p in fig.get("open_loop") or () if p.get(key) is not None]
     if len(points) < 2:
         return ()
     points.sort()

@@ -38,6 +38,8 @@ __all__ = [
 
 MAX_REQUESTS = 500_000
 MAX_ERROR_RATE = 0.001  # more failed requests than this fails a run, whatever its latency
+LATE_MS = 5.0  # a send this far behind its schedule is late
+MAX_LATE = 0.01  # more late sends than this and the run is invalid: the client fell behind
 # Past this share of the run on a CPU, the one-process client's own queueing shows in the tail (MLP on a
 # Zen 3 2-vCPU guest, client on its own core: busy 0.14 at 100 req/s, 0.50 at 900, 0.65 at 1200, where
 # the p99 went from 10 to 13 to 20 ms with late sends still under 1%; on a Sapphire Rapids guest at 48%
@@ -82,7 +84,7 @@ class LoadResult:
 
     @property
     def valid(self) -> bool:
-        return self.late_fraction <= 0.01
+        return self.late_fraction <= MAX_LATE
 
     @property
     def failed(self) -> int:
@@ -145,7 +147,7 @@ def run_loadtest(
     model: str,
     schedule_s: np.ndarray,
     users: int,
-    late_ms: float = 5.0,
+    late_ms: float = LATE_MS,
     timeout_s: float = 30.0,
     samples: Mapping[str, np.ndarray] | None = None,
     binary: bool | None = None,
